@@ -1,0 +1,151 @@
+"""The engine client interface: the only way the runtime talks to a model.
+
+Pure Python, no torch: the HTTP layer imports this module and never a tensor.
+An engine accepts a request (`submit`), streams its events (`stream`), can stop it
+(`cancel`) and reports whether it can serve (`health`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. temperature 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the same input always gives the same output."""
+        return self.temperature == 0 or self.seed is not None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat generation: messages in, assistant text out."""
+
+    request_id: str
+    messages: Sequence[ChatMessage]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the reply, as soon as it is decoded."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of every stream."""
+
+    finish_reason: FinishReason
+    usage: Usage
+    error: str | None = None
+
+
+StreamEvent = TextDelta | Finished
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """What /ready reports about the model."""
+
+    ready: bool
+    model_id: str
+    detail: str = ""
+    queue_depth: int = 0
+    running: int = 0
+
+
+class EngineOverloaded(Exception):
+    """The engine's waiting queue is full; retry later."""
+
+
+class ContextTooLong(ValueError):
+    """The prompt alone does not fit in the model's context window."""
+
+
+@runtime_checkable
+class EngineClient(Protocol):
+    """Async interface to a model engine."""
+
+    model_id: str
+    context_window: int
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the prompt built from `messages` (chat template applied) takes."""
+        ...
+
+    async def submit(self, request: GenerationRequest) -> str:
+        """Queue a request; returns its id. Raises EngineOverloaded or ContextTooLong."""
+        ...
+
+    def stream(self, request_id: str) -> AsyncIterator[StreamEvent]:
+        """Events of a submitted request: TextDelta* then exactly one Finished."""
+        ...
+
+    async def cancel(self, request_id: str) -> None:
+        """Stop a request and free its resources; a no-op for unknown ids."""
+        ...
+
+    async def health(self) -> EngineHealth:
+        """Whether the engine can serve now."""
+        ...
+
+    async def start(self) -> None:
+        """Load weights and start background work."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and release resources."""
+        ...
+
+
+async def collect(engine: EngineClient, request: GenerationRequest) -> tuple[str, Finished]:
+    """Submit a request and gather its whole reply."""
+    request_id = await engine.submit(request)
+    parts: list[str] = []
+    try:
+        async for event in engine.stream(request_id):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                return "".join(parts), event
+    finally:
+        await engine.cancel(request_id)
+    raise RuntimeError("engine stream ended without a Finished event")
