@@ -1,0 +1,64 @@
+"""Account routes: signup, login, refresh, me, email verification, password reset."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from gpt_runtime.deps import CurrentUser, RuntimeDep
+from gpt_runtime.schemas import (
+    AcceptedOut,
+    EmailIn,
+    LoginIn,
+    RefreshIn,
+    ResetPasswordIn,
+    SignupIn,
+    SignupOut,
+    TokenIn,
+    TokenOut,
+    UserOut,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/signup", status_code=status.HTTP_201_CREATED)
+async def signup(body: SignupIn, runtime: RuntimeDep) -> SignupOut:
+    user, token = await runtime.auth.signup(body.email, body.password)
+    return SignupOut(user=UserOut.of(user), verification_token=token if runtime.settings.dev_mode else None)
+
+
+@router.post("/login")
+async def login(body: LoginIn, runtime: RuntimeDep) -> TokenOut:
+    pair = await runtime.auth.login(body.email, body.password)
+    return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshIn, runtime: RuntimeDep) -> TokenOut:
+    pair = await runtime.auth.refresh(body.refresh_token)
+    return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+
+@router.get("/me")
+async def me(user: CurrentUser) -> UserOut:
+    return UserOut.of(user)
+
+
+@router.post("/verify-email")
+async def verify_email(body: TokenIn, runtime: RuntimeDep) -> UserOut:
+    return UserOut.of(await runtime.auth.verify_email(body.token))
+
+
+@router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
+async def forgot_password(body: EmailIn, runtime: RuntimeDep) -> AcceptedOut:
+    """Always 202, whether or not the account exists, so emails cannot be probed."""
+    token = await runtime.auth.forgot_password(body.email)
+    return AcceptedOut(
+        status="if the account exists, a reset email was sent", token=token if runtime.settings.dev_mode else None
+    )
+
+
+@router.post("/reset-password")
+async def reset_password(body: ResetPasswordIn, runtime: RuntimeDep) -> AcceptedOut:
+    await runtime.auth.reset_password(body.token, body.new_password)
+    return AcceptedOut(status="password changed")

@@ -1,0 +1,86 @@
+"""Conversation routes; every lookup is scoped to the caller, so others' ids answer 404."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from gpt_runtime.deps import CurrentUser, RuntimeDep
+from gpt_runtime.errors import BadRequest, NotFound
+from gpt_runtime.schemas import (
+    ConversationDetailOut,
+    ConversationIn,
+    ConversationOut,
+    ConversationPageOut,
+    MessageOut,
+    TitleIn,
+)
+from gpt_runtime.storage.base import InvalidCursor
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+
+def _not_found() -> NotFound:
+    return NotFound("conversation not found", param="conversation_id", code="conversation_not_found")
+
+
+def _to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_conversation(
+    user: CurrentUser, runtime: RuntimeDep, body: ConversationIn | None = None
+) -> ConversationOut:
+    title = body.title if body else ConversationIn().title
+    return ConversationOut.of(await runtime.store.create_conversation(user.id, title))
+
+
+@router.get("")
+async def list_conversations(
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="ISO 8601; only conversations changed after it")
+    ] = None,
+) -> ConversationPageOut:
+    since = _to_us(updated_since) if updated_since else None
+    try:
+        page = await runtime.store.list_conversations(user.id, limit=limit, cursor=cursor, updated_since=since)
+    except InvalidCursor as exc:
+        raise BadRequest("cursor is not valid", param="cursor", code="invalid_cursor") from exc
+    return ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> ConversationDetailOut:
+    conversation = await runtime.store.get_conversation(user.id, conversation_id)
+    messages = await runtime.store.list_messages(user.id, conversation_id) if conversation else None
+    if conversation is None or messages is None:
+        raise _not_found()
+    return ConversationDetailOut(
+        **ConversationOut.of(conversation).model_dump(), messages=[MessageOut.of(m) for m in messages]
+    )
+
+
+@router.put("/{conversation_id}/title")
+async def rename_conversation(
+    conversation_id: str, body: TitleIn, user: CurrentUser, runtime: RuntimeDep
+) -> ConversationOut:
+    conversation = await runtime.store.rename_conversation(user.id, conversation_id, body.title)
+    if conversation is None:
+        raise _not_found()
+    return ConversationOut.of(conversation)
+
+
+@router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    if not await runtime.store.delete_conversation(user.id, conversation_id):
+        raise _not_found()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,122 @@
+"""POST /generate: a reply as JSON, or as server-sent events with "stream": true."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from gpt_model.protocol import Finished, TextDelta
+
+from gpt_runtime import sse
+from gpt_runtime.deps import CurrentUser, RuntimeDep
+from gpt_runtime.errors import error_body
+from gpt_runtime.schemas import GenerateIn, GenerateOut, MessageOut, UsageOut
+from gpt_runtime.services.generation import Generation, GenerationService
+from gpt_runtime.services.streaming import with_heartbeats
+
+log = logging.getLogger("gpt_runtime.generate")
+router = APIRouter(tags=["generation"])
+PING_INTERVAL_S = 15.0
+DISCONNECT_POLL_S = 0.25
+SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
+
+
+@router.post("/generate", response_model=GenerateOut, responses={200: {"content": {"text/event-stream": {}}}})
+async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
+    """Generate a reply to `prompt`, continuing `conversation_id` when given (a new one otherwise)."""
+    service = runtime.generation
+    generation = await service.prepare(
+        user,
+        body.prompt,
+        conversation_id=body.conversation_id,
+        system=body.system,
+        params=body.model_dump(include=set(SAMPLING_FIELDS)),
+    )
+    await service.start(generation)
+    if body.stream:
+        include_usage = body.stream_options.include_usage if body.stream_options else True
+        return StreamingResponse(
+            _sse(service, generation, runtime.engine.model_id, include_usage),
+            media_type="text/event-stream",
+            headers=sse.SSE_HEADERS,
+        )
+    task = asyncio.create_task(_collect(service, generation))
+    if not await _finished_unless_disconnected(request, task):
+        return JSONResponse(
+            error_body("client closed the request", "invalid_request_error", None, "client_closed_request"),
+            status_code=499,
+        )
+    return _reply(generation, runtime.engine.model_id)
+
+
+async def _collect(service: GenerationService, generation: Generation) -> None:
+    async with contextlib.aclosing(service.events(generation, "rest")) as events:
+        async for _ in events:
+            pass
+
+
+async def _finished_unless_disconnected(request: Request, task: asyncio.Task[None]) -> bool:
+    """Wait for `task`; cancel it (freeing its engine slot) if the client goes away first."""
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not done and await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+    task.result()
+    return True
+
+
+def _reply(generation: Generation, model: str) -> GenerateOut:
+    finished = generation.finished
+    assert finished is not None
+    usage = finished.usage
+    return GenerateOut(
+        id=generation.request.request_id,
+        model=model,
+        conversation_id=generation.conversation_id,
+        message=MessageOut.of(generation.reply) if generation.reply else None,
+        content=generation.content,
+        finish_reason=finished.finish_reason,
+        usage=UsageOut(**sse.usage_dict(usage)),
+    )
+
+
+async def _sse(
+    service: GenerationService, generation: Generation, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    created = int(time.time())
+    gen_id = generation.request.request_id
+    extra = {"conversation_id": generation.conversation_id}
+    yield sse.sse_data(sse.chunk(gen_id, model, created, delta={"role": "assistant", "content": ""}, extra=extra))
+    events = with_heartbeats(service.events(generation, "sse"), PING_INTERVAL_S)
+    try:
+        async for event in events:
+            if event is None:
+                yield sse.PING
+            elif isinstance(event, TextDelta):
+                yield sse.sse_data(sse.chunk(gen_id, model, created, delta={"content": event.text}, extra=extra))
+            elif isinstance(event, Finished):
+                if event.finish_reason == "error":
+                    yield sse.sse_data(
+                        error_body(event.error or "generation failed", "api_error", None, "engine_error")
+                    )
+                    break
+                reply_extra = extra | {"message_id": generation.reply.id if generation.reply else None}
+                yield sse.sse_data(
+                    sse.chunk(gen_id, model, created, finish_reason=event.finish_reason, extra=reply_extra)
+                )
+                if include_usage:
+                    yield sse.sse_data(sse.chunk(gen_id, model, created, usage=event.usage, extra=extra))
+    except Exception:
+        log.exception("stream failed")
+        yield sse.sse_data(error_body("generation failed", "api_error", None, "internal_error"))
+    finally:
+        await events.aclose()
+    yield sse.DONE

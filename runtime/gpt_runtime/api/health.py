@@ -1,0 +1,37 @@
+"""Liveness, readiness and Prometheus metrics (no auth: probes and scrapers call them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gpt_runtime.deps import RuntimeDep
+from gpt_runtime.errors import error_body
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """Liveness: the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: the model is loaded and the backends answer."""
+    engine = await runtime.engine.health()
+    checks = {"engine": engine.ready, "database": await runtime.store.ping()}
+    body = {"status": "ready", "model": engine.model_id, "checks": checks}
+    if all(checks.values()):
+        return JSONResponse(body)
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    body = error_body(f"not ready: {failing}", "overloaded", None, "not_ready") | {"checks": checks}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/metrics")
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text exposition."""
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

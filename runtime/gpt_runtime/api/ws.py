@@ -1,0 +1,164 @@
+"""WS /ws/generate: several generations per socket, streamed as JSON frames, cancellable by id.
+
+Client frames: {"type":"generate","request_id","conversation_id","content","params"} and
+{"type":"cancel","request_id"}. Server frames: {"type":"delta","request_id","content"}, then
+{"type":"done","request_id","conversation_id","message_id","finish_reason","usage"} or
+{"type":"error","request_id","error":{...}}. Auth failure closes with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from gpt_model.protocol import Finished, TextDelta
+from pydantic import Field, TypeAdapter, ValidationError
+
+from gpt_runtime import sse
+from gpt_runtime.deps import Runtime
+from gpt_runtime.errors import APIError, error_body
+from gpt_runtime.schemas import GenerationParamsIn, Strict
+from gpt_runtime.services.generation import Generation
+from gpt_runtime.storage import User
+
+log = logging.getLogger("gpt_runtime.ws")
+router = APIRouter(tags=["generation"])
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+
+class GenerateFrame(Strict):
+    type: Literal["generate"]
+    request_id: str = Field(min_length=1, max_length=128)
+    content: str = Field(min_length=1)
+    conversation_id: str | None = Field(default=None, max_length=64)
+    system: str | None = Field(default=None, max_length=8000)
+    params: GenerationParamsIn = Field(default_factory=GenerationParamsIn)
+
+
+class CancelFrame(Strict):
+    type: Literal["cancel"]
+    request_id: str = Field(min_length=1, max_length=128)
+
+
+ClientFrame = TypeAdapter(Annotated[GenerateFrame | CancelFrame, Field(discriminator="type")])
+
+
+def _token(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return websocket.query_params.get("access_token")
+
+
+class Session:
+    """One socket: its user, its generations in flight, and one lock so frames never interleave."""
+
+    def __init__(self, websocket: WebSocket, runtime: Runtime, user: User):
+        self.websocket = websocket
+        self.runtime = runtime
+        self.user = user
+        self.running: dict[str, tuple[Generation, asyncio.Task[None]]] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(json.dumps(frame, ensure_ascii=False))
+
+    async def error(self, request_id: str | None, exc: APIError) -> None:
+        body = error_body(exc.message, exc.type, exc.param, exc.code)
+        await self.send({"type": "error", "request_id": request_id} | body)
+
+    async def handle(self, raw: str) -> None:
+        try:
+            frame = ClientFrame.validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
+            await self.error(None, APIError(f"{where}: {first['msg']}", code=first["type"]))
+            return
+        if isinstance(frame, CancelFrame):
+            entry = self.running.get(frame.request_id)
+            if entry is not None:
+                await self.runtime.generation.cancel(entry[0])
+            return
+        if frame.request_id in self.running:
+            await self.error(
+                frame.request_id,
+                APIError("request_id is already running", param="request_id", code="duplicate_request_id"),
+            )
+            return
+        service = self.runtime.generation
+        try:
+            generation = await service.prepare(
+                self.user,
+                frame.content,
+                conversation_id=frame.conversation_id,
+                system=frame.system,
+                params=frame.params.model_dump(),
+            )
+            await service.start(generation)
+        except APIError as exc:
+            await self.error(frame.request_id, exc)
+            return
+        task = asyncio.create_task(self._stream(frame.request_id, generation))
+        self.running[frame.request_id] = (generation, task)
+        task.add_done_callback(lambda _: self.running.pop(frame.request_id, None))
+
+    async def _stream(self, request_id: str, generation: Generation) -> None:
+        async with contextlib.aclosing(self.runtime.generation.events(generation, "websocket")) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    await self.send({"type": "delta", "request_id": request_id, "content": event.text})
+                elif isinstance(event, Finished) and event.finish_reason == "error":
+                    await self.error(request_id, APIError(event.error or "generation failed", code="engine_error"))
+                elif isinstance(event, Finished):
+                    await self.send(
+                        {
+                            "type": "done",
+                            "request_id": request_id,
+                            "conversation_id": generation.conversation_id,
+                            "message_id": generation.reply.id if generation.reply else None,
+                            "finish_reason": event.finish_reason,
+                            "usage": sse.usage_dict(event.usage),
+                        }
+                    )
+
+    async def close(self) -> None:
+        """Cancel every generation still running (the client left): frees their engine slots."""
+        tasks = [task for _, task in self.running.values()]
+        for task in tasks:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@router.websocket("/ws/generate")
+async def ws_generate(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    token = _token(websocket)
+    try:
+        if not token:
+            raise APIError("missing access token")
+        user = await runtime.auth.authenticate(token)
+    except APIError:
+        await websocket.close(POLICY_VIOLATION, "authentication failed")
+        return
+    session = Session(websocket, runtime, user)
+    try:
+        while True:
+            await session.handle(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("websocket session failed")
+        with contextlib.suppress(Exception):
+            await websocket.close(INTERNAL_ERROR, "internal error")
+    finally:
+        await session.close()

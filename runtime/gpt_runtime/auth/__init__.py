@@ -1,0 +1,1 @@
+"""Authentication: local accounts (argon2 + JWT); OIDC providers plug in beside it."""

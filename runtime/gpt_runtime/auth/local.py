@@ -1,0 +1,130 @@
+"""Local accounts: signup, login, token refresh, email verification and password reset."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gpt_runtime.auth.email import EmailSender
+from gpt_runtime.auth.passwords import hash_password, verify_password
+from gpt_runtime.auth.tokens import TokenError, TokenSigner, password_version
+from gpt_runtime.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from gpt_runtime.settings import RuntimeSettings
+from gpt_runtime.storage import AlreadyExists, Store, User
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# Verifying against a real hash for unknown emails keeps login timing the same either way.
+_DUMMY_HASH = hash_password("not-a-real-password")
+
+
+def normalize_email(email: str) -> str:
+    """Lower-cased, trimmed email; raises BadRequest when it is not an address."""
+    email = email.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise BadRequest("email is not a valid address", param="email", code="invalid_email")
+    return email
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class LocalAuth:
+    """Account flows on our own Store with argon2 hashes and HS256 tokens."""
+
+    def __init__(self, store: Store, signer: TokenSigner, email: EmailSender, settings: RuntimeSettings):
+        self.store = store
+        self.signer = signer
+        self.email = email
+        self.settings = settings
+
+    def _check_password(self, password: str) -> None:
+        if len(password) < self.settings.password_min_length:
+            raise BadRequest(
+                f"password must be at least {self.settings.password_min_length} characters",
+                param="password",
+                code="weak_password",
+            )
+
+    def _pair(self, user: User) -> TokenPair:
+        ttl = self.settings.access_token_ttl_s
+        access = self.signer.issue(user.id, "access", ttl, role=user.role)
+        refresh = self.signer.issue(
+            user.id, "refresh", self.settings.refresh_token_ttl_s, password_hash=user.password_hash
+        )
+        return TokenPair(access, refresh, ttl)
+
+    async def signup(self, email: str, password: str) -> tuple[User, str]:
+        """Create a free account; returns the user and its email-verification token."""
+        email = normalize_email(email)
+        self._check_password(password)
+        try:
+            user = await self.store.create_user(email, hash_password(password), "free")
+        except AlreadyExists as exc:
+            raise Conflict("an account with this email already exists", param="email", code="email_taken") from exc
+        token = self.signer.issue(user.id, "verify_email", self.settings.email_token_ttl_s)
+        await self.email.send(email, "Verify your email", f"Your verification token: {token}")
+        return user, token
+
+    async def login(self, email: str, password: str) -> TokenPair:
+        user = await self.store.get_user_by_email(email.strip().lower())
+        if user is None:
+            verify_password(_DUMMY_HASH, password)
+            raise Unauthorized("incorrect email or password", code="invalid_credentials")
+        if not verify_password(user.password_hash, password):
+            raise Unauthorized("incorrect email or password", code="invalid_credentials")
+        if self.settings.require_verified_email and not user.email_verified:
+            raise Forbidden("verify your email address before logging in", code="email_not_verified")
+        return self._pair(user)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        claims = self._verify(refresh_token, "refresh")
+        user = await self.store.get_user(claims.subject)
+        if user is None or claims.password_version != password_version(user.password_hash):
+            raise Unauthorized("refresh token is no longer valid", code="invalid_token")
+        return self._pair(user)
+
+    async def verify_email(self, token: str) -> User:
+        claims = self._verify(token, "verify_email", status=BadRequest)
+        user = await self.store.update_user(claims.subject, email_verified=True)
+        if user is None:
+            raise BadRequest("token is no longer valid", param="token", code="invalid_token")
+        return user
+
+    async def forgot_password(self, email: str) -> str | None:
+        """Send a reset token if the account exists; the caller answers the same either way."""
+        user = await self.store.get_user_by_email(email.strip().lower())
+        if user is None:
+            return None
+        token = self.signer.issue(
+            user.id, "reset_password", self.settings.email_token_ttl_s, password_hash=user.password_hash
+        )
+        await self.email.send(user.email, "Reset your password", f"Your password reset token: {token}")
+        return token
+
+    async def reset_password(self, token: str, new_password: str) -> None:
+        claims = self._verify(token, "reset_password", status=BadRequest)
+        self._check_password(new_password)
+        user = await self.store.get_user(claims.subject)
+        if user is None or claims.password_version != password_version(user.password_hash):
+            raise BadRequest("reset token was already used or is no longer valid", param="token", code="invalid_token")
+        await self.store.update_user(user.id, password_hash=hash_password(new_password))
+
+    async def authenticate(self, access_token: str) -> User:
+        """The user an access token belongs to; 401 for anything else."""
+        claims = self._verify(access_token, "access")
+        user = await self.store.get_user(claims.subject)
+        if user is None:
+            raise Unauthorized("account no longer exists", code="invalid_token")
+        return user
+
+    def _verify(self, token: str, purpose, status=Unauthorized):
+        try:
+            return self.signer.verify(token, purpose)
+        except TokenError as exc:
+            code = "token_expired" if "expired" in str(exc) else "invalid_token"
+            kwargs = {"param": "token"} if status is BadRequest else {}
+            raise status(str(exc), code=code, **kwargs) from exc

@@ -1,0 +1,133 @@
+"""ASGI middleware: request id, body size limit, metrics and one access log line per request.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so streaming responses and WebSockets pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gpt_runtime.errors import error_body
+from gpt_runtime.logging_setup import request_id_var
+from gpt_runtime.metrics import Metrics
+
+log = logging.getLogger("gpt_runtime.access")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from receive() when a streamed body passes the limit; rendered as a 413 JSON error."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (X-Request-ID), enforces the body limit, records metrics and logs."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500 if scope["type"] == "http" else 101
+        try:
+            if scope["type"] == "websocket":
+                await self.app(scope, receive, send)
+                return
+            length = _header(scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                status = 413
+                await self._reject(send, request_id)
+                return
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        raise BodyTooLarge(self.max_body_bytes)
+                return message
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers = list(message.get("headers", []))
+                    headers.append((b"x-request-id", request_id.encode()))
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except BodyTooLarge:
+                status = 413
+                await self._reject(send, request_id)
+        finally:
+            self._record(scope, status, time.perf_counter() - started, request_id)
+            request_id_var.reset(token)
+
+    async def _reject(self, send: Send, request_id: str) -> None:
+        body = json.dumps(
+            error_body(
+                f"request body exceeds {self.max_body_bytes} bytes",
+                "invalid_request_error",
+                None,
+                "payload_too_large",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "WS")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.duration.labels(method, template).observe(elapsed)
+        log.info(
+            "request",
+            extra={
+                "method": method,
+                "path": scope.get("path"),
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )

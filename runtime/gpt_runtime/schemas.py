@@ -1,0 +1,192 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpt_runtime.storage import Conversation, Message, User
+
+
+def iso(us: int) -> str:
+    """Microseconds since the epoch as an ISO 8601 UTC timestamp."""
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Strict(BaseModel):
+    """Request bodies reject unknown fields and wrong types instead of guessing."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# auth
+
+
+class SignupIn(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class LoginIn(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class RefreshIn(Strict):
+    refresh_token: str = Field(max_length=4096)
+
+
+class TokenIn(Strict):
+    token: str = Field(max_length=4096)
+
+
+class EmailIn(Strict):
+    email: str = Field(max_length=254)
+
+
+class ResetPasswordIn(Strict):
+    token: str = Field(max_length=4096)
+    new_password: str = Field(max_length=256)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    role: str
+    email_verified: bool
+    created_at: str
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            email=user.email,
+            role=user.role,
+            email_verified=user.email_verified,
+            created_at=iso(user.created_at),
+        )
+
+
+class SignupOut(BaseModel):
+    user: UserOut
+    verification_token: str | None = Field(
+        default=None, description="Returned only in development mode; production sends it by email."
+    )
+
+
+class AcceptedOut(BaseModel):
+    status: str
+    token: str | None = Field(default=None, description="Returned only in development mode.")
+
+
+# conversations
+
+
+class ConversationIn(Strict):
+    title: str = Field(default="New conversation", min_length=1, max_length=200)
+
+
+class TitleIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str
+    content: str
+    tokens: int | None
+    finish_reason: str | None
+    created_at: str
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        return cls(
+            id=message.id,
+            role=message.role,
+            content=message.content,
+            tokens=message.tokens,
+            finish_reason=message.finish_reason,
+            created_at=iso(message.created_at),
+        )
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    message_count: int
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> ConversationOut:
+        return cls(
+            id=conversation.id,
+            title=conversation.title,
+            created_at=iso(conversation.created_at),
+            updated_at=iso(conversation.updated_at),
+            message_count=conversation.message_count,
+        )
+
+
+class ConversationDetailOut(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationPageOut(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+# generation
+
+
+class GenerationParamsIn(Strict):
+    """Sampling parameters; the server caps max_tokens."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    repetition_penalty: float = Field(default=1.0, ge=0.5, le=2.0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=4)
+
+
+class StreamOptions(Strict):
+    include_usage: bool = True
+
+
+class GenerateIn(GenerationParamsIn):
+    """POST /generate: a prompt, optionally continuing a conversation."""
+
+    prompt: str = Field(min_length=1)
+    conversation_id: str | None = Field(default=None, max_length=64)
+    system: str | None = Field(default=None, max_length=8000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerateOut(BaseModel):
+    id: str
+    object: Literal["generation"] = "generation"
+    model: str
+    conversation_id: str
+    message: MessageOut | None = Field(description="The stored reply; null if the conversation was deleted meanwhile.")
+    content: str
+    finish_reason: str
+    usage: UsageOut

@@ -1,0 +1,65 @@
+"""Runtime settings: environment variables with the GPT_ prefix; backends chosen by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    """Everything the runtime reads from its environment (GPT_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="GPT_", env_file=None, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Backends by URL (DESIGN.md): the embedded default needs nothing running.
+    database_url: str = ""  # default: sqlite:///<data_dir>/gpt.db
+    cache_url: str = "memory://"
+    ratelimit_url: str = "memory://"
+    queue_url: str = "memory://"
+    files_url: str = ""  # default: file://<data_dir>/files
+
+    # Model
+    model_source: str = "builtin:tiny"
+    model_dtype: Literal["float32", "bfloat16"] = "float32"
+    max_context_tokens: int | None = None
+    model_cache_dir: Path | None = None
+
+    # Auth
+    dev_mode: bool = True
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "gpt-runtime"
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
+    require_verified_email: bool = False
+    password_min_length: int = Field(default=8, ge=6)
+
+    # Input limits
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    max_prompt_chars: int = Field(default=32_000, gt=0)
+    max_new_tokens: int = Field(default=1024, gt=0)
+    default_max_tokens: int = Field(default=256, gt=0)
+
+    @field_validator("database_url", "files_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The storage URL, defaulting to a SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'gpt.db'}"
+
+    @property
+    def resolved_files_url(self) -> str:
+        """The file store URL, defaulting to a folder in the data directory."""
+        return self.files_url or f"file://{(self.data_dir / 'files').resolve()}"

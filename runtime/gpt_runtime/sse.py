@@ -1,0 +1,50 @@
+"""Server-sent events in OpenAI's chat.completion.chunk format (pure formatting)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpt_model.protocol import Usage
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = "data: [DONE]\n\n"
+PING = ": ping\n\n"
+
+
+def sse_data(payload: dict[str, Any]) -> str:
+    """One `data:` event holding a JSON object."""
+    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chunk(
+    completion_id: str,
+    model: str,
+    created: int,
+    *,
+    delta: dict[str, str] | None = None,
+    finish_reason: str | None = None,
+    usage: Usage | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A chat.completion.chunk; with `usage` it is the final usage chunk (empty choices)."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [] if usage is not None else [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage_dict(usage)
+    if extra:
+        body.update(extra)
+    return body

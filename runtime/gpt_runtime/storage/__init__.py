@@ -1,0 +1,14 @@
+"""Persistent users, conversations and messages behind one Store interface."""
+
+from gpt_runtime.storage.base import (
+    AlreadyExists,
+    Conversation,
+    Message,
+    NewMessage,
+    Page,
+    Store,
+    User,
+    open_store,
+)
+
+__all__ = ["AlreadyExists", "Conversation", "Message", "NewMessage", "Page", "Store", "User", "open_store"]

@@ -1,0 +1,130 @@
+"""The Store interface, its records, cursors, and the URL that picks a backend."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["free", "premium", "admin"]
+
+
+class AlreadyExists(Exception):
+    """A unique key (such as a user's email) is taken."""
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this store did not issue."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    password_hash: str
+    role: Role
+    email_verified: bool
+    created_at: int  # microseconds since the epoch, UTC
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    user_id: str
+    title: str
+    created_at: int
+    updated_at: int
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+    tokens: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    conversation_id: str
+    role: Literal["system", "user", "assistant"]
+    content: str
+    tokens: int | None
+    finish_reason: str | None
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Conversation]
+    next_cursor: str | None
+
+
+def now_us() -> int:
+    """Current time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def encode_cursor(updated_at: int, item_id: str) -> str:
+    """An opaque cursor pointing just past (updated_at, id) in newest-first order."""
+    raw = json.dumps([updated_at, item_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """Inverse of encode_cursor; raises InvalidCursor on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        updated_at, item_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursor("malformed cursor") from exc
+    if not isinstance(updated_at, int) or not isinstance(item_id, str):
+        raise InvalidCursor("malformed cursor")
+    return updated_at, item_id
+
+
+class Store(Protocol):
+    """Users, conversations and messages. Every conversation call is scoped by user id."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+
+    async def create_user(self, email: str, password_hash: str, role: Role = "free") -> User: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def get_user_by_email(self, email: str) -> User | None: ...
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        password_hash: str | None = None,
+        email_verified: bool | None = None,
+        role: Role | None = None,
+    ) -> User | None: ...
+
+    async def create_conversation(self, user_id: str, title: str) -> Conversation: ...
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None: ...
+    async def list_conversations(
+        self, user_id: str, *, limit: int, cursor: str | None = None, updated_since: int | None = None
+    ) -> Page: ...
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> Conversation | None: ...
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool: ...
+    async def add_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+    ) -> list[Message] | None: ...
+    async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None: ...
+
+
+def open_store(url: str) -> Store:
+    """A store for `url`: sqlite:///path (default) or, later, dynamodb://."""
+    if url.startswith("sqlite:///"):
+        from gpt_runtime.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

@@ -1,0 +1,272 @@
+"""SQLite store: the embedded default (one file, WAL, foreign keys with cascade)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from gpt_runtime.storage.base import (
+    AlreadyExists,
+    Conversation,
+    Message,
+    NewMessage,
+    Page,
+    Role,
+    User,
+    decode_cursor,
+    encode_cursor,
+    now_us,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    email_verified INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations(user_id, updated_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    tokens INTEGER,
+    finish_reason TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, seq);
+"""
+
+_CONVERSATION_COLUMNS = (
+    "c.id, c.user_id, c.title, c.created_at, c.updated_at,"
+    " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
+)
+
+
+def _serialized(method):
+    """Run a write method alone: one connection is shared, so transactions must not interleave."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        async with self._write_lock:
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _user(row: aiosqlite.Row) -> User:
+    return User(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+def _conversation(row: aiosqlite.Row) -> Conversation:
+    return Conversation(*row)
+
+
+class SQLiteStore:
+    """Store on one SQLite database file (or ':memory:')."""
+
+    def __init__(self, path: str, *, clock: Callable[[], int] = now_us):
+        self.path = path
+        self.clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA foreign_keys = ON")
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        await self._db.executescript(SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.db.execute("SELECT 1") as cur:
+                return (await cur.fetchone()) == (1,)
+        except Exception:
+            return False
+
+    # users
+
+    @_serialized
+    async def create_user(self, email: str, password_hash: str, role: Role = "free") -> User:
+        user = User(uuid.uuid4().hex, email, password_hash, role, False, self.clock())
+        try:
+            await self.db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)",
+                (user.id, user.email, user.password_hash, user.role, 0, user.created_at),
+            )
+            await self.db.commit()
+        except aiosqlite.IntegrityError as exc:
+            await self.db.rollback()
+            raise AlreadyExists(email) from exc
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self.db.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cur:
+            row = await cur.fetchone()
+        return _user(row) if row else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        async with self.db.execute("SELECT * FROM users WHERE email = ?", (email,)) as cur:
+            row = await cur.fetchone()
+        return _user(row) if row else None
+
+    @_serialized
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        password_hash: str | None = None,
+        email_verified: bool | None = None,
+        role: Role | None = None,
+    ) -> User | None:
+        changes = {
+            "password_hash": password_hash,
+            "email_verified": None if email_verified is None else int(email_verified),
+            "role": role,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            await self.db.execute(f"UPDATE users SET {assignments} WHERE id = ?", (*changes.values(), user_id))
+            await self.db.commit()
+        return await self.get_user(user_id)
+
+    # conversations
+
+    @_serialized
+    async def create_conversation(self, user_id: str, title: str) -> Conversation:
+        now = self.clock()
+        conversation = Conversation(uuid.uuid4().hex, user_id, title, now, now, 0)
+        await self.db.execute(
+            "INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
+            (conversation.id, user_id, title, now, now),
+        )
+        await self.db.commit()
+        return conversation
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
+        query = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ? AND c.user_id = ?"
+        async with self.db.execute(query, (conversation_id, user_id)) as cur:
+            row = await cur.fetchone()
+        return _conversation(row) if row else None
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int, cursor: str | None = None, updated_since: int | None = None
+    ) -> Page:
+        where = ["c.user_id = ?"]
+        args: list[object] = [user_id]
+        if updated_since is not None:
+            where.append("c.updated_at > ?")
+            args.append(updated_since)
+        if cursor:
+            after_updated, after_id = decode_cursor(cursor)
+            where.append("(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))")
+            args += [after_updated, after_updated, after_id]
+        query = (
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE {' AND '.join(where)}"
+            " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
+        )
+        async with self.db.execute(query, (*args, limit + 1)) as cur:
+            rows = await cur.fetchall()
+        items = [_conversation(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].updated_at, items[-1].id) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    @_serialized
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> Conversation | None:
+        cur = await self.db.execute(
+            "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND user_id = ?",
+            (title, self.clock(), conversation_id, user_id),
+        )
+        await self.db.commit()
+        if cur.rowcount == 0:
+            return None
+        return await self.get_conversation(user_id, conversation_id)
+
+    @_serialized
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        cur = await self.db.execute(
+            "DELETE FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+        )
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    @_serialized
+    async def add_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+    ) -> list[Message] | None:
+        now = self.clock()
+        cur = await self.db.execute(
+            "UPDATE conversations SET updated_at = ? WHERE id = ? AND user_id = ?",
+            (now, conversation_id, user_id),
+        )
+        if cur.rowcount == 0:
+            await self.db.rollback()
+            return None
+        async with self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
+        ) as seq_cur:
+            (last_seq,) = await seq_cur.fetchone()
+        stored = []
+        for offset, new in enumerate(messages, start=1):
+            message = Message(
+                uuid.uuid4().hex, conversation_id, new.role, new.content, new.tokens, new.finish_reason, now
+            )
+            await self.db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    conversation_id,
+                    last_seq + offset,
+                    message.role,
+                    message.content,
+                    message.tokens,
+                    message.finish_reason,
+                    now,
+                ),
+            )
+            stored.append(message)
+        await self.db.commit()
+        return stored
+
+    async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None:
+        if await self.get_conversation(user_id, conversation_id) is None:
+            return None
+        async with self.db.execute(
+            "SELECT id, conversation_id, role, content, tokens, finish_reason, created_at"
+            " FROM messages WHERE conversation_id = ? ORDER BY seq",
+            (conversation_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Message(*row) for row in rows]
