@@ -75,9 +75,7 @@ class FakeEngine:
     async def submit(self, request: GenerationRequest) -> str:
         prompt_tokens = self.count_prompt_tokens(request.messages)
         if prompt_tokens >= self.context_window:
-            raise ContextTooLong(
-                f"prompt takes {prompt_tokens} tokens; the context window is {self.context_window}"
-            )
+            raise ContextTooLong(f"prompt takes {prompt_tokens} tokens; the context window is {self.context_window}")
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._queues[request.request_id] = queue
         self._tasks[request.request_id] = asyncio.create_task(self._run(request, prompt_tokens, queue))
