@@ -1,0 +1,112 @@
+"""A real runtime: `python -m gpt_runtime` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RuntimeServer:
+    base_url: str
+    ws_url: str
+    jwt_secret: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def signup_and_login(self, email: str | None = None, password: str = "correct horse battery") -> str:
+        """A fresh account's access token."""
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        with self.client() as client:
+            assert client.post("/auth/signup", json={"email": email, "password": password}).status_code == 201
+            response = client.post("/auth/login", json={"email": email, "password": password})
+            assert response.status_code == 200, response.text
+            return response.json()["access_token"]
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_runtime(tmp: Path, **env: str) -> RuntimeServer:
+    """Start the runtime with GPT_* settings from `env`; wait until /ready answers 200."""
+    port = free_port()
+    secret = secrets.token_urlsafe(48)
+    log_path = tmp / "runtime.log"
+    full_env = {
+        **os.environ,
+        "GPT_PORT": str(port),
+        "GPT_DATA_DIR": str(tmp / "data"),
+        "GPT_JWT_SECRET": secret,
+        "GPT_MODEL_SOURCE": "fake:echo",
+        **env,
+    }
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpt_runtime"], env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"runtime exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return RuntimeServer(base_url, f"ws://127.0.0.1:{port}", secret, log_path, process)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"runtime did not become ready:\n{log_path.read_text()}")
+
+
+def stop_runtime(server: RuntimeServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    """Runtime on the fake engine: 10 ms per token, a 300-token context window, 64 kB bodies."""
+    runtime = start_runtime(
+        tmp_path_factory.mktemp("runtime"),
+        GPT_MODEL_SOURCE="fake:echo?delay_ms=10&context=300",
+        GPT_MAX_BODY_BYTES="65536",
+        GPT_MAX_PROMPT_CHARS="20000",
+    )
+    yield runtime
+    stop_runtime(runtime)
+
+
+@pytest.fixture
+def token(server: RuntimeServer) -> str:
+    return server.signup_and_login()
+
+
+@pytest.fixture
+def api(server: RuntimeServer, token: str) -> Iterator[httpx.Client]:
+    with server.client(token) as client:
+        yield client
