@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .wsclient import sse_events, ws_connect, ws_frames_until_done
@@ -43,9 +45,8 @@ def test_signup_to_delete_journey(server):
 
         # WebSocket: tokens arrive as delta frames, then a done frame with usage.
         with ws_connect(server.ws_url, token) as ws:
-            ws.send(
-                '{"type":"generate","request_id":"r1","conversation_id":"%s","content":"And then?"}' % conversation_id
-            )
+            frame = {"type": "generate", "request_id": "r1", "conversation_id": conversation_id, "content": "And then?"}
+            ws.send(json.dumps(frame))
             frames = ws_frames_until_done(ws, "r1")
         deltas = [f["content"] for f in frames if f["type"] == "delta"]
         assert len(deltas) >= 2
