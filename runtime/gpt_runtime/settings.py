@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class RuntimeSettings(BaseSettings):
@@ -42,6 +42,16 @@ class RuntimeSettings(BaseSettings):
     email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
     require_verified_email: bool = False
     password_min_length: int = Field(default=8, ge=6)
+    admin_emails: Annotated[set[str], NoDecode] = Field(
+        default_factory=set, description="Accounts that sign up with these are admins."
+    )
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {e.strip().lower() for e in value.split(",") if e.strip()}
+        return value
 
     # Input limits
     max_body_bytes: int = Field(default=1_000_000, gt=0)

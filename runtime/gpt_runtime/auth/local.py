@@ -62,7 +62,8 @@ class LocalAuth:
         email = normalize_email(email)
         self._check_password(password)
         try:
-            user = await self.store.create_user(email, hash_password(password), "free")
+            role = "admin" if email in self.settings.admin_emails else "free"
+            user = await self.store.create_user(email, hash_password(password), role)
         except AlreadyExists as exc:
             raise Conflict("an account with this email already exists", param="email", code="email_taken") from exc
         token = self.signer.issue(user.id, "verify_email", self.settings.email_token_ttl_s)

@@ -96,6 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
         GPT_MODEL_SOURCE="fake:echo?delay_ms=10&context=300",
         GPT_MAX_BODY_BYTES="65536",
         GPT_MAX_PROMPT_CHARS="20000",
+        GPT_ADMIN_EMAILS="root@example.com",
     )
     yield runtime
     stop_runtime(runtime)

@@ -76,3 +76,10 @@ def test_signup_and_login_failures(server):
         unknown = anon.post("/auth/login", json={"email": "ghost@example.com", "password": "password-999"})
         assert wrong.status_code == unknown.status_code == 401
         assert wrong.json() == unknown.json()
+
+
+def test_configured_admin_emails_sign_up_as_admins(server):
+    with server.client(server.signup_and_login("Root@Example.com")) as api:
+        assert api.get("/auth/me").json()["role"] == "admin"
+    with server.client(server.signup_and_login("someone-else@example.com")) as api:
+        assert api.get("/auth/me").json()["role"] == "free"
