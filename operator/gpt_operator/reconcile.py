@@ -1,0 +1,154 @@
+"""The pure core of one reconcile: the GPTDeployment, what its tracks show, and the time -> what to do.
+
+main.py reads the cluster (through apply.py), calls `desire`, and hands the result back to apply.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from gpt_operator.naming import (
+    ABORT_ANNOTATION,
+    PAUSED_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    REVISION_LABEL,
+    TEMPLATE_ANNOTATION,
+    TRACK_LABEL,
+    WAKE_UNTIL_ANNOTATION,
+)
+from gpt_operator.render import render_children
+from gpt_operator.rollout import Actions, Event, TrackState, plan
+from gpt_operator.schedule import evaluate, parse_wake_until
+from gpt_operator.spec import parse_spec, problems_from_error, validate
+from gpt_operator.status import build_status, invalid_status, rollout_state_from_status
+
+TRUE_VALUES = ("true", "yes", "1", "on")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one reconcile wants. `objects is None` means: leave the children alone (invalid spec)."""
+
+    objects: list[dict[str, Any]] | None
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    requeue_at: datetime | None = None
+    consumed_annotations: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def actions_from_annotations(annotations: dict[str, str] | None) -> Actions:
+    annotations = annotations or {}
+    promote = annotations.get(PROMOTE_ANNOTATION)
+    promote_action = None
+    if promote is not None:
+        promote_action = "full" if promote.strip().lower() == "full" else "step"
+    return Actions(
+        promote=promote_action,
+        abort=ABORT_ANNOTATION in annotations,
+        paused=annotations.get(PAUSED_ANNOTATION, "").strip().lower() in TRUE_VALUES,
+    )
+
+
+def track_state(deployment: dict[str, Any]) -> TrackState:
+    """What a track's Deployment shows, as the rollout state machines read it."""
+    meta = deployment.get("metadata", {})
+    status = deployment.get("status", {}) or {}
+    raw_template = (meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+    try:
+        template = json.loads(raw_template) if raw_template else None
+    except ValueError:
+        template = None
+    conditions = {c.get("type"): c for c in status.get("conditions", []) or []}
+    progressing = conditions.get("Progressing", {})
+    generation = meta.get("generation")
+    observed_generation = status.get("observedGeneration")
+    return TrackState(
+        exists=True,
+        revision=(meta.get("labels") or {}).get(REVISION_LABEL),
+        template=template,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        current=generation is None or (observed_generation is not None and observed_generation >= generation),
+        failed=progressing.get("reason") == "ProgressDeadlineExceeded" and progressing.get("status") == "False",
+    )
+
+
+def observed_tracks(deployments: list[dict[str, Any]]) -> dict[str, TrackState]:
+    return {
+        (d["metadata"].get("labels") or {})[TRACK_LABEL]: track_state(d)
+        for d in deployments
+        if TRACK_LABEL in (d["metadata"].get("labels") or {})
+    }
+
+
+def desire(body: dict[str, Any], deployments: list[dict[str, Any]], now: datetime) -> Desired:
+    """Everything one reconcile should do, from the CR body, its track Deployments and the time."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    generation = meta.get("generation")
+    previous = dict(body.get("status") or {})
+    try:
+        spec = parse_spec(body.get("spec") or {})
+        problems = validate(spec)
+    except ValidationError as exc:
+        problems = problems_from_error(exc)
+    if problems:
+        return Desired(
+            objects=None,
+            status=invalid_status(problems, previous, now, generation),
+            events=[Event("Warning", "InvalidSpec", "; ".join(problems))],
+            problems=problems,
+        )
+
+    annotations = meta.get("annotations") or {}
+    actions = actions_from_annotations(annotations)
+    sleep = evaluate(
+        spec.schedule, now, suspend=spec.suspend, wake_until=parse_wake_until(annotations.get(WAKE_UNTIL_ANNOTATION))
+    )
+    replicas = 0 if sleep.asleep else spec.desired_replicas
+    observed = observed_tracks(deployments)
+    rollout = plan(spec, rollout_state_from_status(previous), observed, now, replicas=replicas, actions=actions)
+    objects = render_children(name, namespace, spec, rollout, asleep=sleep.asleep)
+    status = build_status(
+        name=name,
+        plan=rollout,
+        sleep=sleep,
+        observed=observed,
+        desired_replicas=spec.desired_replicas,
+        capacity_type=spec.effective_capacity_type,
+        previous=previous,
+        now=now,
+        generation=generation,
+    )
+    events = list(rollout.events)
+    was_sleeping = previous.get("phase") == "Sleeping"
+    if sleep.asleep and not was_sleeping and previous:
+        events.append(Event("Normal", "Sleeping", sleep.message))
+    elif not sleep.asleep and was_sleeping:
+        events.append(Event("Normal", "Woken", f"{sleep.message}; restoring {spec.desired_replicas} replicas"))
+    consumed = [
+        key
+        for key, action in ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"))
+        if action in rollout.consumed
+    ]
+    # A one-shot annotation with nothing to act on is dropped too, so it cannot fire on a later rollout.
+    idle = not rollout.progressing and not rollout.paused
+    for key in (PROMOTE_ANNOTATION, ABORT_ANNOTATION):
+        if key in annotations and key not in consumed and idle:
+            consumed.append(key)
+            events.append(Event("Warning", "AnnotationIgnored", f"{key}: no rollout in progress"))
+    requeue = [t for t in (rollout.requeue_at, sleep.next_transition) if t is not None]
+    return Desired(
+        objects=objects,
+        status=status,
+        events=events,
+        requeue_at=min(requeue) if requeue else None,
+        consumed_annotations=consumed,
+    )

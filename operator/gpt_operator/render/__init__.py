@@ -1,0 +1,53 @@
+"""Pure rendering: a parsed spec and a rollout plan -> the Kubernetes objects the operator wants.
+
+No I/O here; apply.py adds owner references and applies the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpt_operator.render.autoscaling import hpa
+from gpt_operator.render.disruption import pdb
+from gpt_operator.render.services import service, service_monitor
+from gpt_operator.render.workload import config_map, deployment
+from gpt_operator.rollout import Plan
+from gpt_operator.spec import GPTDeploymentSpec
+
+__all__ = ["render_children"]
+
+
+def render_children(
+    name: str, namespace: str, spec: GPTDeploymentSpec, plan: Plan, *, asleep: bool
+) -> list[dict[str, Any]]:
+    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HPA/PDB/monitoring.
+
+    While asleep the HPA is left out (its minReplicas cannot be 0); the tracks are at 0 by the plan.
+    """
+    objects: list[dict[str, Any]] = []
+    seen_revisions: set[str] = set()
+    for track in plan.tracks:
+        if track.revision not in seen_revisions:
+            seen_revisions.add(track.revision)
+            objects.append(config_map(name, namespace, track.template, track.revision))
+    for track in plan.tracks:
+        objects.append(
+            deployment(
+                name,
+                namespace,
+                track.track,
+                track.template,
+                track.revision,
+                track.replicas,
+                spec.rollout.rolling_update,
+            )
+        )
+    for suffix, track_label in plan.services.items():
+        objects.append(service(name, namespace, suffix, track_label, spec.service))
+    if spec.hpa_enabled and spec.autoscaling is not None and not asleep:
+        objects.append(hpa(name, namespace, spec.autoscaling))
+    if spec.pdb_enabled:
+        objects.append(pdb(name, namespace))
+    if spec.monitoring.service_monitor:
+        objects.append(service_monitor(name, namespace))
+    return objects

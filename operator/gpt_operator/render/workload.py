@@ -1,0 +1,191 @@
+"""One Deployment per track and one immutable runtime ConfigMap per revision (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpt_operator.naming import (
+    REVISION_LABEL,
+    TEMPLATE_ANNOTATION,
+    TRACK_LABEL,
+    common_labels,
+    config_map_name,
+    track_deployment_name,
+    track_selector,
+)
+from gpt_operator.render.capacity import placement
+from gpt_operator.spec import GPTDeploymentSpec, ResourcesSpec, RollingUpdateSpec
+
+RUNTIME_PORT = 8000
+DATA_DIR = "/data"
+MODELS_DIR = "/models"
+RUNTIME_UID = 10001
+
+
+def spec_from_template(template: dict[str, Any]) -> GPTDeploymentSpec:
+    """The pod-deciding spec recorded on a track (see GPTDeploymentSpec.pod_template_spec)."""
+    return GPTDeploymentSpec.model_validate({k: v for k, v in template.items() if v is not None})
+
+
+def _model_source(source: str) -> tuple[str, dict[str, Any] | None]:
+    """The runtime's GPT_MODEL_SOURCE, and a read-only volume for pvc: sources."""
+    if not source.startswith("pvc:"):
+        return source, None
+    claim, _, path = source[len("pvc:") :].partition("/")
+    volume = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    return f"{MODELS_DIR}/{claim}/{path}".rstrip("/"), volume
+
+
+def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
+    """The runtime's settings (GPT_* environment) for one revision."""
+    source, _ = _model_source(spec.model.source)
+    data = {
+        "GPT_HOST": "0.0.0.0",
+        "GPT_PORT": str(RUNTIME_PORT),
+        "GPT_DATA_DIR": DATA_DIR,
+        "GPT_MODEL_CACHE_DIR": f"{DATA_DIR}/models",
+        "GPT_LOG_FORMAT": "json",
+        "GPT_DEV_MODE": "false" if spec.environment in ("staging", "prod") else "true",
+        "GPT_MODEL_SOURCE": source,
+        "GPT_MODEL_DTYPE": spec.model.dtype,
+    }
+    if spec.model.revision:
+        data["GPT_MODEL_REVISION"] = spec.model.revision
+    if spec.model.max_context_tokens:
+        data["GPT_MAX_CONTEXT_TOKENS"] = str(spec.model.max_context_tokens)
+    return data
+
+
+def config_map(name: str, namespace: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
+    spec = spec_from_template(template)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_map_name(name, revision),
+            "namespace": namespace,
+            "labels": {**common_labels(name), REVISION_LABEL: revision},
+        },
+        "immutable": True,
+        "data": runtime_config(spec),
+    }
+
+
+def _resources(resources: ResourcesSpec) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    limits: dict[str, Any] = {"memory": resources.memory}
+    if resources.gpu:
+        requests["nvidia.com/gpu"] = str(resources.gpu)
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
+    spec = spec_from_template(template)
+    resources = spec.resources or ResourcesSpec()
+    _, model_volume = _model_source(spec.model.source)
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": config_map_name(name, revision)}}]
+    if spec.secret_ref:
+        env_from.append({"secretRef": {"name": spec.secret_ref.name}})
+    mounts = [{"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if model_volume is not None:
+        claim = model_volume["persistentVolumeClaim"]["claimName"]
+        mounts.append({"name": "model", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True})
+        volumes.append(model_volume)
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "envFrom": env_from,
+        "resources": _resources(resources),
+        # Loading a model takes a while: the startup probe allows 10 minutes before liveness applies.
+        "startupProbe": _probe("/health", 10, 60),
+        "livenessProbe": _probe("/health", 10, 3),
+        "readinessProbe": _probe("/ready", 5, 3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    if spec.env:
+        container["env"] = [e.wire() for e in spec.env]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": volumes,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": track_selector(name, track)},
+            }
+        ],
+        **placement(spec.capacity, spec.effective_capacity_type, resources.gpu),
+    }
+    return {
+        "metadata": {
+            "labels": {**common_labels(name), TRACK_LABEL: track, REVISION_LABEL: revision},
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(RUNTIME_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    track: str,
+    template: dict[str, Any],
+    revision: str,
+    replicas: int,
+    rolling_update: RollingUpdateSpec | None = None,
+) -> dict[str, Any]:
+    """The Deployment of one track. Its replicas come from the operator's split, never from an HPA."""
+    rolling = rolling_update or RollingUpdateSpec()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": track_deployment_name(name, track),
+            "namespace": namespace,
+            "labels": {**common_labels(name), TRACK_LABEL: track, REVISION_LABEL: revision},
+            "annotations": {TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True, separators=(",", ":"))},
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 900,
+            "selector": {"matchLabels": track_selector(name, track)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": rolling.max_surge, "maxUnavailable": rolling.max_unavailable},
+            },
+            "template": pod_template(name, track, template, revision),
+        },
+    }
