@@ -1,0 +1,63 @@
+"""Checkpoints in S3: `s3://bucket/key` names a prefix holding config.json, *.safetensors and the
+tokenizer files. Downloaded once into a local cache directory (re-downloaded when a size changes).
+
+The endpoint comes from boto3's usual configuration (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for an
+emulator such as moto, credentials from the environment or the pod's role).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    return parts.netloc, parts.path.strip("/")
+
+
+def _client():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def download_prefix(url: str, cache: str | os.PathLike) -> Path:
+    """Mirror every object under the prefix into `cache/bucket/prefix/`; return that directory."""
+    bucket, prefix = parse_s3_url(url)
+    client = _client()
+    target = Path(cache) / bucket / prefix
+    base = prefix + "/" if prefix else ""
+    found = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(base) :]
+            if not rel or rel.endswith("/"):
+                continue
+            found += 1
+            dest = target / rel
+            if dest.exists() and dest.stat().st_size == obj["Size"]:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".part")
+            client.download_file(bucket, obj["Key"], str(tmp))
+            tmp.replace(dest)
+    if not found:
+        raise FileNotFoundError(f"no objects under {url}")
+    return target
+
+
+def upload_dir(path: str | os.PathLike, url: str) -> list[str]:
+    """Upload a checkpoint directory to `s3://bucket/prefix/` (flat files only); return the keys."""
+    bucket, prefix = parse_s3_url(url)
+    client = _client()
+    keys = []
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            key = f"{prefix}/{f.name}" if prefix else f.name
+            client.upload_file(str(f), bucket, key)
+            keys.append(key)
+    return keys
