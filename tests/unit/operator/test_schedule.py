@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from gpt_operator.schedule import evaluate, parse_wake_until
 from gpt_operator.spec import OffWindow, ScheduleSpec, default_off_windows
 

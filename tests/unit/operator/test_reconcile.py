@@ -1,0 +1,233 @@
+"""One reconcile as a user sees it: children, status conditions and phase, events, annotations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from gpt_operator.reconcile import desire, track_state
+
+pytestmark = pytest.mark.unit
+WEDNESDAY_NOON = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+SATURDAY_NOON = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+
+
+def body(spec: dict, status: dict | None = None, annotations: dict | None = None, generation: int = 1) -> dict:
+    return {
+        "apiVersion": "serving.gpt-operator.dev/v1alpha1",
+        "kind": "GPTDeployment",
+        "metadata": {"name": "demo", "namespace": "ml", "generation": generation, "annotations": annotations or {}},
+        "spec": {"model": {"source": "builtin:tiny"}, **spec},
+        "status": status or {},
+    }
+
+
+def cluster_from(objects: list[dict], ready: bool = True) -> list[dict]:
+    """Deployments as the API would return them after the controller caught up."""
+    out = []
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        n = obj["spec"]["replicas"]
+        out.append(
+            {
+                **obj,
+                "metadata": {**obj["metadata"], "generation": 1},
+                "status": {
+                    "observedGeneration": 1,
+                    "replicas": n,
+                    "readyReplicas": n if ready else 0,
+                    "updatedReplicas": n if ready else 0,
+                },
+            }
+        )
+    return out
+
+
+def conditions(status: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_first_reconcile_creates_children_and_reports_pending() -> None:
+    d = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
+    assert d.objects is not None
+    assert [o["kind"] for o in d.objects] == ["ConfigMap", "Deployment", "Service"]
+    assert d.status["phase"] == "Pending"
+    assert d.status["observedGeneration"] == 1
+    assert d.status["ready"] == "0/1"
+    assert d.status["capacityType"] == "spot"
+    assert d.status["selector"] == "serving.gpt-operator.dev/name=demo,serving.gpt-operator.dev/track=main"
+    cond = conditions(d.status)
+    assert cond["Ready"]["status"] == "False"
+    assert cond["Progressing"]["status"] == "True"
+    assert all(c["lastTransitionTime"] == "2026-03-04T12:00:00Z" for c in d.status["conditions"])
+
+
+def test_ready_pods_make_it_available_and_keep_transition_times() -> None:
+    first = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    later = WEDNESDAY_NOON + timedelta(minutes=3)
+    d = desire(body({"environment": "staging"}, status=first.status), cluster_from(first.objects), later)
+    assert d.status["phase"] == "Available"
+    assert d.status["ready"] == "1/1" and d.status["readyReplicas"] == 1
+    cond = conditions(d.status)
+    assert cond["Ready"]["status"] == "True"
+    assert cond["Ready"]["lastTransitionTime"] == "2026-03-04T12:03:00Z"
+    assert cond["Degraded"]["lastTransitionTime"] == "2026-03-04T12:00:00Z"  # unchanged status keeps its time
+    assert [e.reason for e in d.events] == ["RolloutCompleted"]
+
+
+def test_invalid_spec_leaves_children_alone_and_says_why() -> None:
+    d = desire(
+        body({"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, status={"stableRevision": "abc"}),
+        [],
+        WEDNESDAY_NOON,
+    )
+    assert d.objects is None
+    assert d.status["phase"] == "Degraded"
+    assert d.status["stableRevision"] == "abc"  # rollout state is kept
+    degraded = conditions(d.status)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+    assert "minReplicas (4) must not exceed maxReplicas (2)" in degraded["message"]
+    assert d.events[0].type == "Warning" and d.events[0].reason == "InvalidSpec"
+
+
+def test_schema_error_is_reported_with_its_field() -> None:
+    d = desire(body({"model": {"source": "ftp://x"}}), [], WEDNESDAY_NOON)
+    assert d.objects is None
+    assert "spec.model.source" in conditions(d.status)["Degraded"]["message"]
+
+
+def test_dev_sleeps_at_the_weekend_with_zero_replicas_and_no_hpa() -> None:
+    spec = {"environment": "dev", "replicas": 3, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}
+    awake = desire(body(spec), [], WEDNESDAY_NOON)
+    assert awake.objects is not None
+    assert "HorizontalPodAutoscaler" in [o["kind"] for o in awake.objects]
+    d = desire(body(spec, status=awake.status), cluster_from(awake.objects), SATURDAY_NOON)
+    assert d.objects is not None
+    kinds = [o["kind"] for o in d.objects]
+    assert "HorizontalPodAutoscaler" not in kinds
+    assert all(o["spec"]["replicas"] == 0 for o in d.objects if o["kind"] == "Deployment")
+    assert d.status["phase"] == "Sleeping"
+    assert d.status["savedReplicas"] == 3
+    assert d.status["nextTransitionTime"] == "2026-03-09T08:00:00Z"
+    sleeping = conditions(d.status)["Sleeping"]
+    assert sleeping["status"] == "True" and sleeping["reason"] == "OffWindow"
+    assert [e.reason for e in d.events] == ["Sleeping"]
+    assert d.requeue_at == datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+
+    monday = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+    woke = desire(body(spec, status=d.status), cluster_from(d.objects), monday)
+    assert woke.objects is not None
+    assert [o["spec"]["replicas"] for o in woke.objects if o["kind"] == "Deployment"] == [3]
+    assert "HorizontalPodAutoscaler" in [o["kind"] for o in woke.objects]
+    assert [e.reason for e in woke.events] == ["Woken"]
+
+
+def test_wake_until_annotation_wakes_a_sleeping_deployment() -> None:
+    annotations = {"serving.gpt-operator.dev/wake-until": "2026-03-07T15:00:00Z"}
+    d = desire(body({"environment": "test"}, annotations=annotations), [], SATURDAY_NOON)
+    assert d.objects is not None
+    assert [o["spec"]["replicas"] for o in d.objects if o["kind"] == "Deployment"] == [1]
+    assert conditions(d.status)["Sleeping"]["reason"] == "WokenByAnnotation"
+    assert d.requeue_at == datetime(2026, 3, 7, 15, 0, tzinfo=UTC)
+
+
+def test_suspend_stops_a_prod_deployment_by_hand() -> None:
+    d = desire(body({"environment": "prod", "suspend": True}), [], WEDNESDAY_NOON)
+    assert d.objects is not None
+    assert [o["spec"]["replicas"] for o in d.objects if o["kind"] == "Deployment"] == [0]
+    assert conditions(d.status)["Sleeping"]["reason"] == "Suspended"
+
+
+def test_prod_replicas_follow_the_hpa_within_bounds() -> None:
+    d = desire(body({"environment": "prod", "replicas": 7}), [], WEDNESDAY_NOON)
+    assert d.objects is not None
+    assert [o["spec"]["replicas"] for o in d.objects if o["kind"] == "Deployment"] == [7]
+
+
+def test_promote_annotation_is_consumed_when_used() -> None:
+    spec = {
+        "rollout": {"strategy": "BlueGreen", "blueGreen": {"autoPromotionEnabled": False}},
+        "environment": "staging",
+    }
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    new_spec = {**spec, "model": {"source": "builtin:other"}}
+    assert steady.objects is not None
+    preview = desire(body(new_spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert preview.objects is not None
+    waiting = desire(body(new_spec, status=preview.status), cluster_from(preview.objects), WEDNESDAY_NOON)
+    assert waiting.status["phase"] == "Paused"
+    assert conditions(waiting.status)["Progressing"]["reason"] == "RolloutPaused"
+    assert waiting.objects is not None
+    promote = {"serving.gpt-operator.dev/promote": "true"}
+    done = desire(
+        body(new_spec, status=waiting.status, annotations=promote), cluster_from(waiting.objects), WEDNESDAY_NOON
+    )
+    assert done.consumed_annotations == ["serving.gpt-operator.dev/promote"]
+    assert done.status["activeTrack"] == "green"
+
+
+def test_stray_promote_annotation_is_dropped_with_a_warning() -> None:
+    first = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    promote = {"serving.gpt-operator.dev/promote": "true"}
+    d = desire(
+        body({"environment": "staging"}, status=first.status, annotations=promote),
+        cluster_from(first.objects),
+        WEDNESDAY_NOON,
+    )
+    assert d.consumed_annotations == ["serving.gpt-operator.dev/promote"]
+    assert any(e.reason == "AnnotationIgnored" for e in d.events)
+
+
+def test_aborted_canary_is_degraded() -> None:
+    spec = {"environment": "staging", "rollout": {"strategy": "Canary"}}
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    new_spec = {**spec, "model": {"source": "builtin:other"}}
+    assert steady.objects is not None
+    canary = desire(body(new_spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert canary.objects is not None
+    abort = {"serving.gpt-operator.dev/abort": "true"}
+    d = desire(body(new_spec, status=canary.status, annotations=abort), cluster_from(canary.objects), WEDNESDAY_NOON)
+    assert d.status["phase"] == "Degraded"
+    assert conditions(d.status)["Degraded"]["reason"] == "RolloutAborted"
+    assert d.consumed_annotations == ["serving.gpt-operator.dev/abort"]
+
+
+def test_track_state_reads_deployment_status() -> None:
+    dep = {
+        "metadata": {
+            "generation": 4,
+            "labels": {"serving.gpt-operator.dev/revision": "r1", "serving.gpt-operator.dev/track": "main"},
+        },
+        "spec": {"replicas": 3},
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 3,
+            "readyReplicas": 2,
+            "updatedReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
+        },
+    }
+    state = track_state(dep)
+    assert state.revision == "r1" and state.ready_replicas == 2 and state.updated_replicas == 1
+    assert not state.current  # the controller has not seen generation 4 yet
+    assert state.failed
+    assert not state.ready_at("r1", 1)
+
+
+def test_stuck_deployment_marks_the_gptdeployment_degraded() -> None:
+    first = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    stuck = cluster_from(first.objects, ready=False)
+    stuck[0]["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    d = desire(body({"environment": "staging"}, status=first.status), stuck, WEDNESDAY_NOON)
+    assert d.status["phase"] == "Degraded"
+    assert conditions(d.status)["Degraded"]["reason"] == "ProgressDeadlineExceeded"

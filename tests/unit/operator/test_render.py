@@ -1,0 +1,265 @@
+"""Rendering rules: workload, runtime config, probes, GPU, capacity placement, services, HPA, PDB."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+from gpt_operator.naming import TEMPLATE_ANNOTATION
+from gpt_operator.render import render_children
+from gpt_operator.render.autoscaling import hpa
+from gpt_operator.render.capacity import placement
+from gpt_operator.render.workload import config_map, deployment, spec_from_template
+from gpt_operator.rollout import Plan, RolloutState, TrackPlan
+from gpt_operator.spec import CapacitySpec, parse_spec
+
+pytestmark = pytest.mark.unit
+K8S = kubernetes_validate.latest_version()
+
+
+def spec_of(**fields):
+    return parse_spec({"model": {"source": "builtin:tiny"}, **fields})
+
+
+def rendered_deployment(**fields) -> dict:
+    spec = spec_of(**fields)
+    return deployment("demo", "ml", "main", spec.pod_template_spec(), spec.revision, 2)
+
+
+def container(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_deployment_is_valid_kubernetes_and_labelled_per_track() -> None:
+    dep = rendered_deployment()
+    kubernetes_validate.validate(dep, K8S, strict=True)
+    assert dep["metadata"]["name"] == "demo"
+    assert dep["spec"]["replicas"] == 2
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector == {"serving.gpt-operator.dev/name": "demo", "serving.gpt-operator.dev/track": "main"}
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert pod_labels["serving.gpt-operator.dev/revision"] == spec_of().revision
+    assert "app.kubernetes.io/instance" not in pod_labels  # Argo CD's tracking label is never copied
+
+
+def test_runtime_container_port_probes_and_config() -> None:
+    spec = spec_of()
+    c = container(rendered_deployment())
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert c["envFrom"] == [{"configMapRef": {"name": f"demo-config-{spec.revision}"}}]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+
+
+def test_config_map_holds_gpt_runtime_settings_and_is_immutable() -> None:
+    spec = spec_of(environment="prod", model={"source": "hf:org/m", "dtype": "bfloat16", "maxContextTokens": 2048})
+    cm = config_map("demo", "ml", spec.pod_template_spec(), spec.revision)
+    kubernetes_validate.validate(cm, K8S, strict=True)
+    assert cm["immutable"] is True
+    assert cm["metadata"]["name"] == f"demo-config-{spec.revision}"
+    data = cm["data"]
+    assert data["GPT_MODEL_SOURCE"] == "hf:org/m"
+    assert data["GPT_MODEL_DTYPE"] == "bfloat16"
+    assert data["GPT_MAX_CONTEXT_TOKENS"] == "2048"
+    assert data["GPT_PORT"] == "8000"
+    assert data["GPT_HOST"] == "0.0.0.0"
+    assert data["GPT_DEV_MODE"] == "false"
+
+
+def test_pvc_model_source_is_mounted_read_only() -> None:
+    spec = spec_of(model={"source": "pvc:models/gpt2-small"})
+    dep = rendered_deployment(model={"source": "pvc:models/gpt2-small"})
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["model"] == {"name": "model", "mountPath": "/models/models", "readOnly": True}
+    cm = config_map("demo", "ml", spec.pod_template_spec(), spec.revision)
+    assert cm["data"]["GPT_MODEL_SOURCE"] == "/models/models/gpt2-small"
+
+
+def test_gpu_resources_and_toleration() -> None:
+    dep = rendered_deployment(resources={"gpu": 2, "cpu": "4", "memory": "16Gi"})
+    c = container(dep)
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    tolerations = dep["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_cpu_pods_do_not_tolerate_gpu_nodes() -> None:
+    dep = rendered_deployment(capacity={"provider": "karpenter"})
+    assert "tolerations" not in dep["spec"]["template"]["spec"]
+
+
+def test_secret_ref_and_user_env() -> None:
+    c = container(
+        rendered_deployment(secretRef={"name": "gpt-secrets"}, env=[{"name": "GPT_CACHE_URL", "value": "redis://r"}])
+    )
+    assert {"secretRef": {"name": "gpt-secrets"}} in c["envFrom"]
+    assert c["env"] == [{"name": "GPT_CACHE_URL", "value": "redis://r"}]
+
+
+def test_template_annotation_round_trips_to_the_same_revision() -> None:
+    spec = spec_of(environment="staging", resources={"gpu": 1}, capacity={"provider": "gke"})
+    dep = deployment("demo", "ml", "blue", spec.pod_template_spec(), spec.revision, 1)
+    recorded = json.loads(dep["metadata"]["annotations"][TEMPLATE_ANNOTATION])
+    assert spec_from_template(recorded).revision == spec.revision
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "expression"),
+    [
+        ("karpenter", "spot", {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}),
+        ("karpenter", "on-demand", {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}),
+        ("eks", "spot", {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["SPOT"]}),
+        ("eks", "on-demand", {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]}),
+        ("gke", "spot", {"key": "cloud.google.com/gke-spot", "operator": "In", "values": ["true"]}),
+        ("gke", "on-demand", {"key": "cloud.google.com/gke-spot", "operator": "NotIn", "values": ["true"]}),
+        ("aks", "spot", {"key": "kubernetes.azure.com/scalesetpriority", "operator": "In", "values": ["spot"]}),
+        ("aks", "on-demand", {"key": "kubernetes.azure.com/scalesetpriority", "operator": "NotIn", "values": ["spot"]}),
+    ],
+)
+def test_required_capacity_affinity_per_provider(provider: str, kind: str, expression: dict) -> None:
+    out = placement(CapacitySpec(provider=provider), kind, gpu=0)
+    required = out["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required == {"nodeSelectorTerms": [{"matchExpressions": [expression]}]}
+    assert "preferredDuringSchedulingIgnoredDuringExecution" not in out["affinity"]["nodeAffinity"]
+
+
+def test_spot_with_fallback_is_only_a_preference() -> None:
+    out = placement(CapacitySpec(provider="eks"), "spot-with-fallback", gpu=0)
+    affinity = out["affinity"]["nodeAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity
+    assert affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {
+            "weight": 100,
+            "preference": {
+                "matchExpressions": [{"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["SPOT"]}]
+            },
+        }
+    ]
+
+
+def test_aks_spot_pods_tolerate_the_spot_taint_but_on_demand_do_not() -> None:
+    spot = placement(CapacitySpec(provider="aks"), "spot", gpu=0)
+    assert spot["tolerations"][0]["key"] == "kubernetes.azure.com/scalesetpriority"
+    assert "tolerations" not in placement(CapacitySpec(provider="aks"), "on-demand", gpu=0)
+
+
+def test_extra_node_selector_and_tolerations_are_kept() -> None:
+    capacity = CapacitySpec.model_validate(
+        {"nodeSelector": {"pool": "gpu-a100"}, "tolerations": [{"key": "team", "value": "ml", "effect": "NoSchedule"}]}
+    )
+    out = placement(capacity, "spot", gpu=1)
+    assert out["nodeSelector"] == {"pool": "gpu-a100"}
+    assert {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in out["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in out["tolerations"]
+
+
+def test_environment_decides_placement_of_rendered_pods() -> None:
+    def capacity_expr(env: str) -> dict:
+        dep = rendered_deployment(environment=env)
+        affinity = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        return affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+
+    assert capacity_expr("dev")["values"] == ["spot"]
+    assert capacity_expr("staging")["values"] == ["spot"]
+    assert capacity_expr("prod")["values"] == ["on-demand"]
+
+
+def test_hpa_targets_the_gptdeployment_scale_subresource() -> None:
+    spec = spec_of(environment="prod", autoscaling={"metrics": [{"name": "gpt_queue_depth", "averageValue": "5"}]})
+    assert spec.autoscaling is not None
+    out = hpa("demo", "ml", spec.autoscaling)
+    kubernetes_validate.validate(out, K8S, strict=True)
+    assert out["apiVersion"] == "autoscaling/v2"
+    assert out["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.gpt-operator.dev/v1alpha1",
+        "kind": "GPTDeployment",
+        "name": "demo",
+    }
+    assert (out["spec"]["minReplicas"], out["spec"]["maxReplicas"]) == (1, 10)
+    metrics = out["spec"]["metrics"]
+    assert metrics[0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert metrics[1]["resource"] == {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 80}}
+    assert metrics[2]["pods"]["metric"] == {"name": "gpt_queue_depth"}
+
+
+def _plan(spec, tracks: list[tuple[str, int]], services: dict) -> Plan:
+    return Plan(
+        tracks=[TrackPlan(t, spec.revision, spec.pod_template_spec(), n) for t, n in tracks],
+        services=services,
+        state=RolloutState(),
+    )
+
+
+def kinds(objects: list[dict]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def test_prod_children_include_hpa_and_pdb_all_valid() -> None:
+    spec = spec_of(environment="prod", monitoring={"serviceMonitor": True})
+    objects = render_children("demo", "ml", spec, _plan(spec, [("main", 3)], {"": "main"}), asleep=False)
+    assert kinds(objects) == [
+        ("ConfigMap", f"demo-config-{spec.revision}"),
+        ("Deployment", "demo"),
+        ("Service", "demo"),
+        ("HorizontalPodAutoscaler", "demo"),
+        ("PodDisruptionBudget", "demo"),
+        ("ServiceMonitor", "demo"),
+    ]
+    for obj in objects:
+        if obj["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(obj, K8S, strict=True)
+    pdb = objects[4]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == {"serving.gpt-operator.dev/name": "demo"}
+
+
+def test_dev_children_have_no_hpa_or_pdb() -> None:
+    spec = spec_of(environment="dev")
+    objects = render_children("demo", "ml", spec, _plan(spec, [("main", 1)], {"": "main"}), asleep=False)
+    assert [k for k, _ in kinds(objects)] == ["ConfigMap", "Deployment", "Service"]
+
+
+def test_asleep_removes_the_hpa_but_keeps_the_pdb() -> None:
+    spec = spec_of(environment="prod")
+    objects = render_children("demo", "ml", spec, _plan(spec, [("main", 0)], {"": "main"}), asleep=True)
+    assert "HorizontalPodAutoscaler" not in [k for k, _ in kinds(objects)]
+    assert "PodDisruptionBudget" in [k for k, _ in kinds(objects)]
+
+
+def test_blue_green_services_select_active_and_preview_colours() -> None:
+    spec = spec_of(service={"type": "LoadBalancer", "port": 8080, "annotations": {"a": "b"}})
+    objects = render_children(
+        "demo", "ml", spec, _plan(spec, [("blue", 1), ("green", 1)], {"": "blue", "-preview": "green"}), asleep=False
+    )
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert services["demo"]["spec"]["selector"]["serving.gpt-operator.dev/track"] == "blue"
+    assert services["demo-preview"]["spec"]["selector"]["serving.gpt-operator.dev/track"] == "green"
+    assert services["demo"]["spec"]["type"] == "LoadBalancer"
+    assert services["demo-preview"]["spec"]["type"] == "ClusterIP"
+    assert services["demo"]["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert services["demo"]["metadata"]["annotations"] == {"a": "b"}
+    for svc in services.values():
+        kubernetes_validate.validate(svc, K8S, strict=True)
+
+
+def test_canary_client_service_selects_both_tracks() -> None:
+    spec = spec_of()
+    services_by_suffix = {"": None, "-stable": "stable", "-canary": "canary"}
+    objects = render_children(
+        "demo", "ml", spec, _plan(spec, [("stable", 2), ("canary", 1)], services_by_suffix), asleep=False
+    )
+    services = {o["metadata"]["name"]: o["spec"]["selector"] for o in objects if o["kind"] == "Service"}
+    assert services["demo"] == {"serving.gpt-operator.dev/name": "demo"}
+    assert services["demo-stable"]["serving.gpt-operator.dev/track"] == "stable"
+    assert services["demo-canary"]["serving.gpt-operator.dev/track"] == "canary"
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] == ["demo-stable", "demo-canary"]
