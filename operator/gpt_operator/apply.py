@@ -1,0 +1,231 @@
+"""The operator's Kubernetes I/O: list children, server-side apply, prune (the only module that calls the API
+besides kopf itself, which patches the GPTDeployment's status and posts events for main.py).
+
+Every child is applied with one field manager and `force=true` (the operator owns what it renders), and
+only when the live object differs from what is wanted, so a steady state makes no writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gpt_operator.naming import children_selector, owner_reference
+
+log = logging.getLogger(__name__)
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"  # JSON is YAML, so the body is JSON
+
+# kind -> (apiVersion, plural); every kind the operator renders, in prune order.
+CHILD_KINDS: dict[str, tuple[str, str]] = {
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "ServiceMonitor": ("monitoring.coreos.com/v1", "servicemonitors"),
+    "Service": ("v1", "services"),
+    "Deployment": ("apps/v1", "deployments"),
+    "ConfigMap": ("v1", "configmaps"),
+}
+OPTIONAL_KINDS = {"ServiceMonitor"}  # their CRDs may be missing in a cluster
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach the API server (built from kopf's ConnectionInfo in main.py)."""
+
+    server: str
+    token: str | None = None
+    scheme: str | None = None
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    certificate_path: str | None = None
+    certificate_data: bytes | None = None
+    private_key_path: str | None = None
+    private_key_data: bytes | None = None
+    insecure: bool = False
+
+
+def _path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+
+
+def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
+    if not creds.server.startswith("https"):
+        return False
+    if creds.insecure:
+        return False
+    ctx = ssl.create_default_context(cafile=creds.ca_path)
+    if creds.ca_data:
+        data = creds.ca_data
+        ctx.load_verify_locations(cadata=(data if b"BEGIN" in data else base64.b64decode(data)).decode())
+    if creds.certificate_path and creds.private_key_path:
+        ctx.load_cert_chain(creds.certificate_path, creds.private_key_path)
+    return ctx
+
+
+class KubeClient:
+    """A small async Kubernetes REST client on aiohttp (kopf's own HTTP library)."""
+
+    def __init__(self, creds: Credentials, *, field_manager: str, timeout_s: float = 30.0) -> None:
+        self.creds = creds
+        self.field_manager = field_manager
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json", "User-Agent": "gpt-operator"}
+            if self.creds.token:
+                headers["Authorization"] = f"{self.creds.scheme or 'Bearer'} {self.creds.token}"
+            connector = aiohttp.TCPConnector(ssl=_ssl_context(self.creds))
+            self._session = aiohttp.ClientSession(
+                base_url=self.creds.server.rstrip("/") + "/",
+                headers=headers,
+                connector=connector,
+                timeout=self._timeout,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, content_type: str = ""
+    ) -> dict[str, Any]:
+        session = await self._http()
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
+        async with session.request(method, path.lstrip("/"), params=params, data=data, headers=headers) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise ApiError(resp.status, message)
+            return json.loads(text) if text else {}
+
+    async def list(self, api_version: str, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self.request(
+            "GET", _path(api_version, plural, namespace), params={"labelSelector": label_selector}
+        )
+        return list(result.get("items") or [])
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        api_version, plural = CHILD_KINDS[obj["kind"]]
+        meta = obj["metadata"]
+        return await self.request(
+            "PATCH",
+            _path(api_version, plural, meta["namespace"], meta["name"]),
+            params={"fieldManager": self.field_manager, "force": "true"},
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        api_version, plural = CHILD_KINDS[kind]
+        await self.request(
+            "DELETE", _path(api_version, plural, namespace, name), body={"propagationPolicy": "Background"}
+        )
+
+
+def is_subset(wanted: Any, live: Any) -> bool:
+    """Whether every field we want is already live (the server may add defaults and status)."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(live, list) and len(wanted) == len(live) and all(map(is_subset, wanted, live))
+    return wanted == live
+
+
+def with_owner(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner_reference(owner)]}}
+
+
+@dataclass
+class SyncResult:
+    applied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # optional kinds whose API is missing
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied or self.pruned)
+
+
+async def list_children(client: KubeClient, namespace: str, name: str, kind: str) -> list[dict[str, Any]]:
+    api_version, plural = CHILD_KINDS[kind]
+    try:
+        return await client.list(api_version, plural, namespace, children_selector(name))
+    except ApiError as exc:
+        if exc.status == 404 and kind in OPTIONAL_KINDS:
+            return []
+        raise
+
+
+async def sync_children(client: KubeClient, owner: dict[str, Any], desired: list[dict[str, Any]]) -> SyncResult:
+    """Apply what differs, then delete our children that are no longer desired."""
+    meta = owner["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    result = SyncResult()
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in CHILD_KINDS:
+        for obj in await list_children(client, namespace, name, kind):
+            live[(kind, obj["metadata"]["name"])] = obj
+    wanted_keys = set()
+    for obj in desired:
+        obj = with_owner(obj, owner)
+        key = (obj["kind"], obj["metadata"]["name"])
+        wanted_keys.add(key)
+        label = f"{key[0]}/{key[1]}"
+        if key in live and is_subset(obj, live[key]):
+            result.unchanged.append(label)
+            continue
+        try:
+            await client.apply(obj)
+        except ApiError as exc:
+            if exc.status == 404 and obj["kind"] in OPTIONAL_KINDS:
+                result.skipped.append(label)
+                continue
+            raise
+        result.applied.append(label)
+    for key, obj in live.items():
+        owners = obj["metadata"].get("ownerReferences") or []
+        ours = any(ref.get("uid") == meta.get("uid") for ref in owners)
+        if key not in wanted_keys and ours:
+            try:
+                await client.delete(key[0], namespace, key[1])
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            result.pruned.append(f"{key[0]}/{key[1]}")
+    return result
+
+
+def status_changes(previous: dict[str, Any] | None, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch turning the live status into the wanted one: changed keys, None for removed ones."""
+    previous = previous or {}
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        if value is None:
+            if previous.get(key) is not None:
+                patch[key] = None
+        elif previous.get(key) != value:
+            patch[key] = value
+    return patch
