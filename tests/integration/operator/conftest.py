@@ -196,7 +196,7 @@ class Emulator(kmock.KubernetesEmulator):
         """Every write request so far, as 'METHOD path'."""
         return [
             f"{r.method} {r.url.path}"
-            for r in self.requests
+            for r in self._requests
             if r.method in ("POST", "PUT", "PATCH", "DELETE") and path_part in r.url.path
         ]
 

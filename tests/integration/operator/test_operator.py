@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -37,3 +40,136 @@ async def test_create_renders_owned_children_and_reports_status(cluster, operato
     assert available["status"]["ready"] == "2/2"
     assert condition(available, "Ready")["status"] == "True"
     assert available["status"]["capacityType"] == "spot"
+
+
+async def patch_gptd(cluster, name: str, body: dict) -> dict:
+    """What `kubectl patch --type merge` / `kubectl annotate` send."""
+    path = f"/apis/serving.gpt-operator.dev/v1alpha1/namespaces/ml/gptdeployments/{name}"
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.request("PATCH", path, json=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+def events(cluster, reason: str) -> list[dict]:
+    found = [cluster.get("v1/events", n) for n in cluster.names("v1/events")]
+    return [e for e in found if e and e.get("reason") == reason]
+
+
+async def available(cluster, eventually, name: str = "chat") -> dict:
+    await cluster.settle_deployments()
+    return await eventually(lambda: (o := cluster.get(GPTD, name))["status"]["phase"] == "Available" and o)
+
+
+async def test_steady_state_makes_no_writes(cluster, operator, gptd, eventually) -> None:
+    await cluster.put_object(GPTD, gptd(environment="staging"))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat"))
+    await available(cluster, eventually)
+    await asyncio.sleep(0.5)  # let the last status patch land
+    before = cluster.writes()
+    await asyncio.sleep(1.5)  # several timer ticks at 0.2 s
+    assert cluster.writes() == before
+
+
+async def test_night_sleep_scales_to_zero_removes_hpa_and_wakes_by_annotation(
+    cluster, operator, gptd, eventually, clock
+) -> None:
+    await cluster.put_object(
+        GPTD, gptd(environment="dev", replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 4})
+    )
+    await eventually(lambda: cluster.get(HPAS, "chat"))
+    await available(cluster, eventually)
+
+    clock.now = datetime(2026, 3, 4, 21, 0, tzinfo=UTC)  # Wednesday 21:00 UTC: asleep
+    asleep = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Sleeping" and o)
+    assert cluster.get(DEPLOYMENTS, "chat")["spec"]["replicas"] == 0
+    assert cluster.get(HPAS, "chat") is None
+    assert asleep["status"]["savedReplicas"] == 2
+    assert asleep["status"]["nextTransitionTime"] == "2026-03-05T08:00:00Z"
+    assert condition(asleep, "Sleeping")["reason"] == "OffWindow"
+    await eventually(lambda: events(cluster, "Sleeping"))
+
+    await patch_gptd(
+        cluster, "chat", {"metadata": {"annotations": {"serving.gpt-operator.dev/wake-until": "2026-03-04T23:00:00Z"}}}
+    )
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat")["spec"]["replicas"] == 2)
+    await eventually(lambda: cluster.get(HPAS, "chat"))
+    woken = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] != "Sleeping" and o)
+    assert condition(woken, "Sleeping")["reason"] == "WokenByAnnotation"
+
+
+async def test_blue_green_promotes_switches_the_service_and_prunes_the_old_colour(
+    cluster, operator, gptd, eventually, clock
+) -> None:
+    rollout = {"strategy": "BlueGreen", "blueGreen": {"autoPromotionSeconds": 0, "scaleDownDelaySeconds": 60}}
+    await cluster.put_object(GPTD, gptd(environment="staging", rollout=rollout))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-blue"))
+    await available(cluster, eventually)
+    assert cluster.get(SERVICES, "chat")["spec"]["selector"]["serving.gpt-operator.dev/track"] == "blue"
+    old_configmaps = cluster.names(CONFIGMAPS)
+
+    await patch_gptd(cluster, "chat", {"spec": {"model": {"source": "builtin:small"}}})
+    green = await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-green"))
+    assert (
+        green["spec"]["template"]["metadata"]["labels"]["serving.gpt-operator.dev/revision"]
+        != (
+            cluster.get(DEPLOYMENTS, "chat-blue")["spec"]["template"]["metadata"]["labels"][
+                "serving.gpt-operator.dev/revision"
+            ]
+        )
+    )
+    assert cluster.get(SERVICES, "chat")["spec"]["selector"]["serving.gpt-operator.dev/track"] == "blue"
+    assert cluster.get(SERVICES, "chat-preview")["spec"]["selector"]["serving.gpt-operator.dev/track"] == "green"
+
+    await cluster.settle_deployments()
+    await eventually(
+        lambda: cluster.get(SERVICES, "chat")["spec"]["selector"]["serving.gpt-operator.dev/track"] == "green"
+    )
+    promoted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("activeTrack") == "green" and o)
+    assert promoted["status"]["scaleDownTime"] == "2026-03-04T12:01:00Z"
+    assert cluster.get(DEPLOYMENTS, "chat-blue") is not None  # kept for the scale-down delay
+    await eventually(lambda: events(cluster, "Promoted"))
+
+    clock.now += timedelta(seconds=61)
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-blue") is None)
+    await eventually(lambda: not set(old_configmaps) & set(cluster.names(CONFIGMAPS)))
+
+
+async def test_invalid_spec_is_reported_and_fixed_spec_recovers(cluster, operator, gptd, eventually) -> None:
+    # kmock does not run the CRD's CEL rules, so this reaches the operator as it would from an old API server.
+    await cluster.put_object(GPTD, gptd(autoscaling={"minReplicas": 5, "maxReplicas": 2}))
+    bad = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("phase") == "Degraded" and o)
+    degraded = condition(bad, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "minReplicas (5) must not exceed maxReplicas (2)" in degraded["message"]
+    assert cluster.names(DEPLOYMENTS) == []
+    await eventually(lambda: events(cluster, "InvalidSpec"))
+
+    await patch_gptd(cluster, "chat", {"spec": {"autoscaling": {"maxReplicas": 6}}})
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat"))
+    fixed = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] != "Degraded" and o)
+    assert fixed["status"]["observedGeneration"] == 2
+
+
+async def test_canary_abort_annotation_is_consumed_and_returns_traffic_to_stable(
+    cluster, operator, gptd, eventually
+) -> None:
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    await cluster.put_object(GPTD, gptd(environment="staging", replicas=2, rollout=rollout))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-stable"))
+    await available(cluster, eventually)
+
+    await patch_gptd(cluster, "chat", {"spec": {"model": {"source": "builtin:small"}}})
+    canary = await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary"))
+    assert canary["spec"]["replicas"] == 1
+    assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 1
+    await cluster.settle_deployments()
+    paused = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("phase") == "Paused" and o)
+    assert paused["status"]["canaryWeight"] == 50 and paused["status"]["currentStep"] == 1
+
+    await patch_gptd(cluster, "chat", {"metadata": {"annotations": {"serving.gpt-operator.dev/abort": "true"}}})
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary") is None)
+    aborted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Degraded" and o)
+    assert condition(aborted, "Degraded")["reason"] == "RolloutAborted"
+    assert "serving.gpt-operator.dev/abort" not in (aborted["metadata"].get("annotations") or {})
+    assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
