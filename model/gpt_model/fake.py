@@ -48,6 +48,7 @@ class FakeEngine:
         self.cancelled: list[str] = []
         self._queues: dict[str, asyncio.Queue[StreamEvent]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._progress: dict[str, Usage] = {}
         self._started = False
 
     @classmethod
@@ -78,6 +79,7 @@ class FakeEngine:
             raise ContextTooLong(f"prompt takes {prompt_tokens} tokens; the context window is {self.context_window}")
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._queues[request.request_id] = queue
+        self._progress[request.request_id] = Usage(prompt_tokens, 0)
         self._tasks[request.request_id] = asyncio.create_task(self._run(request, prompt_tokens, queue))
         return request.request_id
 
@@ -95,6 +97,7 @@ class FakeEngine:
                 await asyncio.sleep(self.delay_s)
             text += token
             produced += 1
+            self._progress[request.request_id] = Usage(prompt_tokens, produced)
             cut = next((text.index(s) for s in params.stop if s and s in text), None)
             if cut is not None:
                 piece = token[: max(0, len(token) - (len(text) - cut))]
@@ -104,6 +107,7 @@ class FakeEngine:
             queue.put_nowait(TextDelta(token))
         queue.put_nowait(Finished(finish, Usage(prompt_tokens, produced)))
         self._tasks.pop(request.request_id, None)
+        self._progress.pop(request.request_id, None)
 
     async def stream(self, request_id: str) -> AsyncIterator[StreamEvent]:
         queue = self._queues.get(request_id)
@@ -124,6 +128,7 @@ class FakeEngine:
             return
         task.cancel()
         self.cancelled.append(request_id)
+        usage = self._progress.pop(request_id, Usage(0, 0))
         queue = self._queues.get(request_id)
         if queue is not None:
-            queue.put_nowait(Finished("cancelled", Usage(0, 0)))
+            queue.put_nowait(Finished("cancelled", usage))

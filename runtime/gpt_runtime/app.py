@@ -11,9 +11,8 @@ from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
 from gpt_runtime.api import auth, conversations, generate, health, ws
+from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.email import EmailSender, LogEmailSender
-from gpt_runtime.auth.local import LocalAuth
-from gpt_runtime.auth.tokens import TokenSigner, load_or_create_secret
 from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.metrics import Metrics
@@ -23,15 +22,6 @@ from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import open_store
 
 log = logging.getLogger("gpt_runtime")
-
-
-def jwt_secret(settings: RuntimeSettings) -> str:
-    """The signing secret: GPT_JWT_SECRET, or in dev mode one kept in the data directory."""
-    if settings.jwt_secret is not None:
-        return settings.jwt_secret.get_secret_value()
-    if not settings.dev_mode:
-        raise RuntimeError("GPT_JWT_SECRET must be set when GPT_DEV_MODE is false")
-    return load_or_create_secret(settings.data_dir / ".jwt_secret")
 
 
 def create_app(
@@ -56,12 +46,11 @@ def create_app(
         )
         log.info("loading model", extra={"model_source": settings.model_source})
         await model.start()
-        signer = TokenSigner(jwt_secret(settings), settings.jwt_issuer)
         app.state.runtime = Runtime(
             settings=settings,
             store=store,
             engine=model,
-            auth=LocalAuth(store, signer, email or LogEmailSender(), settings),
+            auth=build_auth(settings, store, email or LogEmailSender()),
             metrics=metrics,
             generation=GenerationService(store, model, metrics, settings),
         )

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gpt_model.protocol import EngineClient
 
-from gpt_runtime.auth.local import LocalAuth
+from gpt_runtime.auth import AuthProvider
 from gpt_runtime.errors import Unauthorized
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.generation import GenerationService
@@ -24,7 +24,7 @@ class Runtime:
     settings: RuntimeSettings
     store: Store
     engine: EngineClient
-    auth: LocalAuth
+    auth: AuthProvider
     metrics: Metrics
     generation: GenerationService
 

@@ -5,10 +5,30 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_SECRET_PARAMS = re.compile(r"(?i)\b(access_token|refresh_token|token|password)=[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """Hide credentials carried in URLs (WebSocket clients send the access token as a query parameter)."""
+    return _SECRET_PARAMS.sub(r"\1=[REDACTED]", text)
+
+
+class RedactFilter(logging.Filter):
+    """Applies `redact` to every record's message, ours and uvicorn's alike."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -41,6 +61,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from gpt_model.protocol import Finished, TextDelta
+from starlette.background import BackgroundTask
 
 from gpt_runtime import sse
 from gpt_runtime.deps import CurrentUser, RuntimeDep
@@ -44,9 +45,12 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
             _sse(service, generation, runtime.engine.model_id, include_usage),
             media_type="text/event-stream",
             headers=sse.SSE_HEADERS,
+            # Runs also when the client left before the first event: the engine slot is freed either way.
+            background=BackgroundTask(service.abort, generation, "sse"),
         )
     task = asyncio.create_task(_collect(service, generation))
     if not await _finished_unless_disconnected(request, task):
+        await service.abort(generation, "rest")
         return JSONResponse(
             error_body("client closed the request", "invalid_request_error", None, "client_closed_request"),
             status_code=499,

@@ -18,6 +18,7 @@ import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from gpt_model.protocol import Finished, TextDelta
 from pydantic import Field, TypeAdapter, ValidationError
+from starlette.websockets import WebSocketDisconnected
 
 from gpt_runtime import sse
 from gpt_runtime.deps import Runtime
@@ -111,6 +112,10 @@ class Session:
         task.add_done_callback(lambda _: self.running.pop(frame.request_id, None))
 
     async def _stream(self, request_id: str, generation: Generation) -> None:
+        with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected):
+            await self._relay(request_id, generation)
+
+    async def _relay(self, request_id: str, generation: Generation) -> None:
         async with contextlib.aclosing(self.runtime.generation.events(generation, "websocket")) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -131,11 +136,13 @@ class Session:
 
     async def close(self) -> None:
         """Cancel every generation still running (the client left): frees their engine slots."""
-        tasks = [task for _, task in self.running.values()]
-        for task in tasks:
+        running = list(self.running.values())
+        for _, task in running:
             task.cancel()
         with anyio.CancelScope(shield=True):
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+            for generation, _ in running:
+                await self.runtime.generation.abort(generation, "websocket")
 
 
 @router.websocket("/ws/generate")
@@ -154,8 +161,8 @@ async def ws_generate(websocket: WebSocket) -> None:
     try:
         while True:
             await session.handle(await websocket.receive_text())
-    except WebSocketDisconnect:
-        pass
+    except (WebSocketDisconnect, WebSocketDisconnected):
+        pass  # the client left (seen by the reader, or by a stream that failed to send)
     except Exception:
         log.exception("websocket session failed")
         with contextlib.suppress(Exception):

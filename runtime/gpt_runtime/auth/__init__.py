@@ -1,1 +1,37 @@
-"""Authentication: local accounts (argon2 + JWT); OIDC providers plug in beside it."""
+"""Authentication providers behind one interface; the settings pick which one serves."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gpt_runtime.auth.email import EmailSender
+from gpt_runtime.auth.local import LocalAuth, TokenPair
+from gpt_runtime.auth.tokens import TokenSigner, load_or_create_secret
+from gpt_runtime.settings import RuntimeSettings
+from gpt_runtime.storage import Store, User
+
+
+class AuthProvider(Protocol):
+    """What the routers need from an identity provider (local accounts, Cognito, any OIDC issuer)."""
+
+    async def signup(self, email: str, password: str) -> tuple[User, str | None]: ...
+    async def login(self, email: str, password: str) -> TokenPair: ...
+    async def refresh(self, refresh_token: str) -> TokenPair: ...
+    async def verify_email(self, token: str) -> User: ...
+    async def forgot_password(self, email: str) -> str | None: ...
+    async def reset_password(self, token: str, new_password: str) -> None: ...
+    async def authenticate(self, access_token: str) -> User: ...
+
+
+def jwt_secret(settings: RuntimeSettings) -> str:
+    """The signing secret: GPT_JWT_SECRET, or in dev mode one kept in the data directory."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    if not settings.dev_mode:
+        raise RuntimeError("GPT_JWT_SECRET must be set when GPT_DEV_MODE is false")
+    return load_or_create_secret(settings.data_dir / ".jwt_secret")
+
+
+def build_auth(settings: RuntimeSettings, store: Store, email: EmailSender) -> AuthProvider:
+    """The provider the settings ask for (local accounts by default)."""
+    return LocalAuth(store, TokenSigner(jwt_secret(settings), settings.jwt_issuer), email, settings)

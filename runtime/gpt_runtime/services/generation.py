@@ -145,24 +145,35 @@ class GenerationService:
                     generation.text.append(event.text)
                 else:
                     generation.finished = event
-                    await self._store_reply(generation)
+                    await self._record(generation, transport)
                 yield event
         finally:
             self.metrics.active_streams.dec()
-            if generation.finished is None:
-                with anyio.CancelScope(shield=True):
-                    await self.engine.cancel(generation.request.request_id)
-                    generation.finished = Finished("cancelled", Usage(0, len(generation.text)))
-                    await self._store_reply(generation)
-            self.metrics.generations.labels(transport, generation.finished.finish_reason).inc()
+            await self.abort(generation, transport)
+
+    async def abort(self, generation: Generation, transport: str) -> None:
+        """End a started generation nobody will read further: free its engine slot, keep what was said.
+
+        Idempotent, and safe to call whether or not its events were ever iterated; every
+        transport calls it when its client goes away.
+        """
+        if generation.finished is not None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.engine.cancel(generation.request.request_id)
+            prompt_tokens = self.engine.count_prompt_tokens(generation.request.messages)
+            generation.finished = Finished("cancelled", Usage(prompt_tokens, len(generation.text)))
+            await self._record(generation, transport)
 
     async def cancel(self, generation: Generation) -> None:
         """Ask the engine to stop; the stream then ends with finish_reason "cancelled"."""
         await self.engine.cancel(generation.request.request_id)
 
-    async def _store_reply(self, generation: Generation) -> None:
+    async def _record(self, generation: Generation, transport: str) -> None:
+        """Count the finished generation and store its reply (unless it is empty and cancelled)."""
         finished = generation.finished
         assert finished is not None and generation.conversation is not None
+        self.metrics.generations.labels(transport, finished.finish_reason).inc()
         self.metrics.generation_tokens.labels("prompt").inc(finished.usage.prompt_tokens)
         self.metrics.generation_tokens.labels("completion").inc(finished.usage.completion_tokens)
         if finished.finish_reason == "cancelled" and not generation.content:

@@ -162,9 +162,14 @@ def test_websocket_bad_frames_get_error_frames_and_the_socket_stays_open(server,
         assert "".join(f.get("content", "") for f in frames) == "You said: still here"
 
 
-def test_server_logs_hold_no_tracebacks_or_secrets(server, api):
+def test_server_logs_hold_no_tracebacks_or_secrets(server, token, api):
     api.post("/generate", content=b"{", headers={"content-type": "application/json"})
+    with ws_connect(server.ws_url, token) as ws:
+        ws.send(json.dumps({"type": "generate", "request_id": "r", "content": "hi"}))
+        ws.recv(timeout=10)
     logs = server.logs()
+    assert "WebSocket /ws/generate?access_token=[REDACTED]" in logs
+    assert token not in logs
     assert "Traceback" not in logs
     assert server.jwt_secret not in logs
     assert "correct horse battery" not in logs

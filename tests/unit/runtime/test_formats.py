@@ -5,6 +5,7 @@ import json
 import pytest
 from gpt_model.protocol import Usage
 from gpt_runtime import sse
+from gpt_runtime.logging_setup import redact
 from gpt_runtime.services.generation import title_from_prompt
 from gpt_runtime.storage.base import InvalidCursor, decode_cursor, encode_cursor
 
@@ -33,3 +34,10 @@ def test_sse_chunks_follow_openai():
     usage = sse.chunk("id1", "m", 5, usage=Usage(3, 4))
     assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     assert sse.DONE == "data: [DONE]\n\n"
+
+
+def test_credentials_in_urls_are_redacted():
+    line = '127.0.0.1 - "WebSocket /ws/generate?access_token=eyJ.abc.def&x=1" 101'
+    assert redact(line) == '127.0.0.1 - "WebSocket /ws/generate?access_token=[REDACTED]&x=1" 101'
+    assert redact("GET /reset?token=s3cr3t") == "GET /reset?token=[REDACTED]"
+    assert redact("nothing to hide") == "nothing to hide"
