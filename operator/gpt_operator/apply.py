@@ -27,11 +27,12 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("monitoring.coreos.com/v1", "servicemonitors"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
     "Service": ("v1", "services"),
     "Deployment": ("apps/v1", "deployments"),
     "ConfigMap": ("v1", "configmaps"),
 }
-OPTIONAL_KINDS = {"ServiceMonitor"}  # their CRDs may be missing in a cluster
+OPTIONAL_KINDS = {"ServiceMonitor", "HTTPRoute"}  # their CRDs may be missing in a cluster
 
 
 class ApiError(Exception):

@@ -196,8 +196,26 @@ def default_canary_steps() -> list[CanaryStep]:
     ]
 
 
+class ParentRef(_Model):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    section_name: str | None = None
+
+
+class GatewayAPIRouting(_Model):
+    """Weights on a Gateway API HTTPRoute `<name>` instead of the replica ratio behind Service `<name>`."""
+
+    parent_refs: list[ParentRef] = Field(min_length=1)
+    hostnames: list[str] = Field(default_factory=list)
+
+
+class TrafficRouting(_Model):
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+
+
 class CanarySpec(_Model):
     steps: list[CanaryStep] = Field(default_factory=default_canary_steps)
+    traffic_routing: TrafficRouting | None = None
 
 
 class RollingUpdateSpec(_Model):

@@ -9,6 +9,7 @@ from typing import Any
 
 from gpt_operator.render.autoscaling import hpa
 from gpt_operator.render.disruption import pdb
+from gpt_operator.render.routes import http_route
 from gpt_operator.render.services import service, service_monitor
 from gpt_operator.render.workload import config_map, deployment
 from gpt_operator.rollout import Plan
@@ -20,7 +21,7 @@ __all__ = ["render_children"]
 def render_children(
     name: str, namespace: str, spec: GPTDeploymentSpec, plan: Plan, *, asleep: bool
 ) -> list[dict[str, Any]]:
-    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HPA/PDB/monitoring.
+    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HTTPRoute/HPA/PDB/monitoring.
 
     While asleep the HPA is left out (its minReplicas cannot be 0); the tracks are at 0 by the plan.
     """
@@ -44,6 +45,10 @@ def render_children(
         )
     for suffix, track_label in plan.services.items():
         objects.append(service(name, namespace, suffix, track_label, spec.service))
+    routing = spec.rollout.canary.traffic_routing
+    if spec.rollout.strategy == "Canary" and routing is not None and routing.gateway_api is not None:
+        weight = plan.state.canary_weight or 0
+        objects.append(http_route(name, namespace, routing.gateway_api, spec.service.port, weight))
     if spec.hpa_enabled and spec.autoscaling is not None and not asleep:
         objects.append(hpa(name, namespace, spec.autoscaling))
     if spec.pdb_enabled:

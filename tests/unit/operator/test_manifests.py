@@ -53,7 +53,7 @@ def test_sample_passes_the_crd_schema_and_renders_valid_objects(path: Path) -> N
     assert any(o["kind"] == "Deployment" for o in objects)
     for obj in objects:
         assert obj["metadata"]["namespace"] == doc["metadata"]["namespace"]
-        if obj["kind"] != "ServiceMonitor":  # not a built-in kind
+        if obj["kind"] not in ("ServiceMonitor", "HTTPRoute"):  # not built-in kinds
             kubernetes_validate.validate(obj, K8S, strict=True)
 
 
@@ -126,6 +126,7 @@ def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> 
         "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
         "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
         "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+        "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
     }
     kinds = set()
     for path in SAMPLES:

@@ -231,3 +231,34 @@ def test_stuck_deployment_marks_the_gptdeployment_degraded() -> None:
     d = desire(body({"environment": "staging"}, status=first.status), stuck, WEDNESDAY_NOON)
     assert d.status["phase"] == "Degraded"
     assert conditions(d.status)["Degraded"]["reason"] == "ProgressDeadlineExceeded"
+
+
+def test_canary_with_gateway_api_routes_traffic_by_weight() -> None:
+    routing = {"gatewayAPI": {"parentRefs": [{"name": "gw", "namespace": "infra"}], "hostnames": ["chat.example.com"]}}
+    spec = {
+        "environment": "staging",
+        "replicas": 4,
+        "rollout": {"strategy": "Canary", "canary": {"trafficRouting": routing}},
+    }
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    route = next(o for o in first.objects if o["kind"] == "HTTPRoute")
+    assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "infra"}]
+    assert route["spec"]["hostnames"] == ["chat.example.com"]
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("demo-stable", 100),
+        ("demo-canary", 0),
+    ]
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    new_spec = {**spec, "model": {"source": "builtin:other"}}
+    assert steady.objects is not None
+    canary = desire(body(new_spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert canary.objects is not None
+    route = next(o for o in canary.objects if o["kind"] == "HTTPRoute")
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [80, 20]
+
+
+def test_no_http_route_without_traffic_routing() -> None:
+    d = desire(body({"rollout": {"strategy": "Canary"}}), [], WEDNESDAY_NOON)
+    assert d.objects is not None
+    assert "HTTPRoute" not in [o["kind"] for o in d.objects]
