@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +16,6 @@ from typing import Any
 import aiohttp
 
 from gpt_operator.naming import children_selector, owner_reference
-
-log = logging.getLogger(__name__)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"  # JSON is YAML, so the body is JSON
 
@@ -180,15 +177,25 @@ async def list_children(client: KubeClient, namespace: str, name: str, kind: str
         raise
 
 
-async def sync_children(client: KubeClient, owner: dict[str, Any], desired: list[dict[str, Any]]) -> SyncResult:
-    """Apply what differs, then delete our children that are no longer desired."""
-    meta = owner["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    result = SyncResult()
+async def read_children(client: KubeClient, namespace: str, name: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every child of one GPTDeployment, by (kind, name): one labelled list per kind."""
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in CHILD_KINDS:
         for obj in await list_children(client, namespace, name, kind):
             live[(kind, obj["metadata"]["name"])] = obj
+    return live
+
+
+async def sync_children(
+    client: KubeClient,
+    owner: dict[str, Any],
+    desired: list[dict[str, Any]],
+    live: dict[tuple[str, str], dict[str, Any]],
+) -> SyncResult:
+    """Apply what differs from `live` (see read_children), then delete our children no longer desired."""
+    meta = owner["metadata"]
+    namespace = meta["namespace"]
+    result = SyncResult()
     wanted_keys = set()
     for obj in desired:
         obj = with_owner(obj, owner)

@@ -20,8 +20,6 @@ from gpt_operator import apply
 from gpt_operator.reconcile import desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 
-log = logging.getLogger("gpt_operator")
-
 
 @dataclass
 class OperatorState:
@@ -59,10 +57,11 @@ async def reconcile(state: OperatorState, body: kopf.Body, patch: kopf.Patch, lo
     assert state.client is not None, "login has not run"
     meta = body["metadata"]
     async with state.lock(meta["namespace"], meta["name"]):
-        deployments = await apply.list_children(state.client, meta["namespace"], meta["name"], "Deployment")
+        live = await apply.read_children(state.client, meta["namespace"], meta["name"])
+        deployments = [obj for (kind, _), obj in live.items() if kind == "Deployment"]
         desired = desire(dict(body), deployments, state.now())
         if desired.objects is not None:
-            result = await apply.sync_children(state.client, dict(body), desired.objects)
+            result = await apply.sync_children(state.client, dict(body), desired.objects, live)
             if result.changed:
                 logger.info(f"applied {result.applied}, pruned {result.pruned}")
         patch.status.update(apply.status_changes(dict(body.get("status") or {}), desired.status))

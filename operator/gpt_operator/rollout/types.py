@@ -11,7 +11,7 @@ template spec recorded on its Deployment (the current spec only describes the ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -123,7 +123,3 @@ def canary_split(total: int, weight: int) -> tuple[int, int]:
     if weight < 100 and stable == 0:
         stable = 1
     return stable, canary
-
-
-def with_state(plan: Plan, **changes: Any) -> Plan:
-    return replace(plan, state=replace(plan.state, **changes))
