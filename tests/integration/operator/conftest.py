@@ -57,6 +57,21 @@ def _matches(labels: dict[str, str], selector: str | None) -> bool:
     return True
 
 
+def _scale(obj: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale the API server derives from the CRD's scale subresource paths."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+        "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
+        "status": {
+            "replicas": obj.get("status", {}).get("replicas", 0),
+            "selector": obj.get("status", {}).get("selector", ""),
+        },
+    }
+
+
 def _rv(obj: dict[str, Any]) -> int:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion", 0))
@@ -112,7 +127,17 @@ class Emulator(kmock.KubernetesEmulator):
             return await super()._handle(request)
         if request.action == enums.action.UPDATE and request.name is not None:
             return await self._update(request)
+        if request.subresource == "scale" and request.method == "GET":
+            obj = self.get_key((request.resource, request.namespace, request.name))
+            if obj is None:
+                return _status(404, "NotFound", f"{request.name} not found")
+            return aiohttp.web.json_response(_scale(obj))
         return await super()._handle(request)
+
+    def get_key(self, key: Any) -> dict[str, Any] | None:
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return copy.deepcopy(self._objects[key].raw)
 
     async def _update(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         key = (request.resource, request.namespace, request.name)
@@ -141,10 +166,14 @@ class Emulator(kmock.KubernetesEmulator):
                     return _status(422, "Invalid", str(exc))
             elif request.subresource == "status":
                 new = dicts.patch_dict(copy.deepcopy(old), {"status": data.get("status")})
+            elif request.subresource == "scale":  # what an HPA writes: the Scale's spec.replicas
+                new = dicts.patch_dict(copy.deepcopy(old), {"spec": {"replicas": data["spec"]["replicas"]}})
             else:
                 changes = {k: v for k, v in data.items() if k != "status"}
                 new = dicts.patch_dict(copy.deepcopy(old), changes)
             stored = await self.store(request.resource, request.namespace, request.name, new)
+        if request.subresource == "scale":
+            return aiohttp.web.json_response(_scale(stored))
         return aiohttp.web.json_response(stored, status=200 if exists else 201)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:

@@ -173,3 +173,31 @@ async def test_canary_abort_annotation_is_consumed_and_returns_traffic_to_stable
     assert condition(aborted, "Degraded")["reason"] == "RolloutAborted"
     assert "serving.gpt-operator.dev/abort" not in (aborted["metadata"].get("annotations") or {})
     assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
+
+
+async def test_hpa_scales_through_the_scale_subresource(cluster, operator, gptd, eventually) -> None:
+    """What an HPA does: read the Scale (selector, replicas), then write spec.replicas through it."""
+    await cluster.put_object(GPTD, gptd(environment="prod", replicas=3))
+    hpa = await eventually(lambda: cluster.get(HPAS, "chat"))
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.gpt-operator.dev/v1alpha1",
+        "kind": "GPTDeployment",
+        "name": "chat",
+    }
+    await available(cluster, eventually)
+    scale_path = "/apis/serving.gpt-operator.dev/v1alpha1/namespaces/ml/gptdeployments/chat/scale"
+    async with cluster.request("GET", scale_path) as resp:
+        scale = await resp.json()
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"] == {
+        "replicas": 3,
+        "selector": "serving.gpt-operator.dev/name=chat,serving.gpt-operator.dev/track=main",
+    }
+
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.request("PATCH", scale_path, json={"spec": {"replicas": 5}}, headers=headers) as resp:
+        assert resp.status == 200
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat")["spec"]["replicas"] == 5)
+    await cluster.settle_deployments()
+    await eventually(lambda: cluster.get(GPTD, "chat")["status"]["ready"] == "5/5")
+    assert cluster.get(HPAS, "chat")["spec"]["minReplicas"] == 3
