@@ -3,6 +3,8 @@
 from gpt_runtime.storage.base import (
     AlreadyExists,
     Conversation,
+    Job,
+    JobStatus,
     Message,
     NewMessage,
     Page,
@@ -11,4 +13,15 @@ from gpt_runtime.storage.base import (
     open_store,
 )
 
-__all__ = ["AlreadyExists", "Conversation", "Message", "NewMessage", "Page", "Store", "User", "open_store"]
+__all__ = [
+    "AlreadyExists",
+    "Conversation",
+    "Job",
+    "JobStatus",
+    "Message",
+    "NewMessage",
+    "Page",
+    "Store",
+    "User",
+    "open_store",
+]

@@ -60,6 +60,25 @@ class Message:
     created_at: int
 
 
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """An async generation: its request, where it stands, and its result once done."""
+
+    id: str
+    user_id: str
+    status: JobStatus
+    request: dict  # JSON: prompt, conversation_id, system, sampling params
+    conversation_id: str | None
+    result: dict | None  # JSON: content, finish_reason, usage, message_id
+    error: str | None
+    attempts: int
+    created_at: int
+    updated_at: int
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Conversation]
@@ -119,6 +138,20 @@ class Store(Protocol):
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[Message] | None: ...
     async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None: ...
+
+    async def create_job(self, user_id: str, request: dict) -> Job: ...
+    async def get_job(self, user_id: str, job_id: str) -> Job | None: ...
+    async def update_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: JobStatus,
+        conversation_id: str | None = None,
+        result: dict | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+    ) -> Job | None: ...
 
 
 def open_store(url: str) -> Store:

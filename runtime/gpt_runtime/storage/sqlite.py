@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ import aiosqlite
 from gpt_runtime.storage.base import (
     AlreadyExists,
     Conversation,
+    Job,
+    JobStatus,
     Message,
     NewMessage,
     Page,
@@ -51,6 +54,18 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, seq);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    conversation_id TEXT,
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 """
 
 _CONVERSATION_COLUMNS = (
@@ -270,3 +285,66 @@ class SQLiteStore:
         ) as cur:
             rows = await cur.fetchall()
         return [Message(*row) for row in rows]
+
+    # jobs
+
+    @staticmethod
+    def _job(row: aiosqlite.Row) -> Job:
+        return Job(
+            row[0],
+            row[1],
+            row[2],
+            json.loads(row[3]),
+            row[4],
+            json.loads(row[5]) if row[5] else None,
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+        )
+
+    @_serialized
+    async def create_job(self, user_id: str, request: dict) -> Job:
+        now = self.clock()
+        job = Job(uuid.uuid4().hex, user_id, "queued", request, request.get("conversation_id"), None, None, 0, now, now)
+        await self.db.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?)",
+            (job.id, user_id, job.status, json.dumps(request), job.conversation_id, now, now),
+        )
+        await self.db.commit()
+        return job
+
+    async def get_job(self, user_id: str, job_id: str) -> Job | None:
+        async with self.db.execute("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)) as cur:
+            row = await cur.fetchone()
+        return self._job(row) if row else None
+
+    @_serialized
+    async def update_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: JobStatus,
+        conversation_id: str | None = None,
+        result: dict | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+    ) -> Job | None:
+        changes: dict[str, object] = {"status": status, "updated_at": self.clock()}
+        if conversation_id is not None:
+            changes["conversation_id"] = conversation_id
+        if result is not None:
+            changes["result"] = json.dumps(result)
+        if error is not None:
+            changes["error"] = error
+        if attempts is not None:
+            changes["attempts"] = attempts
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        cur = await self.db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND user_id = ?", (*changes.values(), job_id, user_id)
+        )
+        await self.db.commit()
+        if cur.rowcount == 0:
+            return None
+        return await self.get_job(user_id, job_id)
