@@ -52,39 +52,50 @@ def to_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 # tensor name mapping: Hugging Face <-> ours
 
 
-def _layer_map(config: GPTConfig, i: int) -> list[tuple[str, str, str]]:
-    """(hf name, our name, kind) for layer i; kind 'conv1d' means a transposed GPT-2 Conv1D."""
+def _layer_map(config: GPTConfig, i: int) -> list[tuple[tuple[str, ...], str, bool]]:
+    """(hf names, our name, transpose) for layer i.
+
+    Several hf names are concatenated (dim 0) into one of ours (fused q/k/v, fused gate/up);
+    transpose marks GPT-2's Conv1D weights, stored [in, out].
+    """
     ours = f"h.{i}."
     if config.family == "gpt2":
         hf = f"transformer.h.{i}."
-        rows = [
-            (hf + "ln_1.weight", ours + "ln_1.weight", ""),
-            (hf + "ln_1.bias", ours + "ln_1.bias", ""),
-            (hf + "attn.c_attn.weight", ours + "attn.qkv.weight", "conv1d_qkv"),
-            (hf + "attn.c_attn.bias", ours + "attn.qkv.bias", "qkv_bias"),
-            (hf + "attn.c_proj.weight", ours + "attn.o_proj.weight", "conv1d"),
-            (hf + "attn.c_proj.bias", ours + "attn.o_proj.bias", ""),
-            (hf + "ln_2.weight", ours + "ln_2.weight", ""),
-            (hf + "ln_2.bias", ours + "ln_2.bias", ""),
-            (hf + "mlp.c_fc.weight", ours + "mlp.fc.weight", "conv1d"),
-            (hf + "mlp.c_fc.bias", ours + "mlp.fc.bias", ""),
-            (hf + "mlp.c_proj.weight", ours + "mlp.proj.weight", "conv1d"),
-            (hf + "mlp.c_proj.bias", ours + "mlp.proj.bias", ""),
+        pairs = [
+            ("ln_1.weight", "ln_1.weight", False),
+            ("ln_1.bias", "ln_1.bias", False),
+            ("attn.c_attn.weight", "attn.qkv.weight", True),
+            ("attn.c_attn.bias", "attn.qkv.bias", False),
+            ("attn.c_proj.weight", "attn.o_proj.weight", True),
+            ("attn.c_proj.bias", "attn.o_proj.bias", False),
+            ("ln_2.weight", "ln_2.weight", False),
+            ("ln_2.bias", "ln_2.bias", False),
+            ("mlp.c_fc.weight", "mlp.fc.weight", True),
+            ("mlp.c_fc.bias", "mlp.fc.bias", False),
+            ("mlp.c_proj.weight", "mlp.proj.weight", True),
+            ("mlp.c_proj.bias", "mlp.proj.bias", False),
         ]
-        return rows
+        return [((hf + a,), ours + b, t) for a, b, t in pairs]
     hf = f"model.layers.{i}."
     rows = [
-        (hf + "input_layernorm.weight", ours + "ln_1.weight", ""),
-        (hf + "post_attention_layernorm.weight", ours + "ln_2.weight", ""),
-        (hf + "mlp.gate_proj.weight", ours + "mlp.gate.weight", ""),
-        (hf + "mlp.up_proj.weight", ours + "mlp.up.weight", ""),
-        (hf + "mlp.down_proj.weight", ours + "mlp.down.weight", ""),
+        ((hf + "input_layernorm.weight",), ours + "ln_1.weight", False),
+        ((hf + "post_attention_layernorm.weight",), ours + "ln_2.weight", False),
+        ((hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"), ours + "mlp.gate_up.weight", False),
+        ((hf + "mlp.down_proj.weight",), ours + "mlp.down.weight", False),
+        (tuple(hf + f"self_attn.{p}_proj.weight" for p in "qkv"), ours + "attn.qkv.weight", False),
+        ((hf + "self_attn.o_proj.weight",), ours + "attn.o_proj.weight", False),
     ]
-    for p in ("q", "k", "v", "o"):
-        rows.append((hf + f"self_attn.{p}_proj.weight", ours + f"attn.{p}_proj.weight", ""))
-        if config.bias:
-            rows.append((hf + f"self_attn.{p}_proj.bias", ours + f"attn.{p}_proj.bias", ""))
+    if config.bias:
+        rows.append((tuple(hf + f"self_attn.{p}_proj.bias" for p in "qkv"), ours + "attn.qkv.bias", False))
+        rows.append(((hf + "self_attn.o_proj.bias",), ours + "attn.o_proj.bias", False))
     return rows
+
+
+def _split_sizes(config: GPTConfig, ours: str) -> list[int]:
+    if ours.endswith(("qkv.weight", "qkv.bias")):
+        q, kv = config.n_head * config.dim_head, config.kv_heads * config.dim_head
+        return [q, kv, kv]
+    return [config.ffn_dim, config.ffn_dim]  # gate_up
 
 
 def _top_map(config: GPTConfig) -> list[tuple[str, str]]:
@@ -102,31 +113,25 @@ def _top_map(config: GPTConfig) -> list[tuple[str, str]]:
     return rows
 
 
+def _hf_get(hf: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    if name not in hf and name.startswith("transformer.") and name[12:] in hf:
+        name = name[12:]  # gpt2 checkpoints saved from GPT2Model have no prefix
+    return hf[name]
+
+
 def hf_to_ours(config: GPTConfig, hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename (and for GPT-2, transpose/split) a Hugging Face state dict into ours."""
+    """Rename (transpose GPT-2 Conv1D, fuse q/k/v and gate/up) a Hugging Face state dict into ours."""
     out: dict[str, torch.Tensor] = {}
     for hf_name, ours in _top_map(config):
-        if hf_name not in hf and hf_name.startswith("transformer.") and hf_name[12:] in hf:
-            hf_name = hf_name[12:]  # gpt2 checkpoints saved from GPT2Model have no prefix
         if hf_name == "lm_head.weight" and hf_name not in hf:
             raise KeyError("lm_head.weight missing for an untied model")
-        out[ours] = hf[hf_name]
+        out[ours] = _hf_get(hf, hf_name)
     for i in range(config.n_layer):
-        for hf_name, ours, kind in _layer_map(config, i):
-            if hf_name not in hf and hf_name.startswith("transformer.") and hf_name[12:] in hf:
-                hf_name = hf_name[12:]
-            t = hf[hf_name]
-            if kind.startswith("conv1d"):
-                t = t.t()
-            if kind in ("conv1d_qkv", "qkv_bias"):
-                q, k, v = t.split(config.n_embd, dim=0)
-                base = ours.rsplit(".", 2)[0]  # h.i.attn
-                leaf = ours.rsplit(".", 1)[1]  # weight | bias
-                out[f"{base}.q_proj.{leaf}"] = q
-                out[f"{base}.k_proj.{leaf}"] = k
-                out[f"{base}.v_proj.{leaf}"] = v
-                continue
-            out[ours] = t
+        for names, ours, transpose in _layer_map(config, i):
+            parts = [_hf_get(hf, n) for n in names]
+            if transpose:
+                parts = [t.t() for t in parts]
+            out[ours] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     return {k: v.contiguous() for k, v in out.items()}
 
 
@@ -136,15 +141,11 @@ def ours_to_hf(config: GPTConfig, sd: dict[str, torch.Tensor]) -> dict[str, torc
     for hf_name, ours in _top_map(config):
         out[hf_name] = sd[ours]
     for i in range(config.n_layer):
-        for hf_name, ours, kind in _layer_map(config, i):
-            if kind in ("conv1d_qkv", "qkv_bias"):
-                base, leaf = ours.rsplit(".", 2)[0], ours.rsplit(".", 1)[1]
-                t = torch.cat([sd[f"{base}.{p}_proj.{leaf}"] for p in "qkv"], dim=0)
-            else:
-                t = sd[ours]
-            if kind.startswith("conv1d"):
-                t = t.t()
-            out[hf_name] = t
+        for names, ours, transpose in _layer_map(config, i):
+            t = sd[ours]
+            parts = [t] if len(names) == 1 else list(t.split(_split_sizes(config, ours), dim=0))
+            for name, part in zip(names, parts, strict=True):
+                out[name] = part.t() if transpose else part
     return {k: v.detach().contiguous().clone() for k, v in out.items()}
 
 

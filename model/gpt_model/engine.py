@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -90,7 +91,12 @@ class SlotKVCache:
         span = int(positions.max()) + 1
         self.ensure(span)
         mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]
-        self._mode = ("decode", n, positions, span, torch.arange(n, device=self.device), mask[:, None, None, :])
+        # row-major offsets of (slot, head, position) in a [slots * heads * capacity, head_dim] view
+        heads = torch.arange(self.shape[2], device=self.device)
+        flat = (
+            (torch.arange(n, device=self.device)[:, None] * self.shape[2] + heads) * self.capacity + positions[:, None]
+        ).reshape(-1)
+        self._mode = ("decode", n, flat, span, mask[:, None, None, :])
 
     def update(self, layer, k, v):
         if self._mode[0] == "prefill":
@@ -102,9 +108,10 @@ class SlotKVCache:
             keys = self.k[layer, slot : slot + 1, :, : start + length]
             values = self.v[layer, slot : slot + 1, :, : start + length]
             return keys, values, causal_mask(length, start + length, k.device), False
-        _, n, positions, span, rows, mask = self._mode
-        self.k[layer, rows, :, positions] = k[:, :, 0]
-        self.v[layer, rows, :, positions] = v[:, :, 0]
+        _, n, flat, span, mask = self._mode
+        _, S, H, D = self.shape
+        self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k.reshape(n * H, D))
+        self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v.reshape(n * H, D))
         return self.k[layer, :n, :, :span], self.v[layer, :n, :, :span], mask, False
 
 
@@ -242,6 +249,7 @@ class ModelEngine:
         max_batch_size: int = 32,
         max_queue: int = 256,
         prefill_chunk: int = 512,
+        threads: int | None = None,
         loaded: Loaded | None = None,
     ):
         self.source = source
@@ -249,6 +257,9 @@ class ModelEngine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
+        threads = threads or int(os.environ.get("GPT_MODEL_THREADS", "0") or 0)
+        if threads:  # CPU threads for torch; on a busy node fewer threads beat spinning ones
+            torch.set_num_threads(threads)
         self._loaded = loaded or load_source(source, dtype=dtype, device=self.device, cache_dir=cache_dir)
         self.tokenizer = self._loaded.tokenizer
         self.model_id = self._loaded.model_id
@@ -575,8 +586,17 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
     """An unstarted engine for a real model source; unknown options are ignored.
 
     Options: dtype ("float32" | "bfloat16"), max_context_tokens, cache_dir, device,
-    max_batch_size, max_queue, prefill_chunk.
+    max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS).
     """
-    known = {"dtype", "max_context_tokens", "cache_dir", "device", "max_batch_size", "max_queue", "prefill_chunk"}
+    known = {
+        "dtype",
+        "max_context_tokens",
+        "cache_dir",
+        "device",
+        "max_batch_size",
+        "max_queue",
+        "prefill_chunk",
+        "threads",
+    }
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
     return ModelEngine(source, **kwargs)

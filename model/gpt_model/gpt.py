@@ -116,27 +116,32 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.dim_head
         e, q, kv = config.n_embd, config.n_head * config.dim_head, config.kv_heads * config.dim_head
-        self.q_proj = nn.Linear(e, q, bias=config.bias)
-        self.k_proj = nn.Linear(e, kv, bias=config.bias)
-        self.v_proj = nn.Linear(e, kv, bias=config.bias)
+        self.splits = (q, kv, kv)
+        self.qkv = nn.Linear(e, q + 2 * kv, bias=config.bias)  # one matmul for q, k and v
         self.o_proj = nn.Linear(q, e, bias=config.bias)
 
     def forward(self, x, rope=None, cache: Cache | None = None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k, v = self.qkv(x).split(self.splits, dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         mask, is_causal = None, T > 1
         if cache is not None:
             k, v, mask, is_causal = cache.update(self.layer, k, v)
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+        rep = self.n_head // self.n_kv_head
+        if rep > 1 and T == 1:
+            # decode with grouped-query attention: each kv head's query heads become its query rows,
+            # so the cache is read as is (no repeated copies of k/v)
+            y = F.scaled_dot_product_attention(q.view(B, self.n_kv_head, rep, self.head_dim), k, v, attn_mask=mask)
+            y = y.view(B, self.n_head, 1, self.head_dim)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, enable_gqa=rep > 1
+            )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 
@@ -148,8 +153,7 @@ class MLP(nn.Module):
         self.gated = config.family == "llama"
         e, f = config.n_embd, config.ffn_dim
         if self.gated:
-            self.gate = nn.Linear(e, f, bias=False)
-            self.up = nn.Linear(e, f, bias=False)
+            self.gate_up = nn.Linear(e, 2 * f, bias=False)  # one matmul for gate and up
             self.down = nn.Linear(f, e, bias=False)
         else:
             self.fc = nn.Linear(e, f, bias=config.bias)
@@ -157,7 +161,8 @@ class MLP(nn.Module):
 
     def forward(self, x):
         if self.gated:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
