@@ -81,6 +81,8 @@ def test_api_server_defaults_agree_with_the_operator_model() -> None:
     assert defaulted["replicas"] == 1
     assert defaulted["autoscaling"]["targetCPUUtilizationPercentage"] == 70
     assert defaulted["rollout"]["blueGreen"]["scaleDownDelaySeconds"] == 30
+    bare = apply_defaults({"model": {"source": "builtin:tiny"}}, SPEC_SCHEMA)
+    assert bare["rollout"] == {"strategy": "RollingUpdate"}  # the Strategy printer column is never empty
     assert validation_problems({"spec": defaulted}, SCHEMA) == []
     assert parse_spec(defaulted) == parse_spec(raw)
 
