@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# A local Kubernetes control plane as plain processes on loopback, for the end-to-end tests:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built by hack/k8s/build.sh) and kwok,
+# which plays the kubelet for a fake GPU fleet (hack/k8s/fleet.yaml). No Docker, no root, no network
+# beyond 127.0.0.1.
+#
+#   hack/k8s/cluster.sh up       build if needed, start, wait until ready, create the fleet;
+#                                prints the `export KUBECONFIG=...` line to use it
+#   hack/k8s/cluster.sh down     stop the processes started by `up` and delete the state directory
+#   hack/k8s/cluster.sh status   what runs, and the nodes
+#   hack/k8s/cluster.sh env      the export lines (KUBECONFIG, PATH with kubectl)
+#
+#   GPT_K8S_CLUSTER_DIR=DIR      state: certificates, kubeconfig, etcd data, logs, pids
+#                                (default ${TMPDIR:-/tmp}/gpt-operator-k8s)
+#   GPT_K8S_BIN_DIR=DIR          binaries (default: the cache of hack/k8s/build.sh)
+#   GPT_K8S_READY_TIMEOUT=SEC    how long `up` waits for each component (default 120)
+set -Eeuo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dir="${GPT_K8S_CLUSTER_DIR:-${TMPDIR:-/tmp}/gpt-operator-k8s}"
+timeout="${GPT_K8S_READY_TIMEOUT:-120}"
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "==> $*" >&2; }
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+bin_dir() {
+  if [ -n "${GPT_K8S_BIN_DIR:-}" ] && [ -x "$GPT_K8S_BIN_DIR/kube-apiserver" ]; then
+    echo "$GPT_K8S_BIN_DIR"
+  else
+    bash "$here/build.sh"
+  fi
+}
+
+free_ports() {  # N free loopback TCP ports
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+running() {  # is the component's recorded process alive?
+  local pid
+  [ -f "$dir/pids/$1" ] || return 1
+  pid=$(cat "$dir/pids/$1")
+  kill -0 "$pid" 2>/dev/null
+}
+
+start() {  # start NAME ARGS... in its own session, logging to logs/NAME.log
+  local name=$1; shift
+  setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$dir/pids/$name"
+}
+
+wait_for() {  # wait_for WHAT COMMAND...: poll until COMMAND succeeds or the timeout passes
+  local what=$1; shift
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "cluster.sh: $what not ready after ${timeout}s; last log lines:" >&2
+      for c in "${components[@]}"; do
+        [ -f "$dir/logs/$c.log" ] && { echo "--- $c" >&2; tail -n 15 "$dir/logs/$c.log" >&2; }
+      done
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+https_ok() {  # https_ok URL: the endpoint answers 200 "ok" with our client certificate
+  curl -fsS --max-time 3 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" "$1"
+}
+
+certificates() {
+  local p="$dir/pki"
+  mkdir -p "$p"
+  (
+    cd "$p"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=gpt-operator-e2e-ca" 2>/dev/null
+    cat >apiserver.ext <<'EOF'
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    cat >client.ext <<'EOF'
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+    issue() {  # issue NAME SUBJECT EXTFILE
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 3650 \
+        -extfile "$3" 2>/dev/null
+    }
+    issue apiserver "/CN=kube-apiserver" apiserver.ext
+    issue admin "/O=system:masters/CN=gpt-operator-e2e-admin" client.ext
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    chmod 600 ./*.key
+  )
+}
+
+kubeconfig() {  # kubeconfig PORT: an admin kubeconfig (certificate files by path: every client reads those)
+  cat >"$dir/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: gpt-operator-e2e
+    cluster:
+      server: https://127.0.0.1:$1
+      certificate-authority: $dir/pki/ca.crt
+users:
+  - name: admin
+    user:
+      client-certificate: $dir/pki/admin.crt
+      client-key: $dir/pki/admin.key
+contexts:
+  - name: gpt-operator-e2e
+    context: {cluster: gpt-operator-e2e, user: admin}
+current-context: gpt-operator-e2e
+EOF
+  chmod 600 "$dir/kubeconfig"
+}
+
+up() {
+  for c in "${components[@]}"; do
+    running "$c" && die "already up (state in $dir); run: $0 down"
+  done
+  command -v openssl >/dev/null || die "openssl is needed to generate the certificates"
+  command -v curl >/dev/null || die "curl is needed to probe readiness"
+  local bin
+  bin=$(bin_dir)
+  rm -rf "$dir"
+  mkdir -p "$dir/logs" "$dir/pids"
+  mkdir -m 700 "$dir/etcd"
+  trap 'echo "cluster.sh: up failed; processes stopped, logs kept in $dir/logs (\`$0 down\` removes them)" >&2; stop_all' ERR
+  echo "$bin" >"$dir/bin-dir"
+  read -r etcd_port peer_port api_port kcm_port sched_port <<<"$(free_ports 5)"
+  local kc="$dir/kubeconfig" p="$dir/pki"
+  certificates
+  kubeconfig "$api_port"
+
+  log "etcd on 127.0.0.1:$etcd_port (data in $dir/etcd)"
+  start etcd "$bin/etcd" --name=e2e --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="e2e=http://127.0.0.1:$peer_port" --listen-metrics-urls="" \
+    --unsafe-no-fsync=true --quota-backend-bytes=2147483648 --log-level=warn
+  wait_for etcd curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health"
+
+  log "kube-apiserver on https://127.0.0.1:$api_port"
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+    --client-ca-file="$p/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --profiling=false --v=1
+  wait_for kube-apiserver https_ok "https://127.0.0.1:$api_port/readyz"
+
+  log "kube-controller-manager and kube-scheduler"
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" --leader-elect=false \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+    --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
+    --use-service-account-credentials=false --controllers='*,-nodeipam' \
+    --service-cluster-ip-range=10.96.0.0/16 --profiling=false --v=1
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --profiling=false --v=1
+  wait_for kube-controller-manager https_ok "https://127.0.0.1:$kcm_port/healthz"
+  wait_for kube-scheduler https_ok "https://127.0.0.1:$sched_port/healthz"
+
+  # kwok plays the kubelet of every node annotated kwok.x-k8s.io/node=fake: node heartbeats and leases,
+  # pods Running and Ready with an IP from the pod CIDR. Node IPs are 127.0.0.1, so nothing the control
+  # plane does towards a "kubelet" leaves this machine.
+  log "kwok and the fake GPU fleet"
+  start kwok "$bin/kwok" --kubeconfig="$kc" --config="$here/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+  local k="$bin/kubectl --kubeconfig=$kc"
+  wait_for "the default service account" $k -n default get serviceaccount default
+  $k apply -f "$here/fleet.yaml" >/dev/null
+  wait_for "the fleet's nodes" $k wait --for=condition=Ready node --all --timeout=5s
+  trap - ERR
+  log "up: $($k get nodes --no-headers | wc -l) nodes; state in $dir"
+  echo "export KUBECONFIG=$kc"
+}
+
+stop_pid() {  # stop_pid NAME: TERM the recorded process (its own session), then KILL after 10 s
+  local name=$1 pid i
+  [ -f "$dir/pids/$name" ] || return 0
+  pid=$(cat "$dir/pids/$name")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 40); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.25
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pids/$name"
+}
+
+stop_all() {
+  local c
+  for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    stop_pid "$c"
+  done
+}
+
+down() {
+  [ -d "$dir" ] || { log "nothing to stop ($dir does not exist)"; return 0; }
+  stop_all
+  rm -rf "$dir"
+  log "down: stopped and removed $dir"
+}
+
+status() {
+  local c
+  for c in "${components[@]}"; do
+    if running "$c"; then echo "$c: running (pid $(cat "$dir/pids/$c"))"; else echo "$c: stopped"; fi
+  done
+  if running kube-apiserver; then
+    "$(cat "$dir/bin-dir")/kubectl" --kubeconfig="$dir/kubeconfig" get nodes -L karpenter.sh/capacity-type
+  fi
+}
+
+env_lines() {
+  [ -f "$dir/kubeconfig" ] || die "not up (no $dir/kubeconfig)"
+  echo "export KUBECONFIG=$dir/kubeconfig"
+  echo "export PATH=$(cat "$dir/bin-dir"):\$PATH"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) env_lines ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
