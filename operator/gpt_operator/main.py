@@ -16,8 +16,8 @@ from typing import Any
 
 import kopf
 
-from gpt_operator import apply
-from gpt_operator.reconcile import desire
+from gpt_operator import apply, prometheus
+from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 
 
@@ -59,7 +59,10 @@ async def reconcile(state: OperatorState, body: kopf.Body, patch: kopf.Patch, lo
     async with state.lock(meta["namespace"], meta["name"]):
         live = await apply.read_children(state.client, meta["namespace"], meta["name"])
         deployments = [obj for (kind, _), obj in live.items() if kind == "Deployment"]
-        desired = desire(dict(body), deployments, state.now())
+        now = state.now()
+        request = analysis_request(dict(body), now)
+        measurements = await prometheus.measure(*request) if request else None
+        desired = desire(dict(body), deployments, now, measurements)
         if desired.objects is not None:
             result = await apply.sync_children(state.client, dict(body), desired.objects, live)
             if result.changed:

@@ -6,7 +6,7 @@ main.py reads the cluster (through apply.py), calls `desire`, and hands the resu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +23,9 @@ from gpt_operator.naming import (
 )
 from gpt_operator.render import render_children
 from gpt_operator.rollout import Actions, Event, TrackState, plan
+from gpt_operator.rollout.analysis import Measurement, due, failure_message, queries, status_entry
 from gpt_operator.schedule import evaluate, parse_wake_until
-from gpt_operator.spec import parse_spec, problems_from_error, validate
+from gpt_operator.spec import AnalysisSpec, parse_spec, problems_from_error, validate
 from gpt_operator.status import build_status, invalid_status, rollout_state_from_status
 
 TRUE_VALUES = ("true", "yes", "1", "on")
@@ -88,8 +89,27 @@ def observed_tracks(deployments: list[dict[str, Any]]) -> dict[str, TrackState]:
     }
 
 
-def desire(body: dict[str, Any], deployments: list[dict[str, Any]], now: datetime) -> Desired:
-    """Everything one reconcile should do, from the CR body, its track Deployments and the time."""
+def analysis_request(body: dict[str, Any], now: datetime) -> tuple[AnalysisSpec, dict[str, str]] | None:
+    """The Prometheus queries to run before this reconcile, if a canary analysis is due."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except ValidationError:
+        return None
+    analysis = spec.rollout.canary.analysis
+    if analysis is None or validate(spec) or not due(spec, dict(body.get("status") or {}), now):
+        return None
+    meta = body["metadata"]
+    return analysis, queries(analysis, meta["name"], meta.get("namespace", "default"))
+
+
+def desire(
+    body: dict[str, Any],
+    deployments: list[dict[str, Any]],
+    now: datetime,
+    measurements: list[Measurement] | None = None,
+) -> Desired:
+    """Everything one reconcile should do, from the CR body, its track Deployments, the time, and the
+    canary analysis measurements taken for it (see analysis_request)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     generation = meta.get("generation")
@@ -109,6 +129,9 @@ def desire(body: dict[str, Any], deployments: list[dict[str, Any]], now: datetim
 
     annotations = meta.get("annotations") or {}
     actions = actions_from_annotations(annotations)
+    analysis_failure = failure_message(measurements) if measurements else None
+    if analysis_failure:
+        actions = replace(actions, abort=True)
     sleep = evaluate(
         spec.schedule, now, suspend=spec.suspend, wake_until=parse_wake_until(annotations.get(WAKE_UNTIL_ANNOTATION))
     )
@@ -128,6 +151,13 @@ def desire(body: dict[str, Any], deployments: list[dict[str, Any]], now: datetim
         generation=generation,
     )
     events = list(rollout.events)
+    if measurements is not None:
+        status["analysis"] = status_entry(measurements, spec.revision, now)
+        if analysis_failure:
+            events.insert(0, Event("Warning", "AnalysisFailed", analysis_failure))
+        errors = [f"{m.name}: {m.error}" for m in measurements if m.error]
+        if errors:
+            events.append(Event("Warning", "AnalysisError", "; ".join(errors)))
     was_sleeping = previous.get("phase") == "Sleeping"
     if sleep.asleep and not was_sleeping and previous:
         events.append(Event("Normal", "Sleeping", sleep.message))
@@ -136,7 +166,7 @@ def desire(body: dict[str, Any], deployments: list[dict[str, Any]], now: datetim
     consumed = [
         key
         for key, action in ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"))
-        if action in rollout.consumed
+        if action in rollout.consumed and key in annotations
     ]
     # A one-shot annotation with nothing to act on is dropped too, so it cannot fire on a later rollout.
     idle = not rollout.progressing and not rollout.paused

@@ -213,9 +213,26 @@ class TrafficRouting(_Model):
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
 
 
+class AnalysisMetric(_Model):
+    """A PromQL query whose value must stay at or below `max` while the canary runs.
+
+    `{{name}}` and `{{namespace}}` in the query are replaced by the GPTDeployment's name and namespace."""
+
+    name: str = Field(min_length=1, max_length=63)
+    query: str = Field(min_length=1)
+    max: float
+
+
+class AnalysisSpec(_Model):
+    prometheus_url: str = Field(alias="prometheusURL", pattern=r"^https?://")
+    interval_seconds: int = Field(default=30, ge=5, le=3600)
+    metrics: list[AnalysisMetric] = Field(min_length=1, max_length=8)
+
+
 class CanarySpec(_Model):
     steps: list[CanaryStep] = Field(default_factory=default_canary_steps)
     traffic_routing: TrafficRouting | None = None
+    analysis: AnalysisSpec | None = None
 
 
 class RollingUpdateSpec(_Model):

@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import pytest_asyncio
+from aiohttp import web
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -201,3 +203,51 @@ async def test_hpa_scales_through_the_scale_subresource(cluster, operator, gptd,
     await cluster.settle_deployments()
     await eventually(lambda: cluster.get(GPTD, "chat")["status"]["ready"] == "5/5")
     assert cluster.get(HPAS, "chat")["spec"]["minReplicas"] == 3
+
+
+@pytest_asyncio.fixture()
+async def prometheus():
+    """A Prometheus answering every instant query with `answer["value"]`, recording the queries."""
+    answer: dict = {"value": "0", "queries": []}
+
+    async def query(request: web.Request) -> web.Response:
+        answer["queries"].append(request.query["query"])
+        result = [{"metric": {}, "value": [0, answer["value"]]}]
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    answer["url"] = f"http://127.0.0.1:{port}"
+    yield answer
+    await runner.cleanup()
+
+
+async def test_canary_analysis_failure_aborts_the_rollout(cluster, operator, gptd, eventually, prometheus) -> None:
+    analysis = {
+        "prometheusURL": prometheus["url"],
+        "intervalSeconds": 5,
+        "metrics": [{"name": "error-rate", "query": 'errors{service="{{name}}-canary"}', "max": 0.05}],
+    }
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}], "analysis": analysis}}
+    await cluster.put_object(GPTD, gptd(environment="staging", replicas=2, rollout=rollout))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-stable"))
+    await available(cluster, eventually)
+    assert prometheus["queries"] == []  # nothing to analyse without a canary
+
+    prometheus["value"] = "0.2"
+    await patch_gptd(cluster, "chat", {"spec": {"model": {"source": "builtin:small"}}})
+    aborted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("abortedRevision") and o)
+    assert condition(aborted, "Degraded")["reason"] == "RolloutAborted"
+    assert aborted["status"]["analysis"]["results"] == [
+        {"name": "error-rate", "max": 0.05, "passed": False, "value": 0.2}
+    ]
+    assert prometheus["queries"][0] == 'errors{service="chat-canary"}'
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary") is None)
+    assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
+    failed = await eventually(lambda: events(cluster, "AnalysisFailed"))
+    assert failed[0]["message"] == "error-rate = 0.2 > 0.05"
