@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,18 +12,75 @@ from fastapi import FastAPI
 from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
-from gpt_runtime.api import auth, conversations, generate, health, ws
+from gpt_runtime.api import admin, auth, conversations, generate, health, jobs, usage, ws
 from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.email import EmailSender, LogEmailSender
+from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
 from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.middleware import RequestContextMiddleware
+from gpt_runtime.services.admission import AdmissionGate
+from gpt_runtime.services.cache import CacheService
 from gpt_runtime.services.generation import GenerationService
+from gpt_runtime.services.jobs import JobService, Worker
+from gpt_runtime.services.limits import Limits
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import open_store
 
 log = logging.getLogger("gpt_runtime")
+
+
+async def build_runtime(
+    settings: RuntimeSettings,
+    metrics: Metrics,
+    *,
+    engine: EngineClient | None = None,
+    email: EmailSender | None = None,
+) -> Runtime:
+    """Open every backend and start the engine: what the API and the worker share."""
+    store = open_store(settings.resolved_database_url)
+    await store.open()
+    model = engine or open_engine(
+        settings.model_source,
+        dtype=settings.model_dtype,
+        max_context_tokens=settings.max_context_tokens,
+        cache_dir=str(settings.model_cache_dir) if settings.model_cache_dir else None,
+    )
+    log.info("loading model", extra={"model_source": settings.model_source})
+    await model.start()
+    counter = open_counter(settings.ratelimit_url)
+    cache = CacheService(open_cache(settings.cache_url), metrics)
+    queue = open_queue(
+        settings.queue_url,
+        visibility_timeout_s=settings.job_visibility_timeout_s,
+        max_receives=settings.job_max_receives,
+    )
+    limits = Limits(counter, settings, metrics)
+    gate = AdmissionGate(settings.max_concurrent_generations, settings.max_waiting_generations, metrics)
+    generation = GenerationService(store, model, metrics, settings, limits=limits, cache=cache, gate=gate)
+    return Runtime(
+        settings=settings,
+        store=store,
+        engine=model,
+        auth=build_auth(settings, store, email or LogEmailSender()),
+        metrics=metrics,
+        counter=counter,
+        limits=limits,
+        cache=cache,
+        gate=gate,
+        queue=queue,
+        generation=generation,
+        jobs=JobService(store, queue, generation, metrics),
+    )
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.engine.close()
+    for backend in (runtime.queue, runtime.cache.backend, runtime.counter):
+        with contextlib.suppress(Exception):
+            await backend.close()
+    await runtime.store.close()
 
 
 def create_app(
@@ -36,30 +95,31 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.resolved_database_url)
-        await store.open()
-        model = engine or open_engine(
-            settings.model_source,
-            dtype=settings.model_dtype,
-            max_context_tokens=settings.max_context_tokens,
-            cache_dir=str(settings.model_cache_dir) if settings.model_cache_dir else None,
+        runtime = await build_runtime(settings, metrics, engine=engine, email=email)
+        app.state.runtime = runtime
+        worker_task = None
+        in_process = settings.worker_in_process
+        if in_process is None:
+            in_process = settings.queue_url.startswith("memory")
+        if in_process:
+            worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives)
+            worker_task = asyncio.create_task(worker.run())
+        log.info(
+            "runtime ready",
+            extra={
+                "model": runtime.engine.model_id,
+                "context_window": runtime.engine.context_window,
+                "in_process_worker": in_process,
+            },
         )
-        log.info("loading model", extra={"model_source": settings.model_source})
-        await model.start()
-        app.state.runtime = Runtime(
-            settings=settings,
-            store=store,
-            engine=model,
-            auth=build_auth(settings, store, email or LogEmailSender()),
-            metrics=metrics,
-            generation=GenerationService(store, model, metrics, settings),
-        )
-        log.info("runtime ready", extra={"model": model.model_id, "context_window": model.context_window})
         try:
             yield
         finally:
-            await model.close()
-            await store.close()
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            await close_runtime(runtime)
 
     app = FastAPI(
         title="gpt-operator runtime",
@@ -69,6 +129,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (health, auth, conversations, generate, ws):
+    for module in (health, auth, conversations, generate, jobs, usage, admin, ws):
         app.include_router(module.router)
     return app

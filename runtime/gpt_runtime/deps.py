@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the app's parts from app.state, and the current user from the bearer token."""
+"""FastAPI dependencies: the app's parts from app.state, the current user, and the rate limit."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gpt_model.protocol import EngineClient
 
 from gpt_runtime.auth import AuthProvider
-from gpt_runtime.errors import Unauthorized
+from gpt_runtime.backends import JobQueue, WindowCounter
+from gpt_runtime.errors import Forbidden, Unauthorized
 from gpt_runtime.metrics import Metrics
+from gpt_runtime.services.admission import AdmissionGate
+from gpt_runtime.services.cache import CacheService
 from gpt_runtime.services.generation import GenerationService
+from gpt_runtime.services.jobs import JobService
+from gpt_runtime.services.limits import Limits, rate_headers
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import Store, User
 
@@ -26,24 +31,57 @@ class Runtime:
     engine: EngineClient
     auth: AuthProvider
     metrics: Metrics
+    counter: WindowCounter
+    limits: Limits
+    cache: CacheService
+    gate: AdmissionGate
+    queue: JobQueue
     generation: GenerationService
+    jobs: JobService
 
 
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /auth/login")
 
 
+def set_response_headers(request: Request, headers: dict[str, str]) -> None:
+    """Headers the middleware adds to this request's response, whatever the route returns."""
+    request.state.extra_headers = {**getattr(request.state, "extra_headers", {}), **headers}
+
+
 async def get_current_user(
-    runtime: Annotated[Runtime, Depends(get_runtime)],
+    request: Request,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    """The caller, from a valid bearer token; each call counts against the caller's rate limit."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token", code="missing_token")
-    return await runtime.auth.authenticate(credentials.credentials)
+    user = await runtime.auth.authenticate(credentials.credentials)
+    state = await runtime.limits.check_user(user)
+    if state is not None:
+        set_response_headers(request, rate_headers(state))
+    return user
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def limit_by_ip(request: Request, runtime: RuntimeDep) -> None:
+    """Rate limit for routes without a user (signup, login, ...): per client address."""
+    state = await runtime.limits.check_ip(request.client.host if request.client else "unknown")
+    if state is not None:
+        set_response_headers(request, rate_headers(state))
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin(user: CurrentUser) -> User:
+    if user.role != "admin":
+        raise Forbidden("this route is for admins", code="admin_only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin)]

@@ -39,6 +39,18 @@ class Metrics:
             ["transport", "finish_reason"],
             registry=self.registry,
         )
+        self.cache_hits = Counter("cache_hits", "Cache hits by kind.", ["kind"], registry=self.registry)
+        self.cache_misses = Counter("cache_misses", "Cache misses by kind.", ["kind"], registry=self.registry)
+        self.rate_limited = Counter(
+            "rate_limit_exceeded", "Requests refused by a limit, by type.", ["type"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "generation_queue_depth", "Generations waiting for an engine slot.", registry=self.registry
+        )
+        self.running_generations = Gauge(
+            "generation_running", "Generations holding an engine slot.", registry=self.registry
+        )
+        self.jobs = Counter("jobs_total", "Async jobs by outcome.", ["outcome"], registry=self.registry)
         self.active_streams = Gauge("generation_active_streams", "Generations in flight.", registry=self.registry)
 
     def render(self) -> bytes:

@@ -80,6 +80,10 @@ class RequestContextMiddleware:
                     status = message["status"]
                     headers = list(message.get("headers", []))
                     headers.append((b"x-request-id", request_id.encode()))
+                    present = {name.lower() for name, _ in headers}
+                    for name, value in scope["state"].get("extra_headers", {}).items():
+                        if name.lower().encode() not in present:
+                            headers.append((name.lower().encode(), value.encode()))
                     message = {**message, "headers": headers}
                 await send(message)
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpt_runtime.storage import Conversation, Message, User
+from gpt_runtime.storage import Conversation, Job, Message, User
 
 
 def iso(us: int) -> str:
@@ -49,6 +49,10 @@ class EmailIn(Strict):
 class ResetPasswordIn(Strict):
     token: str = Field(max_length=4096)
     new_password: str = Field(max_length=256)
+
+
+class RoleIn(Strict):
+    role: Literal["free", "premium", "admin"]
 
 
 class TokenOut(BaseModel):
@@ -166,13 +170,16 @@ class StreamOptions(Strict):
 
 
 class GenerateIn(GenerationParamsIn):
-    """POST /generate: a prompt, optionally continuing a conversation."""
+    """POST /generate: a prompt, optionally continuing a conversation; `async` queues it as a job."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     prompt: str = Field(min_length=1)
     conversation_id: str | None = Field(default=None, max_length=64)
     system: str | None = Field(default=None, max_length=8000)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    run_async: bool = Field(default=False, alias="async", description="Queue as a job: 202 with the job id.")
 
 
 class UsageOut(BaseModel):
@@ -190,3 +197,34 @@ class GenerateOut(BaseModel):
     content: str
     finish_reason: str
     usage: UsageOut
+
+
+class JobAcceptedOut(BaseModel):
+    job_id: str
+    status: str
+    conversation_id: str | None
+    location: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    conversation_id: str | None
+    result: dict | None
+    error: str | None
+    attempts: int
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            status=job.status,
+            conversation_id=job.conversation_id,
+            result=job.result,
+            error=job.error,
+            attempts=job.attempts,
+            created_at=iso(job.created_at),
+            updated_at=iso(job.updated_at),
+        )

@@ -53,6 +53,36 @@ class RuntimeSettings(BaseSettings):
             return {e.strip().lower() for e in value.split(",") if e.strip()}
         return value
 
+    # Rate limits: requests per minute by tier (0 = unlimited); per client IP on routes without a user.
+    rate_limit_free: int = Field(default=60, ge=0)
+    rate_limit_premium: int = Field(default=300, ge=0)
+    rate_limit_admin: int = Field(default=0, ge=0)
+    rate_limit_anonymous: int = Field(default=30, ge=0)
+    rate_limit_window_s: int = Field(default=60, gt=0)
+
+    # Token quotas by tier, "RPM,RPD,TPM,TPD" (0 = unlimited), and the price used for GET /usage.
+    quota_free: str = "20,500,20000,200000"
+    quota_premium: str = "100,5000,100000,2000000"
+    quota_admin: str = "0,0,0,0"
+    cost_per_1k_prompt_tokens: float = Field(default=0.0005, ge=0)
+    cost_per_1k_completion_tokens: float = Field(default=0.0015, ge=0)
+
+    # Admission in front of the engine: concurrent generations, waiting room, how long one may wait.
+    max_concurrent_generations: int = Field(default=8, gt=0)
+    max_waiting_generations: int = Field(default=64, ge=0)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Cache TTLs (seconds)
+    cache_response_ttl_s: int = Field(default=3600, gt=0)
+    cache_list_ttl_s: int = Field(default=300, gt=0)
+
+    # Async jobs
+    job_visibility_timeout_s: int = Field(default=300, gt=0)
+    job_max_receives: int = Field(default=3, gt=0)
+    worker_in_process: bool | None = Field(
+        default=None, description="Run a job worker inside the API process; default: only for memory://"
+    )
+
     # Input limits
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     max_prompt_chars: int = Field(default=32_000, gt=0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
-from gpt_runtime.deps import CurrentUser, RuntimeDep
+from gpt_runtime.deps import CurrentUser, RuntimeDep, limit_by_ip
 from gpt_runtime.schemas import (
     AcceptedOut,
     EmailIn,
@@ -19,21 +19,22 @@ from gpt_runtime.schemas import (
 )
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+_per_ip = [Depends(limit_by_ip)]
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED)
+@router.post("/signup", status_code=status.HTTP_201_CREATED, dependencies=_per_ip)
 async def signup(body: SignupIn, runtime: RuntimeDep) -> SignupOut:
     user, token = await runtime.auth.signup(body.email, body.password)
     return SignupOut(user=UserOut.of(user), verification_token=token if runtime.settings.dev_mode else None)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=_per_ip)
 async def login(body: LoginIn, runtime: RuntimeDep) -> TokenOut:
     pair = await runtime.auth.login(body.email, body.password)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
 
-@router.post("/refresh")
+@router.post("/refresh", dependencies=_per_ip)
 async def refresh(body: RefreshIn, runtime: RuntimeDep) -> TokenOut:
     pair = await runtime.auth.refresh(body.refresh_token)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
@@ -44,12 +45,12 @@ async def me(user: CurrentUser) -> UserOut:
     return UserOut.of(user)
 
 
-@router.post("/verify-email")
+@router.post("/verify-email", dependencies=_per_ip)
 async def verify_email(body: TokenIn, runtime: RuntimeDep) -> UserOut:
     return UserOut.of(await runtime.auth.verify_email(body.token))
 
 
-@router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED, dependencies=_per_ip)
 async def forgot_password(body: EmailIn, runtime: RuntimeDep) -> AcceptedOut:
     """Always 202, whether or not the account exists, so emails cannot be probed."""
     token = await runtime.auth.forgot_password(body.email)
@@ -58,7 +59,7 @@ async def forgot_password(body: EmailIn, runtime: RuntimeDep) -> AcceptedOut:
     )
 
 
-@router.post("/reset-password")
+@router.post("/reset-password", dependencies=_per_ip)
 async def reset_password(body: ResetPasswordIn, runtime: RuntimeDep) -> AcceptedOut:
     await runtime.auth.reset_password(body.token, body.new_password)
     return AcceptedOut(status="password changed")

@@ -37,7 +37,9 @@ async def create_conversation(
     user: CurrentUser, runtime: RuntimeDep, body: ConversationIn | None = None
 ) -> ConversationOut:
     title = body.title if body else ConversationIn().title
-    return ConversationOut.of(await runtime.store.create_conversation(user.id, title))
+    conversation = await runtime.store.create_conversation(user.id, title)
+    await runtime.cache.invalidate_user(user.id)
+    return ConversationOut.of(conversation)
 
 
 @router.get("")
@@ -51,22 +53,34 @@ async def list_conversations(
     ] = None,
 ) -> ConversationPageOut:
     since = _to_us(updated_since) if updated_since else None
+    key = await runtime.cache.user_namespace(user.id) + f"list:{limit}:{cursor}:{since}"
+    cached = await runtime.cache.get("list", key)
+    if cached is not None:
+        return ConversationPageOut.model_validate(cached)
     try:
         page = await runtime.store.list_conversations(user.id, limit=limit, cursor=cursor, updated_since=since)
     except InvalidCursor as exc:
         raise BadRequest("cursor is not valid", param="cursor", code="invalid_cursor") from exc
-    return ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
+    out = ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
+    await runtime.cache.set(key, out.model_dump(), runtime.settings.cache_list_ttl_s)
+    return out
 
 
 @router.get("/{conversation_id}")
 async def get_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> ConversationDetailOut:
+    key = await runtime.cache.user_namespace(user.id) + f"detail:{conversation_id}"
+    cached = await runtime.cache.get("conversation", key)
+    if cached is not None:
+        return ConversationDetailOut.model_validate(cached)
     conversation = await runtime.store.get_conversation(user.id, conversation_id)
     messages = await runtime.store.list_messages(user.id, conversation_id) if conversation else None
     if conversation is None or messages is None:
         raise _not_found()
-    return ConversationDetailOut(
+    out = ConversationDetailOut(
         **ConversationOut.of(conversation).model_dump(), messages=[MessageOut.of(m) for m in messages]
     )
+    await runtime.cache.set(key, out.model_dump(), runtime.settings.cache_list_ttl_s)
+    return out
 
 
 @router.put("/{conversation_id}/title")
@@ -76,6 +90,7 @@ async def rename_conversation(
     conversation = await runtime.store.rename_conversation(user.id, conversation_id, body.title)
     if conversation is None:
         raise _not_found()
+    await runtime.cache.invalidate_user(user.id)
     return ConversationOut.of(conversation)
 
 
@@ -83,4 +98,5 @@ async def rename_conversation(
 async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> Response:
     if not await runtime.store.delete_conversation(user.id, conversation_id):
         raise _not_found()
+    await runtime.cache.invalidate_user(user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

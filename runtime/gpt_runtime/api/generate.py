@@ -14,9 +14,9 @@ from gpt_model.protocol import Finished, TextDelta
 from starlette.background import BackgroundTask
 
 from gpt_runtime import sse
-from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import error_body
-from gpt_runtime.schemas import GenerateIn, GenerateOut, MessageOut, UsageOut
+from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
+from gpt_runtime.errors import BadRequest, error_body
+from gpt_runtime.schemas import GenerateIn, GenerateOut, JobAcceptedOut, MessageOut, UsageOut
 from gpt_runtime.services.generation import Generation, GenerationService
 from gpt_runtime.services.streaming import with_heartbeats
 
@@ -27,10 +27,28 @@ DISCONNECT_POLL_S = 0.25
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
 
 
-@router.post("/generate", response_model=GenerateOut, responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/generate",
+    response_model=GenerateOut,
+    responses={200: {"content": {"text/event-stream": {}}}, 202: {"model": JobAcceptedOut}},
+)
 async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     """Generate a reply to `prompt`, continuing `conversation_id` when given (a new one otherwise)."""
     service = runtime.generation
+    if body.run_async:
+        if body.stream:
+            raise BadRequest("a request cannot be both async and streamed", param="stream", code="async_stream")
+        request_body = body.model_dump(include={"prompt", "conversation_id", "system"})
+        request_body["params"] = body.model_dump(include=set(SAMPLING_FIELDS))
+        job = await runtime.jobs.submit(user, request_body)
+        location = f"/jobs/{job.id}"
+        return JSONResponse(
+            JobAcceptedOut(
+                job_id=job.id, status=job.status, conversation_id=job.conversation_id, location=location
+            ).model_dump(),
+            status_code=202,
+            headers={"Location": location},
+        )
     generation = await service.prepare(
         user,
         body.prompt,
@@ -39,6 +57,7 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
         params=body.model_dump(include=set(SAMPLING_FIELDS)),
     )
     await service.start(generation)
+    set_response_headers(request, generation.headers | cache_headers(generation))
     if body.stream:
         include_usage = body.stream_options.include_usage if body.stream_options else True
         return StreamingResponse(
@@ -75,6 +94,16 @@ async def _finished_unless_disconnected(request: Request, task: asyncio.Task[Non
             return False
     task.result()
     return True
+
+
+def cache_headers(generation: Generation) -> dict[str, str]:
+    """X-Cache: HIT when the answer came from the cache (X-Quota-Fallback when only because of a quota)."""
+    if generation.cached is None:
+        return {"X-Cache": "MISS"}
+    headers = {"X-Cache": "HIT"}
+    if generation.cache_source == "quota-fallback":
+        headers["X-Quota-Fallback"] = "true"
+    return headers
 
 
 def _reply(generation: Generation, model: str) -> GenerateOut:

@@ -1,10 +1,15 @@
-"""Generation: conversation context -> engine -> stored messages, for every transport."""
+"""Generation for every transport: quota -> cache -> admission -> engine -> store -> charge.
+
+`prepare` checks the input and fits the context; `start` applies the quota, answers from the
+cache when it can, otherwise waits for an engine slot and submits; `events` streams and stores;
+`abort` ends a generation whose client went away. Nothing is stored before `start` succeeds.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,7 +28,10 @@ from gpt_model.protocol import (
 
 from gpt_runtime.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from gpt_runtime.metrics import Metrics
+from gpt_runtime.services.admission import AdmissionGate
+from gpt_runtime.services.cache import CacheService, fallback_key, response_key
 from gpt_runtime.services.context import fit_context
+from gpt_runtime.services.limits import PRIORITY_BY_ROLE, Limits, RateLimited
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import Conversation, Message, NewMessage, Store, User
 
@@ -39,15 +47,21 @@ def title_from_prompt(prompt: str) -> str:
 
 @dataclass
 class Generation:
-    """One generation in flight: its request, and once done its stored reply."""
+    """One generation in flight: its request, where its answer comes from, and once done its stored reply."""
 
     user: User
     conversation: Conversation | None
     request: GenerationRequest
     prompt: str
+    priority: str = "medium"
+    store_prompt_first: bool = True
     text: list[str] = field(default_factory=list)
     finished: Finished | None = None
     reply: Message | None = None
+    cached: dict | None = None  # an answer from the cache: {"content", "finish_reason", "usage"}
+    cache_source: str | None = None  # "cache" or "quota-fallback"
+    headers: dict[str, str] = field(default_factory=dict)
+    release: Callable[[], None] | None = None
 
     @property
     def conversation_id(self) -> str:
@@ -60,13 +74,26 @@ class Generation:
 
 
 class GenerationService:
-    """Prepares a generation from a prompt and a conversation, runs it, and stores both messages."""
+    """Prepares, runs and records generations; every transport (REST, SSE, WS, jobs) goes through it."""
 
-    def __init__(self, store: Store, engine: EngineClient, metrics: Metrics, settings: RuntimeSettings):
+    def __init__(
+        self,
+        store: Store,
+        engine: EngineClient,
+        metrics: Metrics,
+        settings: RuntimeSettings,
+        *,
+        limits: Limits,
+        cache: CacheService,
+        gate: AdmissionGate,
+    ):
         self.store = store
         self.engine = engine
         self.metrics = metrics
         self.settings = settings
+        self.limits = limits
+        self.cache = cache
+        self.gate = gate
 
     @property
     def context_window(self) -> int:
@@ -81,6 +108,7 @@ class GenerationService:
         conversation_id: str | None = None,
         system: str | None = None,
         params: dict | None = None,
+        priority: str | None = None,
     ) -> Generation:
         """Check the input, load context and fit it to the window. Nothing is stored yet."""
         if len(prompt) > self.settings.max_prompt_chars:
@@ -107,40 +135,88 @@ class GenerationService:
         params["stop"] = tuple(params.get("stop") or ())
         sampling = SamplingParams(max_tokens=budget, **params)
         request = GenerationRequest(f"gen-{uuid.uuid4().hex}", tuple(kept), sampling)
-        return Generation(user, conversation, request, prompt)
+        return Generation(user, conversation, request, prompt, priority or PRIORITY_BY_ROLE.get(user.role, "medium"))
 
     async def start(self, generation: Generation) -> None:
-        """Submit to the engine, then create the conversation if new and store the prompt.
+        """Quota, then the cache, then an engine slot; then create the conversation and store the prompt.
 
-        Raises APIErrors (503 overloaded, 400 context) before anything is stored, so a
+        Raises APIErrors (429 quota, 503 overloaded, 400 context) before anything is stored, so a
         transport can still answer with a plain HTTP error. Follow with `events()`.
         """
+        request = generation.request
         try:
-            await self.engine.submit(generation.request)
-        except EngineOverloaded as exc:
-            raise ServiceUnavailable(
-                "the model is overloaded; retry shortly", code="overloaded", headers={"Retry-After": "1"}
-            ) from exc
-        except ContextTooLong as exc:
-            raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
+            generation.headers = await self.limits.check_quota(generation.user)
+        except RateLimited:
+            fallback = await self.cache.get("fallback", fallback_key(self.engine.model_id, request.messages))
+            if fallback is None:
+                raise
+            generation.cached, generation.cache_source = fallback, "quota-fallback"
+        if generation.cached is None and request.params.deterministic:
+            hit = await self.cache.get("response", self._response_key(generation))
+            if hit is not None:
+                generation.cached, generation.cache_source = hit, "cache"
+        if generation.cached is None:
+            await self._submit(generation)
         try:
             if generation.conversation is None:
                 generation.conversation = await self.store.create_conversation(
                     generation.user.id, title_from_prompt(generation.prompt)
                 )
-            await self.store.add_messages(
-                generation.user.id, generation.conversation.id, [NewMessage("user", generation.prompt)]
-            )
+            if generation.store_prompt_first:
+                await self.store.add_messages(
+                    generation.user.id, generation.conversation.id, [NewMessage("user", generation.prompt)]
+                )
+            await self.cache.invalidate_user(generation.user.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.engine.cancel(generation.request.request_id)
+                await self._free(generation)
             raise
+
+    async def _submit(self, generation: Generation) -> None:
+        await self.gate.acquire(generation.priority, self.settings.queue_timeout_s)
+        generation.release = self.gate.release
+        try:
+            await self.engine.submit(generation.request)
+        except BaseException as exc:
+            self._release(generation)
+            if isinstance(exc, EngineOverloaded):
+                raise ServiceUnavailable(
+                    "the model is overloaded; retry shortly", code="overloaded", headers={"Retry-After": "1"}
+                ) from exc
+            if isinstance(exc, ContextTooLong):
+                raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
+            raise
+
+    def _release(self, generation: Generation) -> None:
+        release, generation.release = generation.release, None
+        if release is not None:
+            release()
+
+    async def _free(self, generation: Generation) -> None:
+        if generation.cached is None:
+            await self.engine.cancel(generation.request.request_id)
+        self._release(generation)
+
+    def _response_key(self, generation: Generation) -> str:
+        return response_key(self.engine.model_id, generation.request.messages, generation.request.params)
+
+    async def _source(self, generation: Generation) -> AsyncIterator[StreamEvent]:
+        if generation.cached is not None:
+            cached = generation.cached
+            usage = cached.get("usage", {})
+            yield TextDelta(cached["content"])
+            yield Finished(
+                cached["finish_reason"], Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            )
+            return
+        async for event in self.engine.stream(generation.request.request_id):
+            yield event
 
     async def events(self, generation: Generation, transport: str) -> AsyncIterator[StreamEvent]:
         """Stream a started generation; the reply is stored when it ends, also a partial one on cancel."""
         self.metrics.active_streams.inc()
         try:
-            async for event in self.engine.stream(generation.request.request_id):
+            async for event in self._source(generation):
                 if isinstance(event, TextDelta):
                     generation.text.append(event.text)
                 else:
@@ -160,36 +236,62 @@ class GenerationService:
         if generation.finished is not None:
             return
         with anyio.CancelScope(shield=True):
-            await self.engine.cancel(generation.request.request_id)
+            await self._free(generation)
             prompt_tokens = self.engine.count_prompt_tokens(generation.request.messages)
             generation.finished = Finished("cancelled", Usage(prompt_tokens, len(generation.text)))
             await self._record(generation, transport)
 
     async def cancel(self, generation: Generation) -> None:
         """Ask the engine to stop; the stream then ends with finish_reason "cancelled"."""
-        await self.engine.cancel(generation.request.request_id)
+        if generation.cached is None:
+            await self.engine.cancel(generation.request.request_id)
 
     async def _record(self, generation: Generation, transport: str) -> None:
-        """Count the finished generation and store its reply (unless it is empty and cancelled)."""
+        """Free the slot, charge and count the generation, cache a complete answer, store the reply."""
+        self._release(generation)
         finished = generation.finished
         assert finished is not None and generation.conversation is not None
+        usage = finished.usage
         self.metrics.generations.labels(transport, finished.finish_reason).inc()
-        self.metrics.generation_tokens.labels("prompt").inc(finished.usage.prompt_tokens)
-        self.metrics.generation_tokens.labels("completion").inc(finished.usage.completion_tokens)
-        if finished.finish_reason == "cancelled" and not generation.content:
-            return
-        stored = await self.store.add_messages(
-            generation.user.id,
-            generation.conversation.id,
-            [NewMessage("assistant", generation.content, finished.usage.completion_tokens, finished.finish_reason)],
-        )
-        generation.reply = stored[0] if stored else None
+        if generation.cached is None:
+            self.metrics.generation_tokens.labels("prompt").inc(usage.prompt_tokens)
+            self.metrics.generation_tokens.labels("completion").inc(usage.completion_tokens)
+            await self.limits.charge(generation.user, usage.prompt_tokens, usage.completion_tokens)
+            if finished.finish_reason in ("stop", "length"):
+                await self._remember(generation)
+        messages = [] if generation.store_prompt_first else [NewMessage("user", generation.prompt)]
+        if generation.content or finished.finish_reason != "cancelled":
+            messages.append(
+                NewMessage("assistant", generation.content, usage.completion_tokens, finished.finish_reason)
+            )
+        if messages:
+            stored = await self.store.add_messages(generation.user.id, generation.conversation.id, messages)
+            generation.reply = stored[-1] if stored and stored[-1].role == "assistant" else None
+            await self.cache.invalidate_user(generation.user.id)
         log.info(
             "generation finished",
             extra={
                 "conversation_id": generation.conversation.id,
                 "finish_reason": finished.finish_reason,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cache": generation.cache_source or "miss",
+            },
+        )
+
+    async def _remember(self, generation: Generation) -> None:
+        """Cache a complete answer: by exact request when deterministic, and as the quota fallback."""
+        finished = generation.finished
+        assert finished is not None
+        answer = {
+            "content": generation.content,
+            "finish_reason": finished.finish_reason,
+            "usage": {
                 "prompt_tokens": finished.usage.prompt_tokens,
                 "completion_tokens": finished.usage.completion_tokens,
             },
-        )
+        }
+        ttl = self.settings.cache_response_ttl_s
+        if generation.request.params.deterministic:
+            await self.cache.set(self._response_key(generation), answer, ttl)
+        await self.cache.set(fallback_key(self.engine.model_id, generation.request.messages), answer, ttl)

@@ -97,6 +97,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
         GPT_MAX_BODY_BYTES="65536",
         GPT_MAX_PROMPT_CHARS="20000",
         GPT_ADMIN_EMAILS="root@example.com",
+        GPT_RATE_LIMIT_ANONYMOUS="100000",
+        GPT_QUOTA_FREE="1000,10000,10000000,100000000",
     )
     yield runtime
     stop_runtime(runtime)

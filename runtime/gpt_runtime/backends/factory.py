@@ -1,0 +1,63 @@
+"""Pick each backend from its URL (DESIGN.md: memory:// | redis://… | sqs://…)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from gpt_runtime.backends import Cache, JobQueue, WindowCounter
+from gpt_runtime.backends.memory import MemoryCache, MemoryJobQueue, MemoryWindowCounter
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else url
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def open_cache(url: str) -> Cache:
+    """memory:// (an LRU) or redis://host:port/db (with a small LRU in front)."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return MemoryCache(max_entries=int(_query(url).get("max_entries", 10_000)))
+    if scheme in ("redis", "rediss"):
+        from gpt_runtime.backends.redis import RedisCache, connect
+        from gpt_runtime.backends.tiered import TieredCache
+
+        return TieredCache(RedisCache(connect(url)))
+    raise ValueError(f"unsupported cache URL scheme: {scheme!r}")
+
+
+def open_counter(url: str) -> WindowCounter:
+    """memory:// or redis://host:port/db (falls back to memory while Redis is down)."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return MemoryWindowCounter()
+    if scheme in ("redis", "rediss"):
+        from gpt_runtime.backends.redis import RedisWindowCounter, connect
+
+        return RedisWindowCounter(connect(url))
+    raise ValueError(f"unsupported rate-limit URL scheme: {scheme!r}")
+
+
+def open_queue(url: str, *, visibility_timeout_s: int, max_receives: int) -> JobQueue:
+    """memory:// (in-process workers only), redis://host:port/db, or sqs://name?region=…&endpoint_url=…"""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return MemoryJobQueue(visibility_timeout_s, max_receives)
+    if scheme in ("redis", "rediss"):
+        from gpt_runtime.backends.redis import RedisJobQueue, connect
+
+        query = _query(url)
+        return RedisJobQueue(
+            connect(url.split("?", 1)[0], timeout_s=5.0),
+            name=query.get("queue", "jobs"),
+            visibility_timeout_s=float(query.get("visibility_timeout", visibility_timeout_s)),
+            max_receives=int(query.get("max_receives", max_receives)),
+        )
+    if scheme == "sqs":
+        from gpt_runtime.backends.sqs import SQSJobQueue
+
+        return SQSJobQueue.from_url(url)
+    raise ValueError(f"unsupported queue URL scheme: {scheme!r}")

@@ -1,0 +1,93 @@
+"""Response and conversation caching on a Cache backend, with hit/miss accounting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+
+from gpt_model.protocol import ChatMessage, SamplingParams
+
+from gpt_runtime.backends import Cache
+from gpt_runtime.metrics import Metrics
+
+
+def response_key(model_id: str, messages: Sequence[ChatMessage], params: SamplingParams, revision: str = "") -> str:
+    """sha256 of canonical JSON: model and revision, every message, every sampling parameter."""
+    payload = {
+        "model": model_id,
+        "revision": revision,
+        "messages": [[m.role, m.content] for m in messages],
+        "params": {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "repetition_penalty": params.repetition_penalty,
+            "seed": params.seed,
+            "stop": list(params.stop),
+        },
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "resp:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fallback_key(model_id: str, messages: Sequence[ChatMessage]) -> str:
+    """The last answer to these messages whatever the sampling: served only when a quota is exhausted."""
+    canonical = json.dumps([model_id, [[m.role, m.content] for m in messages]], separators=(",", ":"))
+    return "fallback:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CacheService:
+    """JSON values by kind (responses, lists), counted as hits and misses."""
+
+    def __init__(self, backend: Cache, metrics: Metrics):
+        self.backend = backend
+        self.metrics = metrics
+        self.hits: dict[str, int] = {}
+        self.misses: dict[str, int] = {}
+
+    async def get(self, kind: str, key: str) -> dict | None:
+        raw = await self.backend.get(key)
+        counts, metric = (
+            (self.hits, self.metrics.cache_hits) if raw is not None else (self.misses, self.metrics.cache_misses)
+        )
+        counts[kind] = counts.get(kind, 0) + 1
+        metric.labels(kind).inc()
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    async def set(self, key: str, value: dict, ttl_s: int) -> None:
+        await self.backend.set(key, json.dumps(value, separators=(",", ":")).encode(), ttl_s)
+
+    async def user_namespace(self, user_id: str) -> str:
+        """Prefix of a user's conversation entries; it changes on every write, which invalidates them all."""
+        version = await self.backend.get(f"ver:{user_id}")
+        return f"conv:{user_id}:{version.decode() if version else '0'}:"
+
+    async def invalidate_user(self, user_id: str) -> None:
+        """Drop a user's cached conversation lists and details (after any write to them): O(1), no scan."""
+        await self.backend.set(f"ver:{user_id}", uuid.uuid4().hex[:12].encode(), 7 * 86_400)
+
+    async def invalidate(self, pattern: str) -> int:
+        return await self.backend.delete_pattern(pattern)
+
+    def stats(self) -> dict:
+        kinds = sorted(set(self.hits) | set(self.misses))
+        by_kind = {}
+        for kind in kinds:
+            hits, misses = self.hits.get(kind, 0), self.misses.get(kind, 0)
+            by_kind[kind] = {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4)}
+        hits, misses = sum(self.hits.values()), sum(self.misses.values())
+        total = hits + misses
+        return {
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": round(hits / total, 4) if total else 0.0,
+            "by_kind": by_kind,
+        }

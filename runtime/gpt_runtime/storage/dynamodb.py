@@ -1,0 +1,586 @@
+"""DynamoDB store: users, conversations, messages and jobs in one table.
+
+URL: ``dynamodb://TABLE?region=REGION&endpoint_url=URL``. Every part is optional: the table defaults to
+``gpt``, the region and credentials come from boto3's usual chain (env, profile, IRSA), ``endpoint_url``
+points at DynamoDB Local / moto / a VPC endpoint. ``dynamodb://gpt-prod?region=eu-west-1``.
+
+The table (created on open() when missing, on-demand billing) has a string partition key ``pk``, a string
+sort key ``sk`` and one local secondary index:
+
+=====================  ==================  ====================================================
+item                   pk / sk             attributes
+=====================  ==================  ====================================================
+user                   USER#<id> / USER    email, password_hash, role, email_verified, created_at
+email claim            EMAIL#<email> /     user_id (makes emails unique: written in the same
+                       EMAIL               transaction as the user, ``attribute_not_exists``)
+conversation           USER#<uid> /        title, created_at, updated_at, message_count,
+                       CONV#<id>           ``lsi1sk`` = zero-padded updated_at + ``#`` + id
+message                CONV#<cid> /        id, role, content, tokens, finish_reason, created_at
+                       MSG#<seq, padded>
+job                    JOB#<id> / JOB      user_id, status, request/result (JSON text), ...
+=====================  ==================  ====================================================
+
+* Scoping is by key: a conversation lives under its owner's partition, so another user's id simply
+  addresses a different item. Jobs carry ``user_id`` and every read/update checks it.
+* ``by_updated`` (LSI on ``pk`` + ``lsi1sk``, all attributes projected) lists a user's conversations
+  newest first. It is a *local* index on purpose: unlike a GSI it can be read with ``ConsistentRead``,
+  so a conversation shows up in the list right after it is created or written to (multi-device sync
+  relies on ``updated_since``). The cursor and ``updated_since`` become a key range on ``lsi1sk``, so a
+  page costs one query however deep it is; ties on updated_at are broken by id exactly as in SQLite,
+  hence the same opaque cursors (storage/base.py) work for both stores.
+* Messages: ``add_messages`` reads the conversation's ``message_count`` and writes the messages with
+  the next sequence numbers plus the conversation update in one transaction conditioned on that count
+  (optimistic concurrency: a concurrent writer makes it retry). ``message_count`` is therefore exact.
+* Delete removes the conversation item first (so it is gone atomically for readers and later writes
+  fail their condition), then its messages in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from gpt_runtime.storage.base import (
+    AlreadyExists,
+    Conversation,
+    Job,
+    JobStatus,
+    Message,
+    NewMessage,
+    Page,
+    Role,
+    User,
+    decode_cursor,
+    encode_cursor,
+    now_us,
+)
+
+INDEX = "by_updated"
+_TRANSACTION_MAX = 100  # DynamoDB's limit on actions per TransactWriteItems
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def parse_url(url: str) -> dict[str, str | None]:
+    """`dynamodb://TABLE?region=..&endpoint_url=..` -> table, region, endpoint_url."""
+    parts = urlsplit(url)
+    if parts.scheme != "dynamodb":
+        raise ValueError(f"not a dynamodb:// URL: {url!r}")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    unknown = set(query) - {"region", "endpoint_url"}
+    if unknown:
+        raise ValueError(f"unknown dynamodb URL options: {', '.join(sorted(unknown))}")
+    table = (parts.netloc + parts.path).strip("/") or "gpt"
+    return {"table": table, "region": query.get("region"), "endpoint_url": query.get("endpoint_url")}
+
+
+def _ser(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(value) for key, value in item.items() if value is not None}
+
+
+def _de(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def _order_key(updated_at: int, item_id: str) -> str:
+    return f"{updated_at:020d}#{item_id}"
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _cancelled_by(exc: ClientError) -> set[str]:
+    """The reasons a cancelled transaction gives for its items (None entries dropped)."""
+    reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", []) if isinstance(r, dict)}
+    reasons.discard(None)
+    reasons.discard("None")
+    if not reasons and "ConditionalCheckFailed" in str(exc):
+        reasons.add("ConditionalCheckFailed")
+    return reasons
+
+
+def _user(item: dict[str, Any]) -> User:
+    return User(
+        item["id"],
+        item["email"],
+        item["password_hash"],
+        item["role"],
+        bool(item["email_verified"]),
+        int(item["created_at"]),
+    )
+
+
+def _conversation(item: dict[str, Any]) -> Conversation:
+    return Conversation(
+        item["id"],
+        item["user_id"],
+        item["title"],
+        int(item["created_at"]),
+        int(item["updated_at"]),
+        int(item["message_count"]),
+    )
+
+
+def _message(item: dict[str, Any]) -> Message:
+    return Message(
+        item["id"],
+        item["conversation_id"],
+        item["role"],
+        item["content"],
+        None if item.get("tokens") is None else int(item["tokens"]),
+        item.get("finish_reason"),
+        int(item["created_at"]),
+    )
+
+
+def _job(item: dict[str, Any]) -> Job:
+    return Job(
+        item["id"],
+        item["user_id"],
+        item["status"],
+        json.loads(item["request"]),
+        item.get("conversation_id"),
+        json.loads(item["result"]) if item.get("result") else None,
+        item.get("error"),
+        int(item["attempts"]),
+        int(item["created_at"]),
+        int(item["updated_at"]),
+    )
+
+
+class DynamoDBStore:
+    """Store on one DynamoDB table (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        table: str = "gpt",
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        clock: Callable[[], int] = now_us,
+    ):
+        self.table = table
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.clock = clock
+        self._client: Any = None
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Callable[[], int] = now_us) -> DynamoDBStore:
+        parsed = parse_url(url)
+        return cls(parsed["table"] or "gpt", region=parsed["region"], endpoint_url=parsed["endpoint_url"], clock=clock)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("store is not open")
+        return self._client
+
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB API call, off the event loop (boto3 is blocking; its clients are thread-safe)."""
+        return await asyncio.to_thread(getattr(self.client, operation), **kwargs)
+
+    # lifecycle
+
+    async def open(self) -> None:
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        self._client = boto3.session.Session().client(
+            "dynamodb", region_name=self.region, endpoint_url=self.endpoint_url, config=config
+        )
+        await asyncio.to_thread(self._ensure_table)
+
+    def _ensure_table(self) -> None:
+        try:
+            self.client.describe_table(TableName=self.table)
+            return
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+        try:
+            self.client.create_table(
+                TableName=self.table,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                    {"AttributeName": "lsi1sk", "AttributeType": "S"},
+                ],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                LocalSecondaryIndexes=[
+                    {
+                        "IndexName": INDEX,
+                        "KeySchema": [
+                            {"AttributeName": "pk", "KeyType": "HASH"},
+                            {"AttributeName": "lsi1sk", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":  # another replica created it first
+                raise
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = self.client.describe_table(TableName=self.table)["Table"]["TableStatus"]
+            if status == "ACTIVE":
+                return
+            time.sleep(1)
+        raise RuntimeError(f"DynamoDB table {self.table!r} did not become ACTIVE")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+            self._client = None
+
+    async def ping(self) -> bool:
+        try:
+            await self._call("get_item", TableName=self.table, Key=_ser({"pk": "PING", "sk": "PING"}))
+            return True
+        except Exception:
+            return False
+
+    async def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = await self._call(
+            "get_item", TableName=self.table, Key=_ser({"pk": pk, "sk": sk}), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return _de(item) if item else None
+
+    # users
+
+    async def create_user(self, email: str, password_hash: str, role: Role = "free") -> User:
+        user = User(uuid.uuid4().hex, email, password_hash, role, False, self.clock())
+        item = {
+            "pk": f"USER#{user.id}",
+            "sk": "USER",
+            "id": user.id,
+            "email": email,
+            "password_hash": password_hash,
+            "role": role,
+            "email_verified": False,
+            "created_at": user.created_at,
+        }
+        claim = {"pk": f"EMAIL#{email}", "sk": "EMAIL", "user_id": user.id}
+        not_there = "attribute_not_exists(pk)"
+        try:
+            await self._call(
+                "transact_write_items",
+                TransactItems=[
+                    {"Put": {"TableName": self.table, "Item": _ser(claim), "ConditionExpression": not_there}},
+                    {"Put": {"TableName": self.table, "Item": _ser(item), "ConditionExpression": not_there}},
+                ],
+            )
+        except ClientError as exc:
+            if _code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in _cancelled_by(exc):
+                raise AlreadyExists(email) from exc
+            raise
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        item = await self._get(f"USER#{user_id}", "USER")
+        return _user(item) if item else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        claim = await self._get(f"EMAIL#{email}", "EMAIL")
+        return await self.get_user(claim["user_id"]) if claim else None
+
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        password_hash: str | None = None,
+        email_verified: bool | None = None,
+        role: Role | None = None,
+    ) -> User | None:
+        changes = {"password_hash": password_hash, "email_verified": email_verified, "role": role}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if not changes:
+            return await self.get_user(user_id)
+        try:
+            response = await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": "USER"}),
+                UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in changes),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{key}": key for key in changes},
+                ExpressionAttributeValues=_ser({f":{key}": value for key, value in changes.items()}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _user(_de(response["Attributes"]))
+
+    # conversations
+
+    async def create_conversation(self, user_id: str, title: str) -> Conversation:
+        now = self.clock()
+        conversation = Conversation(uuid.uuid4().hex, user_id, title, now, now, 0)
+        item = {
+            "pk": f"USER#{user_id}",
+            "sk": f"CONV#{conversation.id}",
+            "lsi1sk": _order_key(now, conversation.id),
+            "id": conversation.id,
+            "user_id": user_id,
+            "title": title,
+            "created_at": now,
+            "updated_at": now,
+            "message_count": 0,
+        }
+        await self._call(
+            "put_item", TableName=self.table, Item=_ser(item), ConditionExpression="attribute_not_exists(pk)"
+        )
+        return conversation
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
+        item = await self._get(f"USER#{user_id}", f"CONV#{conversation_id}")
+        return _conversation(item) if item else None
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int, cursor: str | None = None, updated_since: int | None = None
+    ) -> Page:
+        values: dict[str, Any] = {":pk": f"USER#{user_id}"}
+        low = f"{updated_since + 1:020d}" if updated_since is not None else None
+        high = _order_key(*decode_cursor(cursor)) if cursor else None
+        if low is not None and high is not None:
+            condition = "pk = :pk AND lsi1sk BETWEEN :low AND :high"  # inclusive: the cursor's own key is dropped below
+            values |= {":low": low, ":high": high}
+        elif high is not None:
+            condition = "pk = :pk AND lsi1sk < :high"
+            values[":high"] = high
+        elif low is not None:
+            condition = "pk = :pk AND lsi1sk >= :low"
+            values[":low"] = low
+        else:
+            condition = "pk = :pk"
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while len(items) <= limit:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": INDEX,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": _ser(values),
+                "ScanIndexForward": False,
+                "ConsistentRead": True,
+                "Limit": limit + 2 - len(items),
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            response = await self._call("query", **kwargs)
+            items += [item for item in map(_de, response.get("Items", [])) if item["lsi1sk"] != high]
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                break
+        page = [_conversation(item) for item in items[:limit]]
+        next_cursor = encode_cursor(page[-1].updated_at, page[-1].id) if len(items) > limit else None
+        return Page(page, next_cursor)
+
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> Conversation | None:
+        now = self.clock()
+        try:
+            response = await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}),
+                UpdateExpression="SET title = :title, updated_at = :now, lsi1sk = :order",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_ser(
+                    {":title": title, ":now": now, ":order": _order_key(now, conversation_id)}
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _conversation(_de(response["Attributes"]))
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        try:
+            await self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        keys = [
+            {"pk": item["pk"], "sk": item["sk"]} for item in await self._message_items(conversation_id, keys_only=True)
+        ]
+        for start in range(0, len(keys), 25):
+            pending: list[dict[str, Any]] = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+            while pending:
+                response = await self._call("batch_write_item", RequestItems={self.table: pending})
+                pending = response.get("UnprocessedItems", {}).get(self.table, [])
+                if pending:
+                    await asyncio.sleep(0.05)
+        return True
+
+    async def add_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+    ) -> list[Message] | None:
+        key = {"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}
+        stored: list[Message] = []
+        chunk_size = _TRANSACTION_MAX - 1
+        chunks = [messages[i : i + chunk_size] for i in range(0, len(messages), chunk_size)] or [[]]
+        now = self.clock()
+        for chunk in chunks:
+            for attempt in range(20):
+                conversation = await self._get(key["pk"], key["sk"])
+                if conversation is None:
+                    return None
+                count = int(conversation["message_count"])
+                new = [
+                    Message(uuid.uuid4().hex, conversation_id, m.role, m.content, m.tokens, m.finish_reason, now)
+                    for m in chunk
+                ]
+                actions: list[dict[str, Any]] = [
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _ser(key),
+                            "UpdateExpression": "SET updated_at = :now, lsi1sk = :order, message_count = :new_count",
+                            "ConditionExpression": "message_count = :count",
+                            "ExpressionAttributeValues": _ser(
+                                {
+                                    ":now": now,
+                                    ":order": _order_key(now, conversation_id),
+                                    ":count": count,
+                                    ":new_count": count + len(new),
+                                }
+                            ),
+                        }
+                    }
+                ]
+                for seq, message in enumerate(new, start=count + 1):
+                    item = {
+                        "pk": f"CONV#{conversation_id}",
+                        "sk": f"MSG#{seq:010d}",
+                        "id": message.id,
+                        "conversation_id": conversation_id,
+                        "role": message.role,
+                        "content": message.content,
+                        "tokens": message.tokens,
+                        "finish_reason": message.finish_reason,
+                        "created_at": now,
+                    }
+                    actions.append({"Put": {"TableName": self.table, "Item": _ser(item)}})
+                try:
+                    await self._call("transact_write_items", TransactItems=actions)
+                except ClientError as exc:
+                    retryable = {"ConditionalCheckFailed", "TransactionConflict"}
+                    if _code(exc) == "TransactionConflictException" or (
+                        _code(exc) == "TransactionCanceledException" and _cancelled_by(exc) <= retryable
+                    ):
+                        await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
+                        continue  # the conversation changed (or vanished) under us: read it again
+                    raise
+                stored += new
+                break
+            else:
+                raise RuntimeError(f"could not append to conversation {conversation_id}: too much contention")
+        return stored
+
+    async def _message_items(self, conversation_id: str, *, keys_only: bool = False) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :msg)",
+            "ExpressionAttributeValues": _ser({":pk": f"CONV#{conversation_id}", ":msg": "MSG#"}),
+            "ConsistentRead": True,
+        }
+        if keys_only:
+            kwargs["ProjectionExpression"] = "pk, sk"
+        while True:
+            response = await self._call("query", **kwargs)
+            items += response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return items if keys_only else [_de(item) for item in items]
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None:
+        if await self.get_conversation(user_id, conversation_id) is None:
+            return None
+        return [_message(item) for item in await self._message_items(conversation_id)]
+
+    # jobs
+
+    async def create_job(self, user_id: str, request: dict) -> Job:
+        now = self.clock()
+        job = Job(uuid.uuid4().hex, user_id, "queued", request, request.get("conversation_id"), None, None, 0, now, now)
+        item = {
+            "pk": f"JOB#{job.id}",
+            "sk": "JOB",
+            "id": job.id,
+            "user_id": user_id,
+            "status": job.status,
+            "request": json.dumps(request),
+            "conversation_id": job.conversation_id,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._call(
+            "put_item", TableName=self.table, Item=_ser(item), ConditionExpression="attribute_not_exists(pk)"
+        )
+        return job
+
+    async def get_job(self, user_id: str, job_id: str) -> Job | None:
+        item = await self._get(f"JOB#{job_id}", "JOB")
+        return _job(item) if item and item["user_id"] == user_id else None
+
+    async def update_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: JobStatus,
+        conversation_id: str | None = None,
+        result: dict | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+    ) -> Job | None:
+        changes: dict[str, Any] = {"status": status, "updated_at": self.clock()}
+        if conversation_id is not None:
+            changes["conversation_id"] = conversation_id
+        if result is not None:
+            changes["result"] = json.dumps(result)
+        if error is not None:
+            changes["error"] = error
+        if attempts is not None:
+            changes["attempts"] = attempts
+        values = {f":{key}": value for key, value in changes.items()} | {":uid": user_id}
+        try:
+            response = await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"JOB#{job_id}", "sk": "JOB"}),
+                UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in changes),
+                ConditionExpression="attribute_exists(pk) AND user_id = :uid",
+                ExpressionAttributeNames={f"#{key}": key for key in changes},
+                ExpressionAttributeValues=_ser(values),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _job(_de(response["Attributes"]))
