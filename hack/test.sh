@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh operator,runtime,dev
+if ! command -v redis-server >/dev/null; then
+  echo "==> installing redis-server (Debian)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+fi
 echo "==> ruff"
 .venv/bin/ruff check .
 echo "==> pytest"
