@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt_operator.naming import TRACK_LABEL, common_labels, instance_selector
+from gpt_operator.naming import REVISION_LABEL, TRACK_LABEL, common_labels, instance_selector
 from gpt_operator.spec import GROUP, ServiceSpec
 
 SERVICE_ROLE_LABEL = f"{GROUP}/service"  # "client" for `<name>`, "track" for the others
@@ -40,5 +40,8 @@ def service_monitor(name: str, namespace: str) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": {**common_labels(name), SERVICE_ROLE_LABEL: "client"}},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            # Series carry the track and revision (as serving_gpt_operator_dev_track=...), so canary analysis
+            # can compare the canary with the stable pods behind the one client Service.
+            "podTargetLabels": [TRACK_LABEL, REVISION_LABEL],
         },
     }

@@ -216,6 +216,9 @@ def test_prod_children_include_hpa_and_pdb_all_valid() -> None:
     for obj in objects:
         if obj["kind"] != "ServiceMonitor":
             kubernetes_validate.validate(obj, K8S, strict=True)
+    monitor = objects[5]["spec"]
+    assert monitor["selector"]["matchLabels"]["serving.gpt-operator.dev/service"] == "client"
+    assert monitor["podTargetLabels"] == ["serving.gpt-operator.dev/track", "serving.gpt-operator.dev/revision"]
     pdb = objects[4]
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == {"serving.gpt-operator.dev/name": "demo"}
