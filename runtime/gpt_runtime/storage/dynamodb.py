@@ -482,7 +482,12 @@ class DynamoDBStore:
                         "finish_reason": message.finish_reason,
                         "created_at": now,
                     }
-                    actions.append({"Put": {"TableName": self.table, "Item": _ser(item)}})
+                    put = {
+                        "TableName": self.table,
+                        "Item": _ser(item),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                    actions.append({"Put": put})
                 try:
                     await self._call("transact_write_items", TransactItems=actions)
                 except ClientError as exc:
