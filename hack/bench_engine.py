@@ -54,8 +54,13 @@ def pct(values: list[float], q: float) -> float:
     return values[k]
 
 
-def model_dir(name: str, cache: Path) -> Path:
-    """A Hugging Face-layout directory both transformers and our loader read."""
+def model_dir(name: str, cache: Path, tokenizer_dir: str | None = None) -> Path:
+    """A Hugging Face-layout directory both transformers and our loader read.
+
+    `smollm2-arch` is SmolLM2-135M's architecture and tokenizer with random weights: the same
+    speed as the real model here (every request generates exactly --max-tokens tokens), for
+    machines where the real weights are not at hand.
+    """
     from gpt_model.checkpoint import build_tiny, save_checkpoint, smollm2_dir
 
     if name == "smollm2-135m":
@@ -65,6 +70,16 @@ def model_dir(name: str, cache: Path) -> Path:
         if not (path / "model.safetensors").exists():
             model, tok = build_tiny()
             save_checkpoint(path, model, tok)
+        return path
+    if name == "smollm2-arch":
+        from gpt_model.config import preset
+        from gpt_model.gpt import GPT
+        from gpt_model.tokenizer import ChatTokenizer, load_tokenizer
+
+        path = cache / "smollm2-arch"
+        tok = ChatTokenizer(load_tokenizer(tokenizer_dir or smollm2_dir()))
+        model = GPT(preset("smollm2-135m", eos_token_id=tuple(sorted(tok.eos_token_ids)))).init_weights(0)
+        save_checkpoint(path, model, tok)
         return path
     return Path(name)
 
@@ -171,6 +186,8 @@ def run_engine(path: Path, args) -> list[dict]:
                 if isinstance(ev, TextDelta):
                     stamps.append(time.perf_counter())
                 else:
+                    if ev.finish_reason == "error":
+                        raise RuntimeError(f"engine error: {ev.error}")
                     out["tokens"] += ev.usage.completion_tokens
             if stamps:
                 out["ttft"].append(stamps[0] - t0)
@@ -252,7 +269,9 @@ def print_table(model: str, rows: list[dict], device: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="smollm2-135m,tiny", help="comma list: smollm2-135m, tiny, or a directory")
+    ap.add_argument(
+        "--models", default="smollm2-135m,tiny", help="comma list: smollm2-135m, smollm2-arch, tiny, or a directory"
+    )
     ap.add_argument("--streams", default="1,8,32")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="batches of `streams` requests per engine setting")
@@ -261,6 +280,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--tokenizer-dir", help="tokenizer for smollm2-arch (default: the converted SmolLM2)")
     ap.add_argument("--phase", choices=["baseline", "engine"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -279,7 +299,7 @@ def main() -> int:
     all_results = {}
     cache = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     for name in args.models.split(","):
-        path = model_dir(name, cache)
+        path = model_dir(name, cache, args.tokenizer_dir)
         rows = []
         for phase in ("baseline", "engine"):
             cmd = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -85,10 +86,25 @@ class SlotKVCache:
         self.ensure(start + length)
         self._mode = ("prefill", slot, start, length)
 
-    def decode(self, positions: torch.Tensor) -> None:
+    def prefill_packed(self, slots: Sequence[int], lengths: Sequence[int]) -> None:
+        """Next forward is several whole prompts packed in one row: prompt j (lengths[j] tokens)
+        goes to slots[j] from position 0; attention is causal within each prompt only."""
+        self.ensure(max(lengths))
+        dev = self.device
+        seg = torch.repeat_interleave(torch.arange(len(lengths), device=dev), torch.tensor(lengths, device=dev))
+        starts = torch.tensor([0, *itertools.accumulate(lengths)][:-1], device=dev)
+        pos = torch.arange(int(sum(lengths)), device=dev) - starts[seg]
+        slot_of = torch.tensor(list(slots), device=dev)[seg]
+        heads = torch.arange(self.shape[2], device=dev)[:, None]
+        flat = ((slot_of[None, :] * self.shape[2] + heads) * self.capacity + pos[None, :]).reshape(-1)
+        mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
+        self._mode = ("packed", flat, mask)
+        self.packed_positions = pos
+
+    def decode(self, positions: torch.Tensor, span: int | None = None) -> None:
         """Next forward writes one token for each of slots 0..n-1 at `positions` [n]."""
         n = positions.shape[0]
-        span = int(positions.max()) + 1
+        span = int(positions.max()) + 1 if span is None else span
         self.ensure(span)
         mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]
         # row-major offsets of (slot, head, position) in a [slots * heads * capacity, head_dim] view
@@ -99,6 +115,13 @@ class SlotKVCache:
         self._mode = ("decode", n, flat, span, mask[:, None, None, :])
 
     def update(self, layer, k, v):
+        if self._mode[0] == "packed":
+            _, flat, mask = self._mode
+            _, S, H, D = self.shape
+            total = k.shape[2]
+            self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k[0].reshape(H * total, D))
+            self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v[0].reshape(H * total, D))
+            return k, v, mask, False
         if self._mode[0] == "prefill":
             _, slot, start, length = self._mode
             self.k[layer, slot, :, start : start + length] = k[0]
@@ -138,10 +161,20 @@ class GPTRunner:
         return self.model(x, positions=positions, cache=self.cache, last_only=True)[0, -1]
 
     @torch.inference_mode()
+    def prefill_many(self, slots: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Whole prompts in one packed forward; the logits after each prompt [n, V]."""
+        lengths = [len(p) for p in prompts]
+        x = torch.tensor([[t for p in prompts for t in p]], device=self.device)
+        self.cache.prefill_packed(slots, lengths)
+        ends = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
+        positions = self.cache.packed_positions[None]
+        return self.model(x, positions=positions, cache=self.cache, logit_index=ends)[0]
+
+    @torch.inference_mode()
     def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         x = torch.tensor(tokens, device=self.device)[:, None]
         pos = torch.tensor(positions, device=self.device)
-        self.cache.decode(pos)
+        self.cache.decode(pos, max(positions) + 1)  # span from the host list: no device sync
         return self.model(x, positions=pos[:, None], cache=self.cache)[:, -1]
 
     def move(self, src: int, dst: int) -> None:
@@ -167,6 +200,9 @@ class TransformersRunner:
         out = self.model(input_ids=x, past_key_values=self.past[slot] if start else None, use_cache=True)
         self.past[slot] = out.past_key_values
         return out.logits[0, -1]
+
+    def prefill_many(self, slots: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        return torch.stack([self.prefill(s, p) for s, p in zip(slots, prompts, strict=True)])
 
     @torch.inference_mode()
     def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
@@ -441,28 +477,32 @@ class ModelEngine:
         # admit and prefill (chunked: at most `prefill_chunk` prompt tokens per iteration, so
         # running streams keep flowing while a long prompt comes in)
         budget = self.prefill_chunk
-        while budget > 0:
-            req = self._prefilling or self._admit()
-            if req is None:
-                break
-            chunk = req.prompt[req.prefilled : req.prefilled + budget]
-            logits = runner.prefill(req.slot, chunk, req.prefilled)
-            req.prefilled += len(chunk)
-            budget -= len(chunk)
-            self.stats.prompt_tokens_total += len(chunk)
-            if req.prefilled < len(req.prompt):
-                continue
-            with self._cond:
-                self._prefilling = None
-                slot = len(self._running)
-                if req.slot != slot:
-                    runner.move(req.slot, slot)
-                    req.slot = slot
-                self._running.append(req)
-            self._seen[slot].zero_()
-            self._seen[slot, torch.tensor(req.prompt, device=self._seen.device)] = True
-            token = int(sample_rows(logits[None], [req.params], [req.generator], self._seen[slot : slot + 1])[0])
-            self._accept(req, slot, token)
+        req = self._prefilling
+        if req is not None:  # a long prompt, one chunk per iteration
+            budget -= self._prefill_chunk(req, budget)
+        if self._prefilling is None and budget > 0:
+            # whole prompts that fit the budget are packed into one forward
+            pack = self._admit_pack(budget)
+            if len(pack) == 1 and len(pack[0].prompt) > budget:
+                self._prefilling = pack[0]  # too long for this iteration: chunked from now on
+                self._prefill_chunk(pack[0], budget)
+            elif pack:
+                logits = runner.prefill_many([r.slot for r in pack], [r.prompt for r in pack])
+                self.stats.prompt_tokens_total += sum(len(r.prompt) for r in pack)
+                for r in pack:
+                    r.prefilled = len(r.prompt)
+                with self._cond:
+                    self._running.extend(pack)
+                for r in pack:
+                    self._mark_prompt(r)
+                sampled = sample_rows(
+                    logits,
+                    [r.params for r in pack],
+                    [r.generator for r in pack],
+                    self._seen[pack[0].slot : pack[0].slot + len(pack)],
+                )
+                for r, token in zip(pack, sampled.tolist(), strict=True):
+                    self._accept(r, r.slot, token)
         self._drop_finished()
         # one decode step for every running request together
         ready = list(self._running)
@@ -481,17 +521,52 @@ class ModelEngine:
             self._rate_window.popleft()
         self._drop_finished()
 
-    def _admit(self) -> _Request | None:
-        """Move the next waiting request into a free slot for prefilling."""
+    def _admit_pack(self, budget: int) -> list[_Request]:
+        """Waiting requests for free slots: whole prompts within `budget` tokens, or one longer
+        prompt alone (which is then prefilled in chunks)."""
+        pack: list[_Request] = []
+        used = 0
         with self._cond:
-            while self._waiting and len(self._running) < self.max_batch_size:
-                req = self._waiting.popleft()
+            while self._waiting and len(self._running) + len(pack) < self.max_batch_size:
+                req = self._waiting[0]
                 if req.cancelled:
+                    self._waiting.popleft()
                     continue
-                req.slot = len(self._running)
-                self._prefilling = req
-                return req
-        return None
+                if pack and used + len(req.prompt) > budget:
+                    break
+                self._waiting.popleft()
+                req.slot = len(self._running) + len(pack)
+                pack.append(req)
+                used += len(req.prompt)
+                if used >= budget:
+                    break
+        return pack
+
+    def _prefill_chunk(self, req: _Request, budget: int) -> int:
+        """Prefill the next chunk of a long prompt; when it is all in, the request starts decoding."""
+        runner = self._runner
+        chunk = req.prompt[req.prefilled : req.prefilled + budget]
+        logits = runner.prefill(req.slot, chunk, req.prefilled)
+        req.prefilled += len(chunk)
+        self.stats.prompt_tokens_total += len(chunk)
+        if req.prefilled < len(req.prompt):
+            return len(chunk)
+        with self._cond:
+            self._prefilling = None
+            slot = len(self._running)
+            if req.slot != slot:
+                runner.move(req.slot, slot)
+                req.slot = slot
+            self._running.append(req)
+        self._mark_prompt(req)
+        token = int(sample_rows(logits[None], [req.params], [req.generator], self._seen[slot : slot + 1])[0])
+        self._accept(req, slot, token)
+        return len(chunk)
+
+    def _mark_prompt(self, req: _Request) -> None:
+        if req.params.repetition_penalty != 1.0:  # only then are the seen tokens tracked
+            self._seen[req.slot].zero_()
+            self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
 
     def _accept(self, req: _Request, slot: int, token: int) -> None:
         if req.cancelled:
@@ -500,7 +575,8 @@ class ModelEngine:
             req.first_token_at = time.monotonic()
         req.generated.append(token)
         self.stats.generated_tokens_total += 1
-        self._seen[slot, token] = True
+        if req.params.repetition_penalty != 1.0:
+            self._seen[slot, token] = True
         if token in self.tokenizer.eos_token_ids:
             req.generated.pop()  # the stop token is not part of the reply
             self._flush(req)
@@ -575,7 +651,8 @@ class ModelEngine:
             if slot != last:
                 moved = self._running[last]
                 runner.move(last, slot)
-                self._seen[slot] = self._seen[last]
+                if moved.params.repetition_penalty != 1.0:
+                    self._seen[slot] = self._seen[last]
                 self._running[slot] = moved
                 moved.slot = slot
             self._running.pop()

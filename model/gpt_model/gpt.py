@@ -136,8 +136,8 @@ class Attention(nn.Module):
         if rep > 1 and T == 1:
             # decode with grouped-query attention: each kv head's query heads become its query rows,
             # so the cache is read as is (no repeated copies of k/v)
-            y = F.scaled_dot_product_attention(q.view(B, self.n_kv_head, rep, self.head_dim), k, v, attn_mask=mask)
-            y = y.view(B, self.n_head, 1, self.head_dim)
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv_head, rep, self.head_dim), k, v, attn_mask=mask)
+            y = y.reshape(B, self.n_head, 1, self.head_dim)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, enable_gqa=rep > 1
@@ -222,8 +222,11 @@ class GPT(nn.Module):
         positions: torch.Tensor | None = None,
         cache: Cache | None = None,
         last_only: bool = False,
+        logit_index: torch.Tensor | None = None,
     ):
-        """Logits [B, T, V] (or [B, 1, V] with last_only); with targets, (logits, loss)."""
+        """Logits [B, T, V]; [B, 1, V] with last_only; [B, len(logit_index), V] at chosen positions.
+
+        With targets, (logits, loss)."""
         B, T = idx.shape
         if positions is None:
             start = getattr(cache, "length", 0) if cache is not None else 0
@@ -239,6 +242,8 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if last_only:
             x = x[:, -1:]
+        elif logit_index is not None:
+            x = x[:, logit_index]
         logits = self.lm_head(x)
         if targets is None:
             return logits

@@ -255,3 +255,49 @@ def test_time_to_first_token_on_tiny_is_small():
         return first
 
     assert run(main()) < 0.5
+
+
+def test_repetition_penalty_changes_greedy_output_and_stops_repeats():
+    async def main():
+        e = engine()
+        plain, f1 = await collect(
+            e, GenerationRequest("a", msgs("hello"), SamplingParams(temperature=0, max_tokens=20))
+        )
+        penalised, f2 = await collect(
+            e,
+            GenerationRequest(
+                "b", msgs("hello"), SamplingParams(temperature=0, max_tokens=20, repetition_penalty=1000.0)
+            ),
+        )
+        await e.close()
+        assert f1.finish_reason == f2.finish_reason == "length"
+        return plain, penalised
+
+    plain, penalised = run(main())
+    assert len(set(plain)) < len(plain)  # the random tiny model repeats itself greedily
+    chars = [c for c in penalised if c != "\ufffd"]
+    assert plain != penalised and len(set(chars)) == len(chars)
+
+
+def test_long_prompts_are_prefilled_in_chunks_between_decode_steps():
+    prompts = ["a fairly long prompt " * 6, "short", "another long prompt here " * 5]
+
+    async def main():
+        e = engine(prefill_chunk=16)
+        outs = await asyncio.gather(
+            *[
+                collect(e, GenerationRequest(f"r{i}", msgs(p), SamplingParams(temperature=0, max_tokens=6)))
+                for i, p in enumerate(prompts)
+            ]
+        )
+        stats = e.snapshot()
+        await e.close()
+        return e, outs, stats
+
+    e, outs, stats = run(main())
+    for p, (text, fin) in zip(prompts, outs, strict=True):
+        ids = e.tokenizer.encode_chat(msgs(p))
+        assert len(ids) > 16 or p == "short"
+        expected = e._loaded.model.generate(torch.tensor([ids]), 6)[0, len(ids) :].tolist()
+        assert text == e.tokenizer.decode(expected) and fin.finish_reason == "length"
+    assert stats.prompt_tokens_total == sum(len(e.tokenizer.encode_chat(msgs(p))) for p in prompts)
