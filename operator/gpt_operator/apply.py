@@ -83,6 +83,7 @@ class KubeClient:
         self.field_manager = field_manager
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -98,9 +99,19 @@ class KubeClient:
             )
         return self._session
 
-    async def close(self) -> None:
+    def renew(self, creds: Credentials) -> None:
+        """Use new credentials from the next request on; requests in flight finish on the old session."""
+        self.creds = creds
         if self._session is not None:
-            await self._session.close()
+            self._retired.append(self._session)
+            self._session = None
+
+    async def close(self) -> None:
+        for session in [*self._retired, self._session]:
+            if session is not None:
+                await session.close()
+        self._retired.clear()
+        self._session = None
 
     async def request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, content_type: str = ""

@@ -19,6 +19,7 @@ import kopf
 from gpt_operator import apply, prometheus
 from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
+from gpt_operator.status import apply_failed_status
 
 
 @dataclass
@@ -63,11 +64,18 @@ async def reconcile(state: OperatorState, body: kopf.Body, patch: kopf.Patch, lo
         request = analysis_request(dict(body), now)
         measurements = await prometheus.measure(*request) if request else None
         desired = desire(dict(body), deployments, now, measurements)
+        previous = dict(body.get("status") or {})
         if desired.objects is not None:
-            result = await apply.sync_children(state.client, dict(body), desired.objects, live)
+            try:
+                result = await apply.sync_children(state.client, dict(body), desired.objects, live)
+            except apply.ApiError as exc:
+                message = f"the API refused a child: {exc}"
+                patch.status.update(apply.status_changes(previous, apply_failed_status(previous, message, now)))
+                kopf.event(body, type="Warning", reason="ApplyFailed", message=message)
+                raise kopf.TemporaryError(message, delay=state.settings.resync_seconds * 3) from exc
             if result.changed:
                 logger.info(f"applied {result.applied}, pruned {result.pruned}")
-        patch.status.update(apply.status_changes(dict(body.get("status") or {}), desired.status))
+        patch.status.update(apply.status_changes(previous, desired.status))
         for key in desired.consumed_annotations:
             patch.metadata.annotations[key] = None
         for event in desired.events:
@@ -100,9 +108,12 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
             info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         if info is None:
             raise kopf.LoginError("no service account and no kubeconfig found")
-        state.client = apply.KubeClient(
-            credentials(info), field_manager=settings.field_manager, timeout_s=settings.request_timeout_s
-        )
+        if state.client is not None:  # a re-login (e.g. a rotated token): new credentials for new requests
+            state.client.renew(credentials(info))
+        else:
+            state.client = apply.KubeClient(
+                credentials(info), field_manager=settings.field_manager, timeout_s=settings.request_timeout_s
+            )
         return info
 
     @kopf.on.cleanup(registry=registry)

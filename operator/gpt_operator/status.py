@@ -104,6 +104,25 @@ def invalid_status(
     }
 
 
+def apply_failed_status(previous: dict[str, Any] | None, message: str, now: datetime) -> dict[str, Any]:
+    """The status after the API refused a child: the rollout state and observedGeneration stay as they
+    were (nothing new took effect), Degraded says why, Ready is False."""
+    previous = dict(previous or {})
+    conditions = [c for c in previous.get("conditions") or [] if c.get("type") not in ("Ready", "Degraded")]
+    current = [Condition(c["type"], c["status"], c.get("reason", "Unknown"), c.get("message", "")) for c in conditions]
+    current = [
+        Condition("Ready", "False", "ApplyFailed", message),
+        *current,
+        Condition("Degraded", "True", "ApplyFailed", message),
+    ]
+    generation = previous.get("observedGeneration")
+    return {
+        **previous,
+        "phase": "Degraded",
+        "conditions": merge_conditions(previous.get("conditions"), current, now, generation),
+    }
+
+
 def build_status(
     *,
     name: str,

@@ -142,6 +142,9 @@ class Emulator(kmock.KubernetesEmulator):
     async def _update(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         key = (request.resource, request.namespace, request.name)
         content_type = request.headers.get("Content-Type", "")
+        refused = getattr(self, "refuse", {}).get(request.resource.plural)
+        if refused:  # a test makes the API server reject writes of this resource
+            return _status(*refused)
         async with self._lock:
             exists = key in self._objects and not self._objects[key].deleted
             old = copy.deepcopy(self._objects[key].raw) if exists else None

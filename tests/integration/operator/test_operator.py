@@ -251,3 +251,24 @@ async def test_canary_analysis_failure_aborts_the_rollout(cluster, operator, gpt
     assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
     failed = await eventually(lambda: events(cluster, "AnalysisFailed"))
     assert failed[0]["message"] == "error-rate = 0.2 > 0.05"
+
+
+async def test_refused_child_is_reported_without_losing_rollout_state(cluster, operator, gptd, eventually) -> None:
+    await cluster.put_object(GPTD, gptd(environment="staging"))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat"))
+    before = await available(cluster, eventually)
+
+    cluster.refuse = {"services": (422, "Invalid", 'Service "chat" is invalid: spec.type: Unsupported value')}
+    await patch_gptd(cluster, "chat", {"spec": {"service": {"type": "NodePort"}}})
+    failed = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Degraded" and o)
+    degraded = condition(failed, "Degraded")
+    assert degraded["reason"] == "ApplyFailed"
+    assert "spec.type: Unsupported value" in degraded["message"]
+    assert failed["status"]["observedGeneration"] == 1  # generation 2 did not take effect
+    assert failed["status"]["stableRevision"] == before["status"]["stableRevision"]
+    await eventually(lambda: events(cluster, "ApplyFailed"))
+
+    cluster.refuse = {}
+    await eventually(lambda: cluster.get(SERVICES, "chat")["spec"]["type"] == "NodePort", within=15)
+    recovered = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Available" and o)
+    assert recovered["status"]["observedGeneration"] == 2

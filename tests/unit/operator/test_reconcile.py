@@ -262,3 +262,22 @@ def test_no_http_route_without_traffic_routing() -> None:
     d = desire(body({"rollout": {"strategy": "Canary"}}), [], WEDNESDAY_NOON)
     assert d.objects is not None
     assert "HTTPRoute" not in [o["kind"] for o in d.objects]
+
+
+def test_apply_failure_keeps_rollout_state_and_reports_degraded() -> None:
+    from gpt_operator.status import apply_failed_status
+
+    first = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    good = desire(body({"environment": "staging"}, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    later = WEDNESDAY_NOON + timedelta(minutes=1)
+    failed = apply_failed_status(good.status, "the API refused a child: 422: bad", later)
+    assert failed["phase"] == "Degraded"
+    assert failed["stableRevision"] == good.status["stableRevision"]
+    assert failed["observedGeneration"] == good.status["observedGeneration"]
+    cond = conditions(failed)
+    assert (
+        cond["Degraded"]["reason"] == "ApplyFailed" and cond["Degraded"]["lastTransitionTime"] == "2026-03-04T12:01:00Z"
+    )
+    assert cond["Ready"]["status"] == "False"
+    assert cond["Sleeping"] == conditions(good.status)["Sleeping"]  # untouched
