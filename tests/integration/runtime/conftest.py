@@ -50,6 +50,7 @@ class RuntimeServer:
 
 def start_runtime(tmp: Path, **env: str) -> RuntimeServer:
     """Start the runtime with GPT_* settings from `env`; wait until /ready answers 200."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     secret = secrets.token_urlsafe(48)
     log_path = tmp / "runtime.log"
