@@ -226,14 +226,22 @@ def load_checkpoint(
             raise
         return _load_transformers(path, hf_config, hf_tok, torch_dtype, device, model_id)
     tokenizer = ChatTokenizer(hf_tok, extra_eos=config.eos_token_id + _generation_eos(path))
-    model = GPT(config)
-    sd = hf_to_ours(config, _read_state_dict(path))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    model = model_from_state_dict(config, hf_to_ours(config, _read_state_dict(path)))
+    model.to(device=device, dtype=torch_dtype).eval()
+    return Loaded(model, tokenizer, config, model_id, config.block_size)
+
+
+def model_from_state_dict(config: GPTConfig, sd: dict[str, torch.Tensor]) -> GPT:
+    """Our GPT holding the given tensors (no second copy: built on the meta device, then assigned)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.wte.weight  # assign replaced the tied parameter: tie again
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"checkpoint mismatch: missing {missing}, unexpected {unexpected}")
-    model.to(device=device, dtype=torch_dtype).eval()
-    return Loaded(model, tokenizer, config, model_id, config.block_size)
+    return model
 
 
 def _load_transformers(path, hf_config, hf_tok, torch_dtype, device, model_id) -> Loaded:
