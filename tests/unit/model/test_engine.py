@@ -1,6 +1,7 @@
 """The engine on the tiny built-in model: streaming, batching, cancellation, limits."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -27,8 +28,11 @@ def run(coro):
     return asyncio.run(coro)
 
 
+DEVICE = os.environ.get("GPT_TEST_DEVICE", "cpu")  # GPT_TEST_DEVICE=cuda runs these on a GPU
+
+
 def engine(**kw) -> ModelEngine:
-    e = open_model_engine("builtin:tiny", device="cpu", **kw)
+    e = open_model_engine("builtin:tiny", device=DEVICE, **kw)
     e.tokenizer.eos_token_ids = frozenset()  # random weights: never stop early, lengths are exact
     return e
 
@@ -84,7 +88,7 @@ def test_batched_greedy_equals_each_request_alone_and_the_model():
     assert [f.usage.completion_tokens for _, f in together] == lengths
     # the engine's tokens are exactly the model's own greedy continuation
     ids = e.tokenizer.encode_chat(msgs(prompts[1]))
-    out = e._loaded.model.generate(torch.tensor([ids]), 30)[0, len(ids) :].tolist()
+    out = e._loaded.model.generate(torch.tensor([ids], device=DEVICE), 30)[0, len(ids) :].tolist()
     assert e.tokenizer.decode(out) == solo[1][0]
 
 
@@ -298,6 +302,29 @@ def test_long_prompts_are_prefilled_in_chunks_between_decode_steps():
     for p, (text, fin) in zip(prompts, outs, strict=True):
         ids = e.tokenizer.encode_chat(msgs(p))
         assert len(ids) > 16 or p == "short"
-        expected = e._loaded.model.generate(torch.tensor([ids]), 6)[0, len(ids) :].tolist()
+        expected = e._loaded.model.generate(torch.tensor([ids], device=DEVICE), 6)[0, len(ids) :].tolist()
         assert text == e.tokenizer.decode(expected) and fin.finish_reason == "length"
     assert stats.prompt_tokens_total == sum(len(e.tokenizer.encode_chat(msgs(p))) for p in prompts)
+
+
+def test_registry_opens_real_sources_with_runtime_options_and_ignores_unknown_ones():
+    from gpt_model.registry import open_engine
+
+    e = open_engine("builtin:tiny", dtype="bfloat16", max_context_tokens=64, cache_dir=None, something_new=1)
+    assert isinstance(e, ModelEngine) and e.context_window == 64 and e.model_id == "builtin-tiny"
+    assert next(e._loaded.model.parameters()).dtype == torch.bfloat16
+
+    async def main():
+        out = await collect(e, GenerationRequest("r", msgs("hi"), SamplingParams(temperature=0, max_tokens=5)))
+        await e.close()
+        return out
+
+    _, fin = run(main())
+    assert fin.finish_reason in ("length", "stop") and fin.usage.completion_tokens >= 1
+
+
+def test_unknown_sources_fail_clearly():
+    with pytest.raises(ValueError, match="unknown builtin"):
+        open_model_engine("builtin:nope")
+    with pytest.raises(ValueError, match="not a builtin"):
+        open_model_engine("/no/such/dir")

@@ -67,3 +67,24 @@ def test_unsupported_architecture_falls_back_and_batches_correctly(neox_dir):
         expected = hf.generate(ids, max_new_tokens=8 + i, do_sample=False, eos_token_id=None, pad_token_id=0)
         assert text == engine.tokenizer.decode(expected[0, ids.shape[1] :].tolist())
         assert fin.usage.completion_tokens == 8 + i
+
+
+def test_hf_source_reads_the_local_hub_cache_only(tmp_path, monkeypatch):
+    from gpt_model.checkpoint import build_tiny, save_checkpoint
+
+    model, tok = build_tiny(seed=2)
+    snapshot = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / ("a" * 40)
+    save_checkpoint(snapshot, model, tok)
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = load_source("hf:acme/tiny-chat")
+    assert loaded.model_id == "acme/tiny-chat"
+    idx = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(idx), model(idx))
+    with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
+        load_source("hf:acme/absent")
