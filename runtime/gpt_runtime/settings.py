@@ -103,3 +103,16 @@ class RuntimeSettings(BaseSettings):
     def resolved_files_url(self) -> str:
         """The file store URL, defaulting to a folder in the data directory."""
         return self.files_url or f"file://{(self.data_dir / 'files').resolve()}"
+
+    # identity providers: local accounts (default), Amazon Cognito, or any OIDC issuer (auth/oidc.py, cognito.py)
+    auth_provider: Literal["local", "cognito", "oidc"] = "local"
+    oidc_issuer: str = Field(default="", description="Expected `iss`; for cognito derived from region and pool id")
+    oidc_audience: str = Field(default="", description="Expected `aud` or `client_id`; for cognito the app client id")
+    oidc_jwks_url: str = Field(default="", description="Signing keys; default <issuer>/.well-known/jwks.json")
+    oidc_groups_claim: str = "cognito:groups"
+    oidc_jwks_cache_s: int = Field(default=3600, gt=0)
+    oidc_leeway_s: int = Field(default=30, ge=0)
+    cognito_user_pool_id: str = ""
+    cognito_client_id: str = ""
+    aws_region: str = ""
+    aws_endpoint_url: str = ""

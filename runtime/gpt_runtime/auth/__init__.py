@@ -33,5 +33,31 @@ def jwt_secret(settings: RuntimeSettings) -> str:
 
 
 def build_auth(settings: RuntimeSettings, store: Store, email: EmailSender) -> AuthProvider:
-    """The provider the settings ask for (local accounts by default)."""
+    """The provider the settings ask for: local accounts (default), Cognito, or any OIDC issuer."""
+    if settings.auth_provider == "cognito":
+        from gpt_runtime.auth.cognito import CognitoAuth
+
+        return CognitoAuth(
+            store,
+            user_pool_id=settings.cognito_user_pool_id,
+            client_id=settings.cognito_client_id,
+            region=settings.aws_region or None,
+            endpoint_url=settings.aws_endpoint_url or None,
+            jwks_url=settings.oidc_jwks_url,
+            groups_claim=settings.oidc_groups_claim,
+            jwks_cache_s=settings.oidc_jwks_cache_s,
+            leeway_s=settings.oidc_leeway_s,
+        )
+    if settings.auth_provider == "oidc":
+        from gpt_runtime.auth.oidc import OIDCAuth, OIDCVerifier
+
+        verifier = OIDCVerifier(
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks_url=settings.oidc_jwks_url,
+            require_token_use=False,
+            cache_s=settings.oidc_jwks_cache_s,
+            leeway_s=settings.oidc_leeway_s,
+        )
+        return OIDCAuth(store, verifier, groups_claim=settings.oidc_groups_claim)
     return LocalAuth(store, TokenSigner(jwt_secret(settings), settings.jwt_issuer), email, settings)
