@@ -1,0 +1,95 @@
+"""Bad GPTDeployments are rejected by the API server at `kubectl apply` time, with a message that says why.
+
+Needs only the CRD (its schema and CEL rules), not the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from .kube import API_VERSION, Kube, load_samples
+
+pytestmark = pytest.mark.e2e
+
+SOURCE = {"source": "builtin:tiny"}
+CANARY = {"strategy": "Canary"}
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "min-above-max",
+        {"model": SOURCE, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "minReplicas must not exceed maxReplicas",
+    ),
+    (
+        "weights-fall",
+        {"model": SOURCE, "rollout": {**CANARY, "canary": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}}},
+        "setWeight values must rise",
+    ),
+    (
+        "step-both",
+        {"model": SOURCE, "rollout": {**CANARY, "canary": {"steps": [{"setWeight": 10, "pause": {}}]}}},
+        "exactly one of setWeight or pause",
+    ),
+    (
+        "no-weight",
+        {"model": SOURCE, "rollout": {**CANARY, "canary": {"steps": [{"pause": {"duration": 5}}]}}},
+        "at least one setWeight step",
+    ),
+    (
+        "sleep-equals-wake",
+        {"model": SOURCE, "schedule": {"offWindows": [{"days": ["Mon"], "start": "20:00", "end": "20:00"}]}},
+        "start) and wake time (end) must differ",
+    ),
+    (
+        "bad-time",
+        {"model": SOURCE, "schedule": {"offWindows": [{"days": ["Mon"], "start": "25:00", "end": "08:00"}]}},
+        "spec.schedule.offWindows[0].start",
+    ),
+    ("bad-environment", {"model": SOURCE, "environment": "qa"}, 'spec.environment: Unsupported value: "qa"'),
+    ("bad-source", {"model": {"source": "ftp://models/gpt"}}, "spec.model.source"),
+    ("no-model", {"environment": "dev"}, "spec.model: Required value"),
+    ("too-many-gpus", {"model": SOURCE, "resources": {"gpu": 64}}, "spec.resources.gpu"),
+    ("unknown-field", {"model": SOURCE, "replica": 3}, 'unknown field "spec.replica"'),
+]
+
+
+def _doc(name: str, spec: dict[str, Any]) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "GPTDeployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+    )
+
+
+@pytest.mark.parametrize(("name", "spec", "message"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_gptdeployment_is_rejected_with_a_clear_message(
+    kube: Kube, crd: str, name: str, spec: dict[str, Any], message: str
+) -> None:
+    result = kube.attempt("apply", "-f", "-", input=_doc(f"invalid-{name}", spec))
+    assert result.returncode != 0, f"the API server accepted an invalid GPTDeployment: {result.stdout}"
+    assert "is invalid" in result.stderr or "strict decoding error" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+    assert kube.get("gptdeployment", f"invalid-{name}", "default") is None
+
+
+def test_every_sample_passes_the_api_server(kube: Kube, crd: str) -> None:
+    samples = load_samples()
+    assert len(samples) >= 6
+    for doc in samples:
+        doc = {**doc, "metadata": {**doc["metadata"], "namespace": "default"}}
+        result = kube.attempt("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc))
+        assert result.returncode == 0, f"{doc['metadata']['name']}: {result.stderr}"
+
+
+def test_defaults_are_filled_in_by_the_api_server(kube: Kube, crd: str) -> None:
+    out = kube.run("apply", "--dry-run=server", "-o", "json", "-f", "-", input=_doc("defaults", {"model": SOURCE}))
+    spec = yaml.safe_load(out)["spec"]
+    assert spec["environment"] == "dev"
+    assert spec["replicas"] == 1
+    assert spec["model"]["dtype"] == "float32"
