@@ -40,7 +40,7 @@ class Runtime:
     jobs: JobService
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 

@@ -32,6 +32,7 @@ async def invalidate_cache(
 async def set_role(user_id: str, body: RoleIn, _: AdminUser, runtime: RuntimeDep) -> UserOut:
     """Move a user between tiers (free, premium, admin)."""
     user = await runtime.store.update_user(user_id, role=body.role)
+    runtime.auth.forget_user(user_id)
     if user is None:
         raise NotFound("user not found", param="user_id", code="user_not_found")
     return UserOut.of(user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from gpt_runtime.auth.email import EmailSender
@@ -12,6 +13,7 @@ from gpt_runtime.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import AlreadyExists, Store, User
 
+USER_CACHE_TTL_S = 10.0
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 # Verifying against a real hash for unknown emails keeps login timing the same either way.
 _DUMMY_HASH = hash_password("not-a-real-password")
@@ -40,6 +42,7 @@ class LocalAuth:
         self.signer = signer
         self.email = email
         self.settings = settings
+        self._users: dict[str, tuple[float, User]] = {}
 
     def _check_password(self, password: str) -> None:
         if len(password) < self.settings.password_min_length:
@@ -90,6 +93,7 @@ class LocalAuth:
 
     async def verify_email(self, token: str) -> User:
         claims = self._verify(token, "verify_email", status=BadRequest)
+        self.forget_user(claims.subject)
         user = await self.store.update_user(claims.subject, email_verified=True)
         if user is None:
             raise BadRequest("token is no longer valid", param="token", code="invalid_token")
@@ -113,14 +117,30 @@ class LocalAuth:
         if user is None or claims.password_version != password_version(user.password_hash):
             raise BadRequest("reset token was already used or is no longer valid", param="token", code="invalid_token")
         await self.store.update_user(user.id, password_hash=hash_password(new_password))
+        self.forget_user(user.id)
 
     async def authenticate(self, access_token: str) -> User:
-        """The user an access token belongs to; 401 for anything else."""
+        """The user an access token belongs to; 401 for anything else.
+
+        Users are kept for a few seconds in process (every request authenticates); a role change
+        made through this pod shows at once, through another pod within USER_CACHE_TTL_S.
+        """
         claims = self._verify(access_token, "access")
+        now = time.monotonic()
+        entry = self._users.get(claims.subject)
+        if entry is not None and entry[0] > now:
+            return entry[1]
         user = await self.store.get_user(claims.subject)
         if user is None:
             raise Unauthorized("account no longer exists", code="invalid_token")
+        if len(self._users) > 10_000:
+            self._users.clear()
+        self._users[user.id] = (now + USER_CACHE_TTL_S, user)
         return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a cached user after its record changed."""
+        self._users.pop(user_id, None)
 
     def _verify(self, token: str, purpose, status=Unauthorized):
         try:

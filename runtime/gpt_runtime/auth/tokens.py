@@ -14,6 +14,7 @@ import jwt
 
 Purpose = Literal["access", "refresh", "verify_email", "reset_password"]
 ALGORITHM = "HS256"
+VERIFIED_CACHE_SIZE = 50_000
 
 
 class TokenError(Exception):
@@ -42,6 +43,7 @@ class TokenSigner:
             raise ValueError("the JWT secret must be at least 32 characters")
         self._secret = secret
         self.issuer = issuer
+        self._verified: dict[str, Claims] = {}
 
     def issue(
         self,
@@ -68,6 +70,22 @@ class TokenSigner:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str, purpose: Purpose) -> Claims:
+        """Check signature, issuer, expiry and purpose. Access tokens, checked on every request,
+        are remembered once verified (a token never changes; its expiry is still checked each time)."""
+        remembered = self._verified.get(token) if purpose == "access" else None
+        if remembered is not None:
+            if remembered.expires_at > time.time():
+                return remembered
+            del self._verified[token]
+            raise TokenError("token has expired")
+        claims = self._decode(token, purpose)
+        if purpose == "access":
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str, purpose: Purpose) -> Claims:
         try:
             claims = jwt.decode(
                 token,

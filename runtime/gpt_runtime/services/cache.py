@@ -48,19 +48,29 @@ class CacheService:
         self.hits: dict[str, int] = {}
         self.misses: dict[str, int] = {}
 
-    async def get(self, kind: str, key: str) -> dict | None:
+    async def get_raw(self, kind: str, key: str) -> bytes | None:
+        """The stored bytes, counted as a hit or a miss of `kind`."""
         raw = await self.backend.get(key)
-        counts, metric = (
-            (self.hits, self.metrics.cache_hits) if raw is not None else (self.misses, self.metrics.cache_misses)
-        )
-        counts[kind] = counts.get(kind, 0) + 1
-        metric.labels(kind).inc()
+        if raw is None:
+            self.misses[kind] = self.misses.get(kind, 0) + 1
+            self.metrics.cache_misses.labels(kind).inc()
+        else:
+            self.hits[kind] = self.hits.get(kind, 0) + 1
+            self.metrics.cache_hits.labels(kind).inc()
+        return raw
+
+    async def get(self, kind: str, key: str) -> dict | None:
+        """A stored JSON object, or None (missing or unreadable)."""
+        raw = await self.get_raw(kind, key)
         if raw is None:
             return None
         try:
             return json.loads(raw)
         except ValueError:
             return None
+
+    async def set_raw(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self.backend.set(key, value, ttl_s)
 
     async def set(self, key: str, value: dict, ttl_s: int) -> None:
         await self.backend.set(key, json.dumps(value, separators=(",", ":")).encode(), ttl_s)
