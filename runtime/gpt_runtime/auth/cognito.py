@@ -221,3 +221,6 @@ class CognitoAuth:
     async def authenticate(self, access_token: str) -> User:
         claims = await self.verifier.verify(access_token)
         return await self.linker.user(claims, access_token, self._email_of)
+
+    def forget_user(self, user_id: str) -> None:
+        self.linker.forget_user(user_id)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
-from gpt_runtime.auth.local import TokenPair
+from gpt_runtime.auth.local import USER_CACHE_TTL_S, TokenPair
 from gpt_runtime.errors import BadRequest, ServiceUnavailable, Unauthorized
 from gpt_runtime.storage import AlreadyExists, Store, User
 
@@ -150,30 +150,46 @@ EmailLookup = Callable[[str, dict[str, Any]], Awaitable[str | None]]
 
 
 class SubjectLinker:
-    """The local User for a token's subject: found or created once, then remembered by subject."""
+    """The local User for a token's subject: found or created once, then remembered for a few seconds."""
 
-    def __init__(self, store: Store, issuer: str, *, groups_claim: str, max_cached: int = 10_000):
+    def __init__(
+        self, store: Store, issuer: str, *, groups_claim: str, ttl_s: float = USER_CACHE_TTL_S, max_cached: int = 10_000
+    ):
         self.store = store
         self.issuer_host = urlsplit(issuer).netloc or "issuer"
         self.groups_claim = groups_claim
+        self.ttl_s = ttl_s
         self.max_cached = max_cached
-        self._by_subject: OrderedDict[str, str] = OrderedDict()
+        self._ids: OrderedDict[str, str] = OrderedDict()  # subject -> local user id (linking is costly)
+        self._users: dict[str, tuple[float, User]] = {}  # subject -> (expires, user): skips a read per request
 
     async def user(self, claims: dict[str, Any], token: str, email_lookup: EmailLookup | None = None) -> User:
         role = role_from_groups(claims.get(self.groups_claim))
         subject = str(claims["sub"])
-        user_id = self._by_subject.get(subject)
+        now = time.monotonic()
+        cached = self._users.get(subject)
+        if cached is not None and cached[0] > now and cached[1].role == role:
+            return cached[1]
+        user_id = self._ids.get(subject)
         user = await self.store.get_user(user_id) if user_id else None
         if user is None:
             user = await self._link(subject, claims, token, email_lookup, role)
-            self._by_subject[subject] = user.id
-            while len(self._by_subject) > self.max_cached:
-                self._by_subject.popitem(last=False)
+            self._ids[subject] = user.id
+            while len(self._ids) > self.max_cached:
+                self._ids.popitem(last=False)
         else:
-            self._by_subject.move_to_end(subject)
-        if user.role != role:
+            self._ids.move_to_end(subject)
+        if user.role != role:  # the issuer's groups decide the tier
             user = await self.store.update_user(user.id, role=role) or user
+        if len(self._users) > self.max_cached:
+            self._users.clear()
+        self._users[subject] = (now + self.ttl_s, user)
         return user
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop what is remembered about a local user whose record changed."""
+        for subject in [s for s, (_, user) in self._users.items() if user.id == user_id]:
+            del self._users[subject]
 
     async def _link(
         self, subject: str, claims: dict[str, Any], token: str, email_lookup: EmailLookup | None, role: str
@@ -216,6 +232,9 @@ class OIDCAuth:
     async def authenticate(self, access_token: str) -> User:
         claims = await self.verifier.verify(access_token)
         return await self.linker.user(claims, access_token)
+
+    def forget_user(self, user_id: str) -> None:
+        self.linker.forget_user(user_id)
 
     async def signup(self, email: str, password: str) -> tuple[User, str | None]:
         raise _managed_elsewhere(self.verifier.issuer)
