@@ -47,35 +47,53 @@ from gpt_model.tokenizer import StreamDecoder
 
 
 class SlotKVCache:
-    """Keys/values of up to `max_slots` sequences: [layers, slots, kv_heads, capacity, head_dim].
+    """Keys/values of running sequences: [layers, slots, kv_heads, capacity, head_dim].
 
     Running requests occupy slots 0..n-1 (kept compact by moving the last one into a freed slot),
-    so a decode step attends over a plain slice, no gather. The capacity grows on demand.
+    so a decode step attends over a plain slice, no gather. The engine reserves room (slots and
+    capacity) when it admits requests, within a memory budget, and releases it when idle.
     """
 
-    def __init__(self, n_layer, n_kv_head, head_dim, max_slots, max_len, device, dtype, capacity=256):
-        self.shape = (n_layer, max_slots, n_kv_head, head_dim)
-        self.max_len = max_len
+    def __init__(self, n_layer, n_kv_head, head_dim, max_slots, max_len, device, dtype):
+        self.layers, self.heads, self.head_dim = n_layer, n_kv_head, head_dim
+        self.max_slots, self.max_len = max_slots, max_len
         self.device, self.dtype = device, dtype
-        self.capacity = 0
-        self.k = self.v = torch.empty(0)
-        self._grow(min(capacity, max_len))
+        self.token_bytes = n_layer * n_kv_head * head_dim * 2 * torch.empty(0, dtype=dtype).element_size()
+        self.slots = self.capacity = 0
+        self.k = self.v = torch.empty(0, device=device, dtype=dtype)
         self._mode: tuple = ()
 
-    def _grow(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        new_cap = min(self.max_len, max(needed, 2 * self.capacity, 64))
-        L, S, H, D = self.shape
-        k = torch.zeros(L, S, H, new_cap, D, device=self.device, dtype=self.dtype)
-        v = torch.zeros_like(k)
-        if self.capacity:
-            k[:, :, :, : self.capacity] = self.k
-            v[:, :, :, : self.capacity] = self.v
-        self.k, self.v, self.capacity = k, v, new_cap
+    def plan(self, slots: int, length: int) -> tuple[int, int]:
+        """The (slots, capacity) an allocation for `slots` sequences of `length` tokens gets."""
+        s = 1
+        while s < slots:
+            s *= 2
+        c = 256 * -(-max(length, 1) // 256)
+        return max(self.slots, min(s, self.max_slots)), max(self.capacity, min(c, self.max_len))
 
-    def ensure(self, length: int) -> None:
-        self._grow(length)
+    def bytes_for(self, slots: int, length: int) -> int:
+        s, c = self.plan(slots, length)
+        return s * c * self.token_bytes
+
+    def reserve(self, slots: int, length: int) -> None:
+        s, c = self.plan(slots, length)
+        if (s, c) == (self.slots, self.capacity):
+            return
+        shape = (self.layers, s, self.heads, c, self.head_dim)
+        k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        v = torch.zeros_like(k)
+        if self.slots and self.capacity:
+            k[:, : self.slots, :, : self.capacity] = self.k
+            v[:, : self.slots, :, : self.capacity] = self.v
+        self.k, self.v, self.slots, self.capacity = k, v, s, c
+
+    def release(self) -> None:
+        self.k = self.v = torch.empty(0, device=self.device, dtype=self.dtype)
+        self.slots = self.capacity = 0
+
+    def ensure(self, length: int, slots: int = 1) -> None:
+        if length > self.capacity or slots > self.slots:
+            self.reserve(slots, length)
 
     def move(self, src: int, dst: int) -> None:
         self.k[:, dst] = self.k[:, src]
@@ -83,20 +101,20 @@ class SlotKVCache:
 
     def prefill(self, slot: int, start: int, length: int) -> None:
         """Next forward writes `length` tokens of `slot` from position `start`."""
-        self.ensure(start + length)
+        self.ensure(start + length, slot + 1)
         self._mode = ("prefill", slot, start, length)
 
     def prefill_packed(self, slots: Sequence[int], lengths: Sequence[int]) -> None:
         """Next forward is several whole prompts packed in one row: prompt j (lengths[j] tokens)
         goes to slots[j] from position 0; attention is causal within each prompt only."""
-        self.ensure(max(lengths))
+        self.ensure(max(lengths), max(slots) + 1)
         dev = self.device
         seg = torch.repeat_interleave(torch.arange(len(lengths), device=dev), torch.tensor(lengths, device=dev))
         starts = torch.tensor([0, *itertools.accumulate(lengths)][:-1], device=dev)
         pos = torch.arange(int(sum(lengths)), device=dev) - starts[seg]
         slot_of = torch.tensor(list(slots), device=dev)[seg]
-        heads = torch.arange(self.shape[2], device=dev)[:, None]
-        flat = ((slot_of[None, :] * self.shape[2] + heads) * self.capacity + pos[None, :]).reshape(-1)
+        heads = torch.arange(self.heads, device=dev)[:, None]
+        flat = ((slot_of[None, :] * self.heads + heads) * self.capacity + pos[None, :]).reshape(-1)
         mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
         self._mode = ("packed", flat, mask)
         self.packed_positions = pos
@@ -105,19 +123,19 @@ class SlotKVCache:
         """Next forward writes one token for each of slots 0..n-1 at `positions` [n]."""
         n = positions.shape[0]
         span = int(positions.max()) + 1 if span is None else span
-        self.ensure(span)
+        self.ensure(span, n)
         mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]
         # row-major offsets of (slot, head, position) in a [slots * heads * capacity, head_dim] view
-        heads = torch.arange(self.shape[2], device=self.device)
+        heads = torch.arange(self.heads, device=self.device)
         flat = (
-            (torch.arange(n, device=self.device)[:, None] * self.shape[2] + heads) * self.capacity + positions[:, None]
+            (torch.arange(n, device=self.device)[:, None] * self.heads + heads) * self.capacity + positions[:, None]
         ).reshape(-1)
         self._mode = ("decode", n, flat, span, mask[:, None, None, :])
 
     def update(self, layer, k, v):
         if self._mode[0] == "packed":
             _, flat, mask = self._mode
-            _, S, H, D = self.shape
+            S, H, D = self.slots, self.heads, self.head_dim
             total = k.shape[2]
             self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k[0].reshape(H * total, D))
             self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v[0].reshape(H * total, D))
@@ -132,7 +150,7 @@ class SlotKVCache:
             values = self.v[layer, slot : slot + 1, :, : start + length]
             return keys, values, causal_mask(length, start + length, k.device), False
         _, n, flat, span, mask = self._mode
-        _, S, H, D = self.shape
+        S, H, D = self.slots, self.heads, self.head_dim
         self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k.reshape(n * H, D))
         self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v.reshape(n * H, D))
         return self.k[layer, :n, :, :span], self.v[layer, :n, :, :span], mask, False
@@ -145,13 +163,24 @@ class SlotKVCache:
 class GPTRunner:
     """Runs our GPT with a slot KV cache: batched decode over all running requests."""
 
-    def __init__(self, model, max_slots: int, max_len: int):
+    def __init__(self, model, max_slots: int, max_len: int, budget_bytes: int | None = None):
         cfg = model.config
         param = next(model.parameters())
         self.model = model
         self.device = param.device
         self.vocab_size = cfg.vocab_size
         self.cache = SlotKVCache(cfg.n_layer, cfg.kv_heads, cfg.dim_head, max_slots, max_len, param.device, param.dtype)
+        self.budget_bytes = budget_bytes
+
+    def fits(self, slots: int, length: int) -> bool:
+        """Whether a KV cache for `slots` sequences of `length` tokens stays within the budget."""
+        return self.budget_bytes is None or self.cache.bytes_for(slots, length) <= self.budget_bytes
+
+    def reserve(self, slots: int, length: int) -> None:
+        self.cache.reserve(slots, length)
+
+    def idle(self) -> None:
+        self.cache.release()
 
     @torch.inference_mode()
     def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
@@ -180,7 +209,7 @@ class GPTRunner:
     def move(self, src: int, dst: int) -> None:
         self.cache.move(src, dst)
 
-    def release(self, slot: int) -> None:
+    def free(self, slot: int) -> None:
         pass
 
 
@@ -188,7 +217,7 @@ class TransformersRunner:
     """Fallback for architectures our code does not implement: a transformers model, one
     sequence per forward (each slot keeps its own past_key_values)."""
 
-    def __init__(self, model, max_slots: int, max_len: int):
+    def __init__(self, model, max_slots: int, max_len: int, budget_bytes: int | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.vocab_size = model.config.vocab_size
@@ -218,8 +247,17 @@ class TransformersRunner:
         self.past[dst] = self.past[src]
         self.past[src] = None
 
-    def release(self, slot: int) -> None:
+    def free(self, slot: int) -> None:
         self.past[slot] = None
+
+    def fits(self, slots: int, length: int) -> bool:
+        return True
+
+    def reserve(self, slots: int, length: int) -> None:
+        pass
+
+    def idle(self) -> None:
+        self.past = [None] * len(self.past)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +286,11 @@ class _Request:
     first_token_at: float | None = None
 
     @property
+    def need(self) -> int:
+        """The most tokens this request can hold in the KV cache."""
+        return len(self.prompt) + self.budget
+
+    @property
     def position(self) -> int:
         """Tokens in the cache: the next token's position."""
         return len(self.prompt) + len(self.generated) - 1
@@ -265,6 +308,7 @@ class EngineStats:
     queue_depth: int = 0
     running: int = 0
     tokens_per_s: float = 0.0
+    kv_cache_mb: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +330,7 @@ class ModelEngine:
         max_queue: int = 256,
         prefill_chunk: int = 512,
         threads: int | None = None,
+        kv_cache_mb: float | None = None,
         loaded: Loaded | None = None,
     ):
         self.source = source
@@ -300,7 +345,23 @@ class ModelEngine:
         self.tokenizer = self._loaded.tokenizer
         self.model_id = self._loaded.model_id
         window = self._loaded.context_window
-        self.context_window = min(window, max_context_tokens) if max_context_tokens else window
+        window = min(window, max_context_tokens) if max_context_tokens else window
+        if kv_cache_mb is None:
+            kv_cache_mb = float(os.environ.get("GPT_MODEL_KV_CACHE_MB", "0") or 0) or (
+                8192 if str(self.device).startswith("cuda") else 1024
+            )
+        self.kv_cache_bytes = int(kv_cache_mb * 2**20)
+        model = self._loaded.model
+        if self._loaded.config is not None:
+            self._runner: GPTRunner | TransformersRunner = GPTRunner(model, max_batch_size, window, self.kv_cache_bytes)
+            # one request alone must fit in the KV cache budget
+            fits_alone = (self.kv_cache_bytes // self._runner.cache.token_bytes) // 256 * 256
+            if fits_alone < window:
+                window = max(fits_alone, 256)
+                self._runner.cache.max_len = window
+        else:
+            self._runner = TransformersRunner(model, max_batch_size, window)
+        self.context_window = window
         self.stats = EngineStats()
         self._requests: dict[str, _Request] = {}
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -309,7 +370,6 @@ class ModelEngine:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._runner: GPTRunner | TransformersRunner | None = None
         self._rate_window: collections.deque[tuple[float, int]] = collections.deque()
         self._seen: torch.Tensor | None = None  # [slots, vocab] for repetition penalty
         self.error: str | None = None
@@ -322,9 +382,6 @@ class ModelEngine:
     async def start(self) -> None:
         if self._thread is not None:
             return
-        model = self._loaded.model
-        runner_cls = GPTRunner if self._loaded.config is not None else TransformersRunner
-        self._runner = runner_cls(model, self.max_batch_size, self.context_window)
         self._seen = torch.zeros(
             self.max_batch_size, self._runner.vocab_size, dtype=torch.bool, device=self._runner.device
         )
@@ -423,6 +480,9 @@ class ModelEngine:
         with self._cond:
             s = EngineStats(**vars(self.stats))
             s.queue_depth, s.running = len(self._waiting), len(self._running)
+            cache = getattr(self._runner, "cache", None)
+            if cache is not None:
+                s.kv_cache_mb = cache.slots * cache.capacity * cache.token_bytes / 2**20
         now = time.monotonic()
         window = [(t, n) for t, n in list(self._rate_window) if now - t <= 5.0]
         if window:
@@ -457,6 +517,7 @@ class ModelEngine:
         while True:
             with self._cond:
                 while not self._stop and not self._waiting and not self._running and not self._prefilling:
+                    self._runner.idle()  # nothing to do: give the KV cache memory back
                     self._cond.wait()
                 if self._stop:
                     return
@@ -522,10 +583,13 @@ class ModelEngine:
         self._drop_finished()
 
     def _admit_pack(self, budget: int) -> list[_Request]:
-        """Waiting requests for free slots: whole prompts within `budget` tokens, or one longer
-        prompt alone (which is then prefilled in chunks)."""
+        """Waiting requests for free slots, first come first served: whole prompts within `budget`
+        tokens, or one longer prompt alone (which is then prefilled in chunks). A request waits
+        while the KV cache for it and the running ones (each up to prompt + max_tokens) would
+        exceed the memory budget."""
         pack: list[_Request] = []
         used = 0
+        length = max((r.need for r in self._running), default=0)
         with self._cond:
             while self._waiting and len(self._running) + len(pack) < self.max_batch_size:
                 req = self._waiting[0]
@@ -534,12 +598,18 @@ class ModelEngine:
                     continue
                 if pack and used + len(req.prompt) > budget:
                     break
+                slots, longest = len(self._running) + len(pack) + 1, max(length, req.need)
+                if (self._running or pack) and not self._runner.fits(slots, longest):
+                    break
                 self._waiting.popleft()
                 req.slot = len(self._running) + len(pack)
                 pack.append(req)
                 used += len(req.prompt)
+                length = longest
                 if used >= budget:
                     break
+        if pack:
+            self._runner.reserve(len(self._running) + len(pack), length)
         return pack
 
     def _prefill_chunk(self, req: _Request, budget: int) -> int:
@@ -630,7 +700,7 @@ class ModelEngine:
         if req is not None and req.cancelled:
             req.done = True
             self._prefilling = None
-            self._runner.release(req.slot)
+            self._runner.free(req.slot)
         for req in [r for r in self._running if r.cancelled]:
             req.done = True
             self._remove(req)
@@ -656,14 +726,15 @@ class ModelEngine:
                 self._running[slot] = moved
                 moved.slot = slot
             self._running.pop()
-            runner.release(last)
+            runner.free(last)
 
 
 def open_model_engine(source: str, **options: Any) -> ModelEngine:
     """An unstarted engine for a real model source; unknown options are ignored.
 
     Options: dtype ("float32" | "bfloat16"), max_context_tokens, cache_dir, device,
-    max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS).
+    max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS),
+    kv_cache_mb (KV cache memory budget; also $GPT_MODEL_KV_CACHE_MB; default 1024 on CPU, 8192 on CUDA).
     """
     known = {
         "dtype",
@@ -674,6 +745,7 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
         "max_queue",
         "prefill_chunk",
         "threads",
+        "kv_cache_mb",
     }
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
     return ModelEngine(source, **kwargs)

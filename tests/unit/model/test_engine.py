@@ -328,3 +328,36 @@ def test_unknown_sources_fail_clearly():
         open_model_engine("builtin:nope")
     with pytest.raises(ValueError, match="not a builtin"):
         open_model_engine("/no/such/dir")
+
+
+def test_kv_cache_budget_limits_concurrency_and_the_context_window():
+    # tiny: 2 layers x 2 kv heads x 16 dims x (k, v) x 4 bytes = 512 bytes per token
+    small = engine(kv_cache_mb=0.25)
+    assert small.context_window == 512  # one request alone must fit in 256 KiB
+
+    async def main():
+        e = engine(kv_cache_mb=1.0)  # 2048 tokens: four requests of up to 512 tokens at once
+        assert e.context_window == 1024
+        peak = 0
+
+        async def one(i):
+            nonlocal peak
+            rid = await e.submit(
+                GenerationRequest(f"r{i}", msgs(f"n{i}"), SamplingParams(temperature=0, max_tokens=300))
+            )
+            async for ev in e.stream(rid):
+                peak = max(peak, (await e.health()).running)
+                assert e.snapshot().kv_cache_mb <= 1.0
+                last = ev
+            return last
+
+        finals = await asyncio.gather(*[one(i) for i in range(6)])
+        await asyncio.sleep(0.05)
+        idle = e.snapshot()
+        await e.close()
+        return finals, peak, idle
+
+    finals, peak, idle = run(main())
+    assert [f.usage.completion_tokens for f in finals] == [300] * 6
+    assert 2 <= peak <= 4
+    assert idle.kv_cache_mb == 0  # released when idle
