@@ -31,6 +31,9 @@ job                    JOB#<id> / JOB      user_id, status, request/result (JSON
 * Messages: ``add_messages`` reads the conversation's ``message_count`` and writes the messages with
   the next sequence numbers plus the conversation update in one transaction conditioned on that count
   (optimistic concurrency: a concurrent writer makes it retry). ``message_count`` is therefore exact.
+* Limits that come with DynamoDB: an item is at most 400 KB (a message's content well under that; the
+  runtime's prompt and token limits keep it there) and a transaction 100 items, so large appends are
+  written in chunks of 99 messages, each its own transaction.
 * Delete removes the conversation item first (so it is gone atomically for readers and later writes
   fail their condition), then its messages in batches.
 """

@@ -323,3 +323,17 @@ def test_bad_dynamodb_urls_are_refused():
         open_store("dynamodb://t?tabel=x")
     with pytest.raises(ValueError, match="unsupported database URL scheme"):
         open_store("postgres://db")
+
+
+async def test_a_long_batch_of_messages_keeps_its_order(backend: Backend):
+    store = backend.store
+    ann = await _user(store)
+    conversation = await store.create_conversation(ann.id, "long")
+    batch = [NewMessage("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(150)]
+    stored = await store.add_messages(ann.id, conversation.id, batch)
+    assert stored is not None and [m.content for m in stored] == [f"m{i}" for i in range(150)]
+    assert [m.content for m in await store.list_messages(ann.id, conversation.id) or []] == [
+        f"m{i}" for i in range(150)
+    ]
+    after = await store.get_conversation(ann.id, conversation.id)
+    assert after is not None and after.message_count == 150
