@@ -63,28 +63,36 @@ class SlotKVCache:
         self.k = self.v = torch.empty(0, device=device, dtype=dtype)
         self._mode: tuple = ()
 
-    def plan(self, slots: int, length: int) -> tuple[int, int]:
-        """The (slots, capacity) an allocation for `slots` sequences of `length` tokens gets."""
+    def plan(self, slots: int, length: int, exact: bool = False) -> tuple[int, int]:
+        """The (slots, capacity) an allocation for `slots` sequences of up to `length` tokens gets:
+        grown from the current one, or (exact) just big enough, which may shrink it."""
         s = 1
         while s < slots:
             s *= 2
-        c = 256 * -(-max(length, 1) // 256)
-        return max(self.slots, min(s, self.max_slots)), max(self.capacity, min(c, self.max_len))
+        s, c = min(s, self.max_slots), min(256 * -(-max(length, 1) // 256), self.max_len)
+        if exact:
+            return s, c
+        return max(self.slots, s), max(self.capacity, c)
 
-    def bytes_for(self, slots: int, length: int) -> int:
-        s, c = self.plan(slots, length)
+    def bytes_for(self, slots: int, length: int, exact: bool = False) -> int:
+        s, c = self.plan(slots, length, exact)
         return s * c * self.token_bytes
 
-    def reserve(self, slots: int, length: int) -> None:
+    def reserve(self, slots: int, length: int, budget: int | None = None) -> None:
+        """Room for `slots` sequences of up to `length` tokens (every running sequence must be
+        among the first `slots` and shorter than `length`). Grows; shrinks only to meet `budget`."""
         s, c = self.plan(slots, length)
+        if budget is not None and s * c * self.token_bytes > budget:
+            s, c = self.plan(slots, length, exact=True)
         if (s, c) == (self.slots, self.capacity):
             return
         shape = (self.layers, s, self.heads, c, self.head_dim)
         k = torch.zeros(shape, device=self.device, dtype=self.dtype)
         v = torch.zeros_like(k)
-        if self.slots and self.capacity:
-            k[:, : self.slots, :, : self.capacity] = self.k
-            v[:, : self.slots, :, : self.capacity] = self.v
+        keep_s, keep_c = min(s, self.slots), min(c, self.capacity)
+        if keep_s and keep_c:
+            k[:, :keep_s, :, :keep_c] = self.k[:, :keep_s, :, :keep_c]
+            v[:, :keep_s, :, :keep_c] = self.v[:, :keep_s, :, :keep_c]
         self.k, self.v, self.slots, self.capacity = k, v, s, c
 
     def release(self) -> None:
@@ -174,10 +182,10 @@ class GPTRunner:
 
     def fits(self, slots: int, length: int) -> bool:
         """Whether a KV cache for `slots` sequences of `length` tokens stays within the budget."""
-        return self.budget_bytes is None or self.cache.bytes_for(slots, length) <= self.budget_bytes
+        return self.budget_bytes is None or self.cache.bytes_for(slots, length, exact=True) <= self.budget_bytes
 
     def reserve(self, slots: int, length: int) -> None:
-        self.cache.reserve(slots, length)
+        self.cache.reserve(slots, length, self.budget_bytes)
 
     def idle(self) -> None:
         self.cache.release()

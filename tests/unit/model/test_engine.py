@@ -361,3 +361,40 @@ def test_kv_cache_budget_limits_concurrency_and_the_context_window():
     assert [f.usage.completion_tokens for f in finals] == [300] * 6
     assert 2 <= peak <= 4
     assert idle.kv_cache_mb == 0  # released when idle
+
+
+def test_a_long_request_waits_for_room_then_runs_with_the_cache_reshaped_under_budget():
+    long_prompt = "long context " * 50
+
+    async def main():
+        e = engine(kv_cache_mb=1.0, prefill_chunk=256)
+        over = False
+
+        async def one(rid, text, n):
+            nonlocal over
+            await e.submit(GenerationRequest(rid, msgs(text), SamplingParams(temperature=0, max_tokens=n)))
+            parts = []
+            async for ev in e.stream(rid):
+                over = over or e.snapshot().kv_cache_mb > 1.0
+                if isinstance(ev, TextDelta):
+                    parts.append(ev.text)
+                else:
+                    return "".join(parts), ev
+
+        lengths = [300, 40, 40, 40]  # one keeps running (and its cache is kept) when the long one joins
+        shorts = [asyncio.create_task(one(f"s{i}", f"short {i}", n)) for i, n in enumerate(lengths)]
+        await asyncio.sleep(0.01)
+        long = await one("long", long_prompt, 300)
+        done = await asyncio.gather(*shorts)
+        await e.close()
+        return e, long, done, over
+
+    e, (text, fin), done, over = run(main())
+    assert not over
+    assert fin.usage.completion_tokens == 300 and [f.usage.completion_tokens for _, f in done] == [300, 40, 40, 40]
+    ids = e.tokenizer.encode_chat(msgs(long_prompt))
+    assert len(ids) + 300 > 512  # needs more room than the short ones' 512-token slots
+    for prompt, got in ((long_prompt, text), ("short 0", done[0][0])):
+        ids = e.tokenizer.encode_chat(msgs(prompt))
+        expected = e._loaded.model.generate(torch.tensor([ids], device=DEVICE), 300)[0, len(ids) :].tolist()
+        assert got == e.tokenizer.decode(expected)
