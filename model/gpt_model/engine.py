@@ -407,7 +407,8 @@ class ModelEngine:
         await asyncio.to_thread(thread.join)
         self._thread = None
         for req in list(self._requests.values()):
-            self._finish(req, "cancelled")
+            if not (req.done or req.cancelled):
+                self._finish(req, "cancelled")
         self._waiting.clear()
         self._running.clear()
         self._prefilling = None

@@ -398,3 +398,43 @@ def test_a_long_request_waits_for_room_then_runs_with_the_cache_reshaped_under_b
         ids = e.tokenizer.encode_chat(msgs(prompt))
         expected = e._loaded.model.generate(torch.tensor([ids], device=DEVICE), 300)[0, len(ids) :].tolist()
         assert got == e.tokenizer.decode(expected)
+
+
+def test_a_failing_step_fails_its_requests_with_an_error_and_the_engine_keeps_serving():
+    async def main():
+        e = engine()
+        await e.start()
+        real_decode, calls = e._runner.decode, {"n": 0}
+
+        def flaky(tokens, positions):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("device fell over")
+            return real_decode(tokens, positions)
+
+        e._runner.decode = flaky
+        _, failed = await collect(e, GenerationRequest("a", msgs("x"), SamplingParams(temperature=0, max_tokens=10)))
+        _, ok = await collect(e, GenerationRequest("b", msgs("x"), SamplingParams(temperature=0, max_tokens=10)))
+        health = await e.health()
+        await e.close()
+        return failed, ok, health
+
+    failed, ok, health = run(main())
+    assert failed.finish_reason == "error" and "device fell over" in failed.error
+    assert ok.finish_reason == "length" and ok.usage.completion_tokens == 10
+    assert health.ready and "device fell over" in health.detail
+
+
+def test_close_ends_every_open_stream_once():
+    async def main():
+        e = engine(max_batch_size=1)
+        ids = [await e.submit(GenerationRequest(f"r{i}", msgs("x"), SamplingParams(max_tokens=900))) for i in range(3)]
+        consumers = [asyncio.create_task(events(e, rid)) for rid in ids]
+        await asyncio.sleep(0.05)
+        await e.close()
+        return await asyncio.gather(*consumers)
+
+    for evs in run(main()):
+        finished = [ev for ev in evs if isinstance(ev, Finished)]
+        assert len(finished) == 1 and finished[0].finish_reason in ("cancelled", "length", "stop")
+        assert evs[-1] is finished[0]
