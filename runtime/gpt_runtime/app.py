@@ -20,6 +20,7 @@ from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.middleware import RequestContextMiddleware
+from gpt_runtime.read_cache import ReadCacheMiddleware
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
 from gpt_runtime.services.generation import GenerationService
@@ -83,6 +84,39 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.store.close()
 
 
+PUBLIC_PATHS = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/auth/signup",
+    "/auth/login",
+    "/auth/refresh",
+    "/auth/verify-email",
+    "/auth/forgot-password",
+    "/auth/reset-password",
+)
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Declare bearer auth in the OpenAPI document (the dependency reads the header itself, for speed)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Access token from POST /auth/login"}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path not in PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(
     settings: RuntimeSettings | None = None,
     *,
@@ -127,8 +161,10 @@ def create_app(
         description="Conversation API served by every model pod.",
         lifespan=lifespan,
     )
+    _document_bearer_auth(app)
     install_error_handlers(app)
+    app.add_middleware(ReadCacheMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (health, auth, conversations, generate, jobs, usage, admin, ws):
+    for module in (conversations, generate, auth, jobs, usage, admin, health, ws):
         app.include_router(module.router)
     return app

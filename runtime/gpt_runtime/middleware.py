@@ -43,6 +43,7 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self._children: dict[tuple[str, str, int], tuple] = {}  # metric children by (method, route, status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -121,10 +122,19 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, elapsed: float, request_id: str) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        template = getattr(route, "path", None) or scope.get("state", {}).get("route_template") or "unmatched"
         method = scope.get("method", "WS")
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.duration.labels(method, template).observe(elapsed)
+        key = (method, template, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.duration.labels(method, template),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "request",
             extra={

@@ -178,7 +178,12 @@ def test_conversation_reads_are_cached_and_every_write_invalidates(server, api):
     assert api.get(f"/conversations/{created['id']}").json()["title"] == "renamed"
     assert api.get("/conversations").json()["items"][0]["title"] == "renamed"
     api.post("/generate", json={"prompt": "new message", "conversation_id": created["id"]})
-    assert api.get(f"/conversations/{created['id']}").json()["message_count"] == 2
+    first, second = (api.get(f"/conversations/{created['id']}") for _ in range(2))
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert first.json() == second.json() and second.json()["message_count"] == 2
+    assert second.headers["x-ratelimit-limit"] and second.headers["x-request-id"]
+    forged = server.client("not-a-token").get(f"/conversations/{created['id']}")
+    assert forged.status_code == 401 and forged.json()["error"]["type"] == "authentication_error"
     api.delete(f"/conversations/{created['id']}")
     assert api.get("/conversations").json()["items"] == []
     assert api.get(f"/conversations/{created['id']}").status_code == 404
