@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
-from gpt_runtime.api import admin, auth, conversations, generate, health, jobs, usage, ws
+from gpt_runtime.api import admin, auth, conversations, files, generate, health, jobs, usage, ws
 from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.email import EmailSender, LogEmailSender
 from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
+from gpt_runtime.backends.files import open_file_store
 from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.metrics import Metrics
@@ -57,6 +58,8 @@ async def build_runtime(
         visibility_timeout_s=settings.job_visibility_timeout_s,
         max_receives=settings.job_max_receives,
     )
+    files = open_file_store(settings.resolved_files_url)
+    await files.open()
     limits = Limits(counter, settings, metrics)
     gate = AdmissionGate(settings.max_concurrent_generations, settings.max_waiting_generations, metrics)
     generation = GenerationService(store, model, metrics, settings, limits=limits, cache=cache, gate=gate)
@@ -71,6 +74,7 @@ async def build_runtime(
         cache=cache,
         gate=gate,
         queue=queue,
+        files=files,
         generation=generation,
         jobs=JobService(store, queue, generation, metrics),
     )
@@ -78,7 +82,7 @@ async def build_runtime(
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.engine.close()
-    for backend in (runtime.queue, runtime.cache.backend, runtime.counter):
+    for backend in (runtime.queue, runtime.cache.backend, runtime.counter, runtime.files):
         with contextlib.suppress(Exception):
             await backend.close()
     await runtime.store.close()
@@ -164,7 +168,13 @@ def create_app(
     _document_bearer_auth(app)
     install_error_handlers(app)
     app.add_middleware(ReadCacheMiddleware)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (conversations, generate, auth, jobs, usage, admin, health, ws):
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        # multipart framing on top of the file itself
+        path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
+    )
+    for module in (conversations, generate, auth, jobs, files, usage, admin, health, ws):
         app.include_router(module.router)
     return app

@@ -10,6 +10,7 @@ from gpt_model.protocol import EngineClient
 
 from gpt_runtime.auth import AuthProvider
 from gpt_runtime.backends import JobQueue, WindowCounter
+from gpt_runtime.backends.files import FileStore
 from gpt_runtime.errors import Forbidden, Unauthorized
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
@@ -35,6 +36,7 @@ class Runtime:
     cache: CacheService
     gate: AdmissionGate
     queue: JobQueue
+    files: FileStore
     generation: GenerationService
     jobs: JobService
 

@@ -39,10 +39,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class RequestContextMiddleware:
     """Gives each request an id (X-Request-ID), enforces the body limit, records metrics and logs."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int):
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, path_limits: dict[str, int] | None = None
+    ):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.path_limits = path_limits or {}
         self._children: dict[tuple[str, str, int], tuple] = {}  # metric children by (method, route, status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,9 +63,10 @@ class RequestContextMiddleware:
                 await self.app(scope, receive, send)
                 return
             length = _header(scope, b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            limit = self.path_limits.get(scope["path"], self.max_body_bytes)
+            if length is not None and length.isdigit() and int(length) > limit:
                 status = 413
-                await self._reject(send, request_id)
+                await self._reject(send, request_id, limit)
                 return
             received = 0
 
@@ -71,8 +75,8 @@ class RequestContextMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
-                        raise BodyTooLarge(self.max_body_bytes)
+                    if received > limit:
+                        raise BodyTooLarge(limit)
                 return message
 
             async def send_with_id(message: Message) -> None:
@@ -92,15 +96,15 @@ class RequestContextMiddleware:
                 await self.app(scope, limited_receive, send_with_id)
             except BodyTooLarge:
                 status = 413
-                await self._reject(send, request_id)
+                await self._reject(send, request_id, limit)
         finally:
             self._record(scope, status, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
 
-    async def _reject(self, send: Send, request_id: str) -> None:
+    async def _reject(self, send: Send, request_id: str, limit: int) -> None:
         body = json.dumps(
             error_body(
-                f"request body exceeds {self.max_body_bytes} bytes",
+                f"request body exceeds {limit} bytes",
                 "invalid_request_error",
                 None,
                 "payload_too_large",

@@ -85,6 +85,7 @@ class RuntimeSettings(BaseSettings):
 
     # Input limits
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="POST /upload's own body limit")
     max_prompt_chars: int = Field(default=32_000, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
     default_max_tokens: int = Field(default=256, gt=0)

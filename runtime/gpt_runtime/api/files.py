@@ -6,15 +6,14 @@ The FileStore comes from `runtime.files` when the app built one, else it is open
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from pydantic import BaseModel
 
-from gpt_runtime.backends.files import FileMeta, FileStore, open_file_store, sniff_content_type
+from gpt_runtime.backends.files import FileMeta, FileStore, sniff_content_type
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.errors import APIError, NotFound, PayloadTooLarge
 from gpt_runtime.schemas import iso
@@ -59,19 +58,8 @@ class FileOut(BaseModel):
         )
 
 
-async def get_file_store(request: Request, runtime: RuntimeDep) -> FileStore:
-    files = getattr(runtime, "files", None)
-    if files is not None:
-        return files
-    state = request.app.state
-    if getattr(state, "files_lock", None) is None:
-        state.files_lock = asyncio.Lock()
-    async with state.files_lock:
-        if getattr(state, "files", None) is None:
-            store = open_file_store(runtime.settings.resolved_files_url)
-            await store.open()
-            state.files = store
-    return state.files
+async def get_file_store(runtime: RuntimeDep) -> FileStore:
+    return runtime.files
 
 
 Files = Annotated[FileStore, Depends(get_file_store)]
@@ -97,7 +85,7 @@ async def upload(
     conversation_id: Annotated[str | None, Form(max_length=64)] = None,
 ) -> FileOut:
     """Store a file for the caller. Its type comes from its bytes; the client's Content-Type is ignored."""
-    limit = getattr(runtime.settings, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES)
+    limit = runtime.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")

@@ -22,7 +22,7 @@ async def health() -> dict:
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: the model is loaded and the backends answer."""
     engine = await runtime.engine.health()
-    checks = {"engine": engine.ready, "database": await runtime.store.ping()}
+    checks = {"engine": engine.ready, "database": await runtime.store.ping(), "files": await runtime.files.ping()}
     body = {"status": "ready", "model": engine.model_id, "checks": checks}
     if all(checks.values()):
         return JSONResponse(body)

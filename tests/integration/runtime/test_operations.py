@@ -14,7 +14,7 @@ def test_health_and_ready(server):
         assert anon.get("/health").json() == {"status": "ok"}
         ready = anon.get("/ready").json()
         assert ready["status"] == "ready"
-        assert ready["checks"] == {"engine": True, "database": True}
+        assert ready["checks"] == {"engine": True, "database": True, "files": True}
         assert ready["model"] == "fake-echo"
 
 
