@@ -60,6 +60,7 @@ class SlotKVCache:
         self.device, self.dtype = device, dtype
         self.token_bytes = n_layer * n_kv_head * head_dim * 2 * torch.empty(0, dtype=dtype).element_size()
         self.slots = self.capacity = 0
+        self.version = 0  # bumped whenever k/v are reallocated
         self.k = self.v = torch.empty(0, device=device, dtype=dtype)
         self._mode: tuple = ()
 
@@ -94,10 +95,14 @@ class SlotKVCache:
             k[:, :keep_s, :, :keep_c] = self.k[:, :keep_s, :, :keep_c]
             v[:, :keep_s, :, :keep_c] = self.v[:, :keep_s, :, :keep_c]
         self.k, self.v, self.slots, self.capacity = k, v, s, c
+        self.version += 1
 
     def release(self) -> None:
+        if not self.slots:
+            return
         self.k = self.v = torch.empty(0, device=self.device, dtype=self.dtype)
         self.slots = self.capacity = 0
+        self.version += 1
 
     def ensure(self, length: int, slots: int = 1) -> None:
         if length > self.capacity or slots > self.slots:
@@ -171,7 +176,9 @@ class SlotKVCache:
 class GPTRunner:
     """Runs our GPT with a slot KV cache: batched decode over all running requests."""
 
-    def __init__(self, model, max_slots: int, max_len: int, budget_bytes: int | None = None):
+    def __init__(
+        self, model, max_slots: int, max_len: int, budget_bytes: int | None = None, cuda_graphs: bool | None = None
+    ):
         cfg = model.config
         param = next(model.parameters())
         self.model = model
@@ -179,6 +186,10 @@ class GPTRunner:
         self.vocab_size = cfg.vocab_size
         self.cache = SlotKVCache(cfg.n_layer, cfg.kv_heads, cfg.dim_head, max_slots, max_len, param.device, param.dtype)
         self.budget_bytes = budget_bytes
+        # CUDA graphs replay a whole decode step as one launch (per batch-size bucket); on by default on CUDA
+        self.cuda_graphs = param.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphs: dict[tuple[int, int], tuple] = {}
+        self._graph_version = -1
 
     def fits(self, slots: int, length: int) -> bool:
         """Whether a KV cache for `slots` sequences of `length` tokens stays within the budget."""
@@ -189,6 +200,7 @@ class GPTRunner:
 
     def idle(self) -> None:
         self.cache.release()
+        self._graphs.clear()
 
     @torch.inference_mode()
     def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
@@ -208,11 +220,56 @@ class GPTRunner:
         return self.model(x, positions=positions, cache=self.cache, logit_index=ends)[0]
 
     @torch.inference_mode()
-    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+    def decode(self, tokens: Sequence[int], positions: Sequence[int], graph_ok: bool = True) -> torch.Tensor:
+        """Logits [n, V] after one token for each of slots 0..n-1.
+
+        graph_ok=False when a slot beyond n holds live data (a prompt being prefilled in chunks):
+        a graph's padding rows write there.
+        """
+        n = len(tokens)
+        bucket = 1 << (n - 1).bit_length()
+        if self.cuda_graphs and graph_ok and bucket <= self.cache.slots:
+            return self._graph_decode(tokens, positions, bucket)
         x = torch.tensor(tokens, device=self.device)[:, None]
         pos = torch.tensor(positions, device=self.device)
         self.cache.decode(pos, max(positions) + 1)  # span from the host list: no device sync
         return self.model(x, positions=pos[:, None], cache=self.cache)[:, -1]
+
+    def _graph_decode(self, tokens, positions, bucket: int) -> torch.Tensor:
+        if self._graph_version != self.cache.version:  # the cache was reallocated: graphs point at old memory
+            self._graphs.clear()
+            self._graph_version = self.cache.version
+        entry = self._graphs.get((bucket, self.cache.capacity))
+        if entry is None:
+            entry = self._graphs[(bucket, self.cache.capacity)] = self._capture(bucket)
+        graph, tok_buf, pos_buf, out = entry
+        n = len(tokens)
+        host = torch.zeros(2, bucket, dtype=torch.long)  # padding rows: token 0 at position 0 of free slots
+        host[0, :n] = torch.tensor(tokens)
+        host[1, :n] = torch.tensor(positions)
+        tok_buf.copy_(host[0])
+        pos_buf.copy_(host[1])
+        graph.replay()
+        return out[:n]
+
+    def _capture(self, bucket: int) -> tuple:
+        tok_buf = torch.zeros(bucket, dtype=torch.long, device=self.device)
+        pos_buf = torch.zeros(bucket, dtype=torch.long, device=self.device)
+
+        def step():
+            self.cache.decode(pos_buf, self.cache.capacity)  # attend over the whole capacity, masked
+            return self.model(tok_buf[:, None], positions=pos_buf[:, None], cache=self.cache)[:, -1]
+
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+        return graph, tok_buf, pos_buf, out
 
     def move(self, src: int, dst: int) -> None:
         self.cache.move(src, dst)
@@ -242,7 +299,7 @@ class TransformersRunner:
         return torch.stack([self.prefill(s, p) for s, p in zip(slots, prompts, strict=True)])
 
     @torch.inference_mode()
-    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+    def decode(self, tokens: Sequence[int], positions: Sequence[int], graph_ok: bool = True) -> torch.Tensor:
         rows = []
         for slot, tok in enumerate(tokens):
             x = torch.tensor([[tok]], device=self.device)
@@ -581,7 +638,7 @@ class ModelEngine:
         n = len(ready)
         tokens = [r.generated[-1] for r in ready]
         positions = [r.position for r in ready]
-        logits = runner.decode(tokens, positions)
+        logits = runner.decode(tokens, positions, self._prefilling is None)
         self.stats.decode_steps += 1
         sampled = sample_rows(logits, [r.params for r in ready], [r.generator for r in ready], self._seen[:n])
         for slot, (req, token) in enumerate(zip(ready, sampled.tolist(), strict=True)):
