@@ -117,20 +117,37 @@ class SlotKVCache:
         self.ensure(start + length, slot + 1)
         self._mode = ("prefill", slot, start, length)
 
-    def prefill_packed(self, slots: Sequence[int], lengths: Sequence[int]) -> None:
-        """Next forward is several whole prompts packed in one row: prompt j (lengths[j] tokens)
-        goes to slots[j] from position 0; attention is causal within each prompt only."""
-        self.ensure(max(lengths), max(slots) + 1)
+    def prefill_packed(self, slots: Sequence[int], lengths: Sequence[int], starts: Sequence[int] | None = None) -> None:
+        """Next forward is several prompts packed in one row: prompt j (lengths[j] new tokens) goes
+        to slots[j] from position starts[j] (tokens before it are already in that slot, e.g. from
+        the prefix cache); attention is causal within each prompt only."""
+        n = len(lengths)
+        starts = list(starts) if starts is not None else [0] * n
+        ends = [a + b for a, b in zip(starts, lengths, strict=True)]
+        self.ensure(max(ends), max(slots) + 1)
         dev = self.device
-        seg = torch.repeat_interleave(torch.arange(len(lengths), device=dev), torch.tensor(lengths, device=dev))
-        starts = torch.tensor([0, *itertools.accumulate(lengths)][:-1], device=dev)
-        pos = torch.arange(int(sum(lengths)), device=dev) - starts[seg]
-        slot_of = torch.tensor(list(slots), device=dev)[seg]
+        seg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(lengths, device=dev))
+        offsets = torch.tensor([0, *itertools.accumulate(lengths)][:-1], device=dev)
+        pos = torch.arange(int(sum(lengths)), device=dev) - offsets[seg] + torch.tensor(starts, device=dev)[seg]
+        slot_t = torch.tensor(list(slots), device=dev)
         heads = torch.arange(self.heads, device=dev)[:, None]
-        flat = ((slot_of[None, :] * self.heads + heads) * self.capacity + pos[None, :]).reshape(-1)
-        mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
-        self._mode = ("packed", flat, mask)
+        flat = ((slot_t[seg][None, :] * self.heads + heads) * self.capacity + pos[None, :]).reshape(-1)
+        gather = None
+        if not any(starts):
+            mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
+        else:  # keys: each prompt's whole slot (cached prefix + new tokens), read back after the write
+            kseg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(ends, device=dev))
+            koffsets = torch.tensor([0, *itertools.accumulate(ends)][:-1], device=dev)
+            kpos = torch.arange(int(sum(ends)), device=dev) - koffsets[kseg]
+            gather = ((slot_t[kseg][None, :] * self.heads + heads) * self.capacity + kpos[None, :]).reshape(-1)
+            mask = (seg[:, None] == kseg[None, :]) & (kpos[None, :] <= pos[:, None])
+        self._mode = ("packed", flat, mask, gather)
         self.packed_positions = pos
+
+    def load_prefix(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copy cached prefix keys/values [layers, kv_heads, tokens, head_dim] into a slot."""
+        self.k[:, slot, :, : keys.shape[2]] = keys
+        self.v[:, slot, :, : values.shape[2]] = values
 
     def decode(self, positions: torch.Tensor, span: int | None = None) -> None:
         """Next forward writes one token for each of slots 0..n-1 at `positions` [n]."""
@@ -147,12 +164,17 @@ class SlotKVCache:
 
     def update(self, layer, k, v):
         if self._mode[0] == "packed":
-            _, flat, mask = self._mode
+            _, flat, mask, gather = self._mode
             S, H, D = self.slots, self.heads, self.head_dim
             total = k.shape[2]
-            self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k[0].reshape(H * total, D))
-            self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v[0].reshape(H * total, D))
-            return k, v, mask, False
+            k_flat = self.k[layer].view(S * H * self.capacity, D)
+            v_flat = self.v[layer].view(S * H * self.capacity, D)
+            k_flat.index_copy_(0, flat, k[0].reshape(H * total, D))
+            v_flat.index_copy_(0, flat, v[0].reshape(H * total, D))
+            if gather is None:
+                return k, v, mask, False
+            keys = k_flat.index_select(0, gather).view(1, H, -1, D)
+            return keys, v_flat.index_select(0, gather).view(1, H, -1, D), mask, False
         if self._mode[0] == "prefill":
             _, slot, start, length = self._mode
             self.k[layer, slot, :, start : start + length] = k[0]
@@ -167,6 +189,61 @@ class SlotKVCache:
         self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k.reshape(n * H, D))
         self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v.reshape(n * H, D))
         return self.k[layer, :n, :, :span], self.v[layer, :n, :, :span], mask, False
+
+
+class PrefixCache:
+    """Keys/values of prompt blocks seen before, so a new prompt that starts the same way (a system
+    prompt, the earlier turns of a conversation) skips recomputing them.
+
+    A block is `block` tokens; an entry is keyed by its parent entry and its exact tokens, so a
+    hit is an exact match of the whole prefix. Least recently used entries go first when the
+    memory budget is exceeded.
+    """
+
+    def __init__(self, block: int, max_bytes: int):
+        self.block, self.max_bytes = block, max_bytes
+        self.entries: collections.OrderedDict[tuple, tuple[int, torch.Tensor, torch.Tensor]] = collections.OrderedDict()
+        self.bytes = 0
+        self._ids = itertools.count(1)
+
+    def lookup(self, tokens: Sequence[int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Cached blocks at the start of `tokens`, leaving at least one token to compute."""
+        found: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        parent, b = 0, self.block
+        for i in range((len(tokens) - 1) // b):
+            key = (parent, tuple(tokens[i * b : (i + 1) * b]))
+            entry = self.entries.get(key)
+            if entry is None:
+                break
+            self.entries.move_to_end(key)
+            found.append(entry)
+            parent = entry[0]
+        return found
+
+    def insert(self, tokens: Sequence[int], k_slot: torch.Tensor, v_slot: torch.Tensor) -> None:
+        """Remember the full blocks of `tokens` whose keys/values are in k_slot/v_slot [L, H, T, D]."""
+        parent, b = 0, self.block
+        for i in range(len(tokens) // b):
+            key = (parent, tuple(tokens[i * b : (i + 1) * b]))
+            entry = self.entries.get(key)
+            if entry is None:
+                k = k_slot[:, :, i * b : (i + 1) * b].clone()
+                v = v_slot[:, :, i * b : (i + 1) * b].clone()
+                size = 2 * k.numel() * k.element_size()
+                if size > self.max_bytes:
+                    return
+                entry = self.entries[key] = (next(self._ids), k, v)
+                self.bytes += size
+                while self.bytes > self.max_bytes:
+                    _, (_, old_k, _) = self.entries.popitem(last=False)
+                    self.bytes -= 2 * old_k.numel() * old_k.element_size()
+            else:
+                self.entries.move_to_end(key)
+            parent = entry[0]
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,11 +287,13 @@ class GPTRunner:
         return self.model(x, positions=positions, cache=self.cache, last_only=True)[0, -1]
 
     @torch.inference_mode()
-    def prefill_many(self, slots: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Whole prompts in one packed forward; the logits after each prompt [n, V]."""
+    def prefill_many(
+        self, slots: Sequence[int], prompts: Sequence[Sequence[int]], starts: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Prompts (from `starts`, default 0) in one packed forward; the logits after each [n, V]."""
         lengths = [len(p) for p in prompts]
         x = torch.tensor([[t for p in prompts for t in p]], device=self.device)
-        self.cache.prefill_packed(slots, lengths)
+        self.cache.prefill_packed(slots, lengths, starts)
         ends = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
         positions = self.cache.packed_positions[None]
         return self.model(x, positions=positions, cache=self.cache, logit_index=ends)[0]
@@ -295,8 +374,11 @@ class TransformersRunner:
         self.past[slot] = out.past_key_values
         return out.logits[0, -1]
 
-    def prefill_many(self, slots: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        return torch.stack([self.prefill(s, p) for s, p in zip(slots, prompts, strict=True)])
+    def prefill_many(
+        self, slots: Sequence[int], prompts: Sequence[Sequence[int]], starts: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        starts = starts or [0] * len(prompts)
+        return torch.stack([self.prefill(*a) for a in zip(slots, prompts, starts, strict=True)])
 
     @torch.inference_mode()
     def decode(self, tokens: Sequence[int], positions: Sequence[int], graph_ok: bool = True) -> torch.Tensor:
@@ -345,6 +427,7 @@ class _Request:
     decoder: StreamDecoder | None = None
     generator: torch.Generator | None = None
     slot: int = -1
+    hit: list = field(default_factory=list)  # prefix cache blocks found at admission
     cancelled: bool = False  # set by cancel(); the worker frees the slot
     done: bool = False  # the worker has finished with it
     closed: bool = False  # a Finished was delivered (loop thread only)
@@ -368,12 +451,14 @@ class EngineStats:
     requests_cancelled: int = 0
     requests_rejected: int = 0
     prompt_tokens_total: int = 0
+    prefix_cached_tokens_total: int = 0  # prompt tokens not recomputed thanks to the prefix cache
     generated_tokens_total: int = 0
     decode_steps: int = 0
     queue_depth: int = 0
     running: int = 0
     tokens_per_s: float = 0.0
     kv_cache_mb: float = 0.0
+    prefix_cache_mb: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +481,9 @@ class ModelEngine:
         prefill_chunk: int = 512,
         threads: int | None = None,
         kv_cache_mb: float | None = None,
+        prefix_cache_mb: float | None = None,
+        prefix_block: int = 16,
+        cuda_graphs: bool | None = None,
         loaded: Loaded | None = None,
     ):
         self.source = source
@@ -418,7 +506,9 @@ class ModelEngine:
         self.kv_cache_bytes = int(kv_cache_mb * 2**20)
         model = self._loaded.model
         if self._loaded.config is not None:
-            self._runner: GPTRunner | TransformersRunner = GPTRunner(model, max_batch_size, window, self.kv_cache_bytes)
+            self._runner: GPTRunner | TransformersRunner = GPTRunner(
+                model, max_batch_size, window, self.kv_cache_bytes, cuda_graphs
+            )
             # one request alone must fit in the KV cache budget
             fits_alone = (self.kv_cache_bytes // self._runner.cache.token_bytes) // 256 * 256
             if fits_alone < window:
@@ -427,6 +517,13 @@ class ModelEngine:
         else:
             self._runner = TransformersRunner(model, max_batch_size, window)
         self.context_window = window
+        # prompts that start like earlier ones reuse their keys/values (default: a quarter of the KV budget)
+        prefix_bytes = int((kv_cache_mb / 4 if prefix_cache_mb is None else prefix_cache_mb) * 2**20)
+        self._prefix = (
+            PrefixCache(prefix_block, prefix_bytes)
+            if prefix_bytes > 0 and prefix_block > 0 and isinstance(self._runner, GPTRunner)
+            else None
+        )
         self.stats = EngineStats()
         self._requests: dict[str, _Request] = {}
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -549,6 +646,8 @@ class ModelEngine:
             cache = getattr(self._runner, "cache", None)
             if cache is not None:
                 s.kv_cache_mb = cache.slots * cache.capacity * cache.token_bytes / 2**20
+            if self._prefix is not None:
+                s.prefix_cache_mb = self._prefix.bytes / 2**20
         now = time.monotonic()
         window = [(t, n) for t, n in list(self._rate_window) if now - t <= 5.0]
         if window:
@@ -610,18 +709,27 @@ class ModelEngine:
         if self._prefilling is None and budget > 0:
             # whole prompts that fit the budget are packed into one forward
             pack = self._admit_pack(budget)
-            if len(pack) == 1 and len(pack[0].prompt) > budget:
+            for r in pack:  # cached prefixes go straight into their slots
+                if r.hit:
+                    runner.cache.load_prefix(
+                        r.slot, torch.cat([e[1] for e in r.hit], dim=2), torch.cat([e[2] for e in r.hit], dim=2)
+                    )
+                    r.hit = []
+            if len(pack) == 1 and len(pack[0].prompt) - pack[0].prefilled > budget:
                 self._prefilling = pack[0]  # too long for this iteration: chunked from now on
                 self._prefill_chunk(pack[0], budget)
             elif pack:
-                logits = runner.prefill_many([r.slot for r in pack], [r.prompt for r in pack])
-                self.stats.prompt_tokens_total += sum(len(r.prompt) for r in pack)
+                logits = runner.prefill_many(
+                    [r.slot for r in pack], [r.prompt[r.prefilled :] for r in pack], [r.prefilled for r in pack]
+                )
+                self.stats.prompt_tokens_total += sum(len(r.prompt) - r.prefilled for r in pack)
                 for r in pack:
                     r.prefilled = len(r.prompt)
                 with self._cond:
                     self._running.extend(pack)
                 for r in pack:
                     self._mark_prompt(r)
+                    self._remember_prompt(r)
                 sampled = sample_rows(
                     logits,
                     [r.params for r in pack],
@@ -662,15 +770,20 @@ class ModelEngine:
                 if req.cancelled:
                     self._waiting.popleft()
                     continue
-                if pack and used + len(req.prompt) > budget:
-                    break
                 slots, longest = len(self._running) + len(pack) + 1, max(length, req.need)
                 if (self._running or pack) and not self._runner.fits(slots, longest):
                     break
+                if self._prefix is not None and not req.prefilled:
+                    req.hit = self._prefix.lookup(req.prompt)
+                    req.prefilled = len(req.hit) * self._prefix.block
+                    self.stats.prefix_cached_tokens_total += req.prefilled
+                todo = len(req.prompt) - req.prefilled
+                if pack and used + todo > budget:
+                    break  # stays first in line; its prefix hit is kept for the next iteration
                 self._waiting.popleft()
                 req.slot = len(self._running) + len(pack)
                 pack.append(req)
-                used += len(req.prompt)
+                used += todo
                 length = longest
                 if used >= budget:
                     break
@@ -695,9 +808,15 @@ class ModelEngine:
                 req.slot = slot
             self._running.append(req)
         self._mark_prompt(req)
+        self._remember_prompt(req)
         token = int(sample_rows(logits[None], [req.params], [req.generator], self._seen[slot : slot + 1])[0])
         self._accept(req, slot, token)
         return len(chunk)
+
+    def _remember_prompt(self, req: _Request) -> None:
+        if self._prefix is not None:
+            cache = self._runner.cache
+            self._prefix.insert(req.prompt, cache.k[:, req.slot], cache.v[:, req.slot])
 
     def _mark_prompt(self, req: _Request) -> None:
         if req.params.repetition_penalty != 1.0:  # only then are the seen tokens tracked
@@ -800,7 +919,9 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
 
     Options: dtype ("float32" | "bfloat16"), max_context_tokens, cache_dir, device,
     max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS),
-    kv_cache_mb (KV cache memory budget; also $GPT_MODEL_KV_CACHE_MB; default 1024 on CPU, 8192 on CUDA).
+    kv_cache_mb (KV cache memory budget; also $GPT_MODEL_KV_CACHE_MB; default 1024 on CPU, 8192 on CUDA),
+    prefix_cache_mb (reused prompt prefixes; default kv_cache_mb / 4; 0 disables), prefix_block (16),
+    cuda_graphs (default: on for CUDA).
     """
     known = {
         "dtype",
@@ -812,6 +933,9 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
         "prefill_chunk",
         "threads",
         "kv_cache_mb",
+        "prefix_cache_mb",
+        "prefix_block",
+        "cuda_graphs",
     }
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
     return ModelEngine(source, **kwargs)

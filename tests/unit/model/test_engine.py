@@ -304,7 +304,8 @@ def test_long_prompts_are_prefilled_in_chunks_between_decode_steps():
         assert len(ids) > 16 or p == "short"
         expected = e._loaded.model.generate(torch.tensor([ids], device=DEVICE), 6)[0, len(ids) :].tolist()
         assert text == e.tokenizer.decode(expected) and fin.finish_reason == "length"
-    assert stats.prompt_tokens_total == sum(len(e.tokenizer.encode_chat(msgs(p))) for p in prompts)
+    total = sum(len(e.tokenizer.encode_chat(msgs(p))) for p in prompts)
+    assert stats.prompt_tokens_total + stats.prefix_cached_tokens_total == total
 
 
 def test_registry_opens_real_sources_with_runtime_options_and_ignores_unknown_ones():
@@ -438,3 +439,47 @@ def test_close_ends_every_open_stream_once():
         finished = [ev for ev in evs if isinstance(ev, Finished)]
         assert len(finished) == 1 and finished[0].finish_reason in ("cancelled", "length", "stop")
         assert evs[-1] is finished[0]
+
+
+def test_prefix_cache_reuses_earlier_turns_and_changes_nothing_in_the_output():
+    system = ChatMessage("system", "You are a careful assistant who answers in one short sentence. " * 2)
+    first = [system, ChatMessage("user", "Tell me about the sea.")]
+
+    async def conversation(e):
+        reply, _ = await collect(e, GenerationRequest("t1", first, SamplingParams(temperature=0, max_tokens=12)))
+        second = [*first, ChatMessage("assistant", reply), ChatMessage("user", "And the mountains?")]
+        others = [[system, ChatMessage("user", f"Question {i}?")] for i in range(3)]  # share only the system turn
+        outs = await asyncio.gather(
+            *[
+                collect(e, GenerationRequest(f"t2-{i}", m, SamplingParams(temperature=0, max_tokens=12)))
+                for i, m in enumerate([second, *others])
+            ]
+        )
+        stats = e.snapshot()
+        await e.close()
+        return [reply, *(t for t, _ in outs)], stats
+
+    with_cache, stats = run(conversation(engine()))
+    without, plain = run(conversation(engine(prefix_cache_mb=0)))
+    assert with_cache == without
+    assert plain.prefix_cached_tokens_total == 0
+    first_len = len(engine().tokenizer.encode_chat(first))
+    # the second turn reused (almost) the whole first prompt; the others at least the system turn
+    assert stats.prefix_cached_tokens_total >= (first_len // 16) * 16 + 3 * 64
+    assert stats.prompt_tokens_total < plain.prompt_tokens_total
+
+
+def test_prefix_cache_stays_within_its_budget():
+    async def main():
+        e = engine(prefix_cache_mb=0.05)  # 52 KB: a few blocks of 16 tokens x 512 bytes
+        for i in range(6):
+            await collect(
+                e, GenerationRequest(f"r{i}", msgs(f"{i} " * 120), SamplingParams(temperature=0, max_tokens=2))
+            )
+        stats = e.snapshot()
+        entries = len(e._prefix.entries)
+        await e.close()
+        return stats, entries
+
+    stats, entries = run(main())
+    assert 0 < stats.prefix_cache_mb <= 0.05 and entries == int(0.05 * 2**20) // (16 * 512)
