@@ -171,7 +171,12 @@ def run_engine(path: Path, args) -> list[dict]:
 
     async def main():
         engine = ModelEngine(
-            str(path), device=args.device, dtype=args.dtype, max_batch_size=max(args.streams), max_queue=4096
+            str(path),
+            device=args.device,
+            dtype=args.dtype,
+            max_batch_size=max(args.streams),
+            max_queue=4096,
+            prefix_cache_mb=0 if args.no_prefix_cache else None,
         )
         engine.tokenizer.eos_token_ids = frozenset()  # exactly max_tokens each, as the baseline
         await engine.start()
@@ -279,6 +284,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--no-prefix-cache", action="store_true", help="engine without its prefix cache")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--tokenizer-dir", help="tokenizer for smollm2-arch (default: the converted SmolLM2)")
     ap.add_argument("--phase", choices=["baseline", "engine"], help=argparse.SUPPRESS)
@@ -323,6 +329,7 @@ def main() -> int:
                 ",".join(map(str, args.streams)),
                 "--threads",
                 str(args.threads),
+                *(["--no-prefix-cache"] if args.no_prefix_cache else []),
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
