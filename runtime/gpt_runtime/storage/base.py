@@ -85,6 +85,28 @@ class Page:
     next_cursor: str | None
 
 
+def job_changes(
+    status: JobStatus,
+    now: int,
+    *,
+    conversation_id: str | None = None,
+    result: dict | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+) -> dict[str, object]:
+    """The column values an update_job call writes (result as JSON); every store applies the same set."""
+    changes: dict[str, object] = {"status": status, "updated_at": now}
+    if conversation_id is not None:
+        changes["conversation_id"] = conversation_id
+    if result is not None:
+        changes["result"] = json.dumps(result)
+    if error is not None:
+        changes["error"] = error
+    if attempts is not None:
+        changes["attempts"] = attempts
+    return changes
+
+
 def now_us() -> int:
     """Current time in microseconds since the epoch."""
     return time.time_ns() // 1000

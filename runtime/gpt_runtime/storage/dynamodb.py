@@ -65,6 +65,7 @@ from gpt_runtime.storage.base import (
     User,
     decode_cursor,
     encode_cursor,
+    job_changes,
     now_us,
 )
 
@@ -566,15 +567,14 @@ class DynamoDBStore:
         error: str | None = None,
         attempts: int | None = None,
     ) -> Job | None:
-        changes: dict[str, Any] = {"status": status, "updated_at": self.clock()}
-        if conversation_id is not None:
-            changes["conversation_id"] = conversation_id
-        if result is not None:
-            changes["result"] = json.dumps(result)
-        if error is not None:
-            changes["error"] = error
-        if attempts is not None:
-            changes["attempts"] = attempts
+        changes = job_changes(
+            status,
+            self.clock(),
+            conversation_id=conversation_id,
+            result=result,
+            error=error,
+            attempts=attempts,
+        )
         values = {f":{key}": value for key, value in changes.items()} | {":uid": user_id}
         try:
             response = await self._call(

@@ -23,6 +23,7 @@ from gpt_runtime.storage.base import (
     User,
     decode_cursor,
     encode_cursor,
+    job_changes,
     now_us,
 )
 
@@ -331,15 +332,14 @@ class SQLiteStore:
         error: str | None = None,
         attempts: int | None = None,
     ) -> Job | None:
-        changes: dict[str, object] = {"status": status, "updated_at": self.clock()}
-        if conversation_id is not None:
-            changes["conversation_id"] = conversation_id
-        if result is not None:
-            changes["result"] = json.dumps(result)
-        if error is not None:
-            changes["error"] = error
-        if attempts is not None:
-            changes["attempts"] = attempts
+        changes = job_changes(
+            status,
+            self.clock(),
+            conversation_id=conversation_id,
+            result=result,
+            error=error,
+            attempts=attempts,
+        )
         assignments = ", ".join(f"{column} = ?" for column in changes)
         cur = await self.db.execute(
             f"UPDATE jobs SET {assignments} WHERE id = ? AND user_id = ?", (*changes.values(), job_id, user_id)
