@@ -42,3 +42,27 @@ def test_greedy_replies_agree_across_rest_sse_and_websocket(tiny_server):
         frames = ws_frames_until_done(ws, "t", timeout=60)
     assert "".join(f["content"] for f in frames if f["type"] == "delta") == first["content"]
     assert frames[-1]["usage"] == first["usage"]
+
+
+@pytest.mark.slow
+def test_a_newcomers_first_chat_with_the_embedded_default(tmp_path):
+    """What `bash hack/run.sh` serves: the default model answers a simple question sensibly."""
+    server = start_runtime(tmp_path, GPT_MODEL_SOURCE="builtin:smollm2-135m")
+    try:
+        with server.client(server.signup_and_login()) as api:
+            assert api.get("/ready").json()["model"] == "smollm2-135m-instruct"
+            reply = api.post("/generate", json={"prompt": "What is the capital of France?", "temperature": 0})
+            assert reply.status_code == 200
+            assert "Paris" in reply.json()["content"]
+            follow_up = api.post(
+                "/generate",
+                json={
+                    "prompt": "What country is that city in?",
+                    "conversation_id": reply.json()["conversation_id"],
+                    "temperature": 0,
+                    "max_tokens": 40,
+                },
+            )
+            assert "France" in follow_up.json()["content"]
+    finally:
+        stop_runtime(server)
