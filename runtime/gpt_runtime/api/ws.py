@@ -3,7 +3,9 @@
 Client frames: {"type":"generate","request_id","conversation_id","content","params"} and
 {"type":"cancel","request_id"}. Server frames: {"type":"delta","request_id","content"}, then
 {"type":"done","request_id","conversation_id","message_id","finish_reason","usage"} or
-{"type":"error","request_id","error":{...}}. Auth failure closes with 1008.
+{"type":"error","request_id","error":{...}}. Auth failure closes with 1008, a rate-limited
+connection with 4429; a rate-limited or over-quota generation gets an error frame (type requests,
+tokens or insufficient_quota).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import APIError, error_body
 from gpt_runtime.schemas import GenerationParamsIn, Strict
 from gpt_runtime.services.generation import Generation
+from gpt_runtime.services.limits import RateLimited
 from gpt_runtime.storage import User
 
 log = logging.getLogger("gpt_runtime.ws")
 router = APIRouter(tags=["generation"])
 POLICY_VIOLATION = 1008
+RATE_LIMITED = 4429
 INTERNAL_ERROR = 1011
 
 
@@ -96,6 +100,7 @@ class Session:
             return
         service = self.runtime.generation
         try:
+            await self.runtime.limits.check_user(self.user)  # each generation counts as a request
             generation = await service.prepare(
                 self.user,
                 frame.content,
@@ -156,6 +161,11 @@ async def ws_generate(websocket: WebSocket) -> None:
         user = await runtime.auth.authenticate(token)
     except APIError:
         await websocket.close(POLICY_VIOLATION, "authentication failed")
+        return
+    try:
+        await runtime.limits.check_user(user)
+    except RateLimited as exc:
+        await websocket.close(RATE_LIMITED, f"rate limited; retry in {exc.headers['Retry-After']}s")
         return
     session = Session(websocket, runtime, user)
     try:

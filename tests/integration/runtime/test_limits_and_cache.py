@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from .conftest import start_runtime, stop_runtime
-from .wsclient import sse_events
+from .wsclient import sse_events, ws_connect, ws_frames_until_done
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +205,17 @@ def test_anonymous_routes_are_limited_per_client_address(tmp_path):
         assert server.client().get("/health").status_code == 200  # probes are never limited
     finally:
         stop_runtime(server)
+
+
+def test_websockets_count_against_the_rate_limit(limited):
+    token = limited.signup_and_login()
+    with ws_connect(limited.ws_url, token) as ws:  # the connection is request 1 of 6
+        for i in range(5):
+            ws.send(json.dumps({"type": "generate", "request_id": f"r{i}", "content": "hi", "params": {"max_tokens": 2}}))
+            assert ws_frames_until_done(ws, f"r{i}")[-1]["type"] == "done"
+        ws.send(json.dumps({"type": "generate", "request_id": "over", "content": "hi"}))
+        refused = ws_frames_until_done(ws, "over")[-1]
+        assert refused["type"] == "error" and refused["error"]["type"] == "requests"
+    with ws_connect(limited.ws_url, token) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 4429
