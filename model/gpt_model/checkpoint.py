@@ -344,7 +344,12 @@ BUILTIN = {"tiny", "smollm2-135m"}
 
 
 def load_source(
-    source: str, *, dtype: str | None = "float32", device: str | torch.device = "cpu", cache_dir: str | None = None
+    source: str,
+    *,
+    dtype: str | None = "float32",
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    revision: str | None = None,
 ) -> Loaded:
     """Resolve a model source (builtin:NAME, a local dir, hf:ORG/NAME, s3://bucket/key) and load it."""
     torch_dtype = to_dtype(dtype)
@@ -366,7 +371,7 @@ def load_source(
         return load_checkpoint(local, dtype=torch_dtype, device=device, model_id=source.rsplit("/", 1)[-1])
     if source.startswith("hf:"):
         return load_checkpoint(
-            hf_local_dir(source.removeprefix("hf:")),
+            hf_local_dir(source.removeprefix("hf:"), revision),
             dtype=torch_dtype,
             device=device,
             model_id=source.removeprefix("hf:"),
@@ -377,13 +382,13 @@ def load_source(
     raise ValueError(f"model source {source!r}: not a builtin, s3://, hf: or an existing directory")
 
 
-def hf_local_dir(name: str) -> Path:
+def hf_local_dir(name: str, revision: str | None = None) -> Path:
     """A directory holding ORG/NAME: the name itself as a path, or the local HF hub cache (offline)."""
     if Path(name).is_dir():
         return Path(name)
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, local_files_only=True))
+        return Path(snapshot_download(name, revision=revision, local_files_only=True))
     except Exception as exc:
         raise FileNotFoundError(f"hf:{name} is not in the local Hugging Face cache (no downloads)") from exc

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,8 @@ from gpt_model.protocol import (
 )
 from gpt_model.sampling import make_generator, sample_rows
 from gpt_model.tokenizer import StreamDecoder
+
+log = logging.getLogger("gpt_model.engine")
 
 # ---------------------------------------------------------------------------------------------
 # KV cache slots
@@ -320,7 +323,13 @@ class GPTRunner:
             self._graph_version = self.cache.version
         entry = self._graphs.get((bucket, self.cache.capacity))
         if entry is None:
-            entry = self._graphs[(bucket, self.cache.capacity)] = self._capture(bucket)
+            try:
+                entry = self._graphs[(bucket, self.cache.capacity)] = self._capture(bucket)
+            except RuntimeError as exc:  # capture unsupported here: run eagerly from now on
+                log.warning("CUDA graph capture failed (%s); decoding without graphs", exc)
+                self.cuda_graphs = False
+                torch.cuda.synchronize(self.device)
+                return self.decode(tokens, positions, graph_ok=False)
         graph, tok_buf, pos_buf, out = entry
         n = len(tokens)
         host = torch.zeros(2, bucket, dtype=torch.long)  # padding rows: token 0 at position 0 of free slots
@@ -484,6 +493,7 @@ class ModelEngine:
         prefix_cache_mb: float | None = None,
         prefix_block: int = 16,
         cuda_graphs: bool | None = None,
+        revision: str | None = None,
         loaded: Loaded | None = None,
     ):
         self.source = source
@@ -494,7 +504,9 @@ class ModelEngine:
         threads = threads or int(os.environ.get("GPT_MODEL_THREADS", "0") or 0)
         if threads:  # CPU threads for torch; on a busy node fewer threads beat spinning ones
             torch.set_num_threads(threads)
-        self._loaded = loaded or load_source(source, dtype=dtype, device=self.device, cache_dir=cache_dir)
+        self._loaded = loaded or load_source(
+            source, dtype=dtype, device=self.device, cache_dir=cache_dir, revision=revision
+        )
         self.tokenizer = self._loaded.tokenizer
         self.model_id = self._loaded.model_id
         window = self._loaded.context_window
@@ -921,7 +933,7 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
     max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS),
     kv_cache_mb (KV cache memory budget; also $GPT_MODEL_KV_CACHE_MB; default 1024 on CPU, 8192 on CUDA),
     prefix_cache_mb (reused prompt prefixes; default kv_cache_mb / 4; 0 disables), prefix_block (16),
-    cuda_graphs (default: on for CUDA).
+    cuda_graphs (default: on for CUDA), revision (for hf: sources).
     """
     known = {
         "dtype",
@@ -936,6 +948,7 @@ def open_model_engine(source: str, **options: Any) -> ModelEngine:
         "prefix_cache_mb",
         "prefix_block",
         "cuda_graphs",
+        "revision",
     }
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
     return ModelEngine(source, **kwargs)

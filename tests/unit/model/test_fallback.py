@@ -86,5 +86,8 @@ def test_hf_source_reads_the_local_hub_cache_only(tmp_path, monkeypatch):
     idx = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(idx), model(idx))
+    assert load_source("hf:acme/tiny-chat", revision="a" * 40).model_id == "acme/tiny-chat"
+    with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
+        load_source("hf:acme/tiny-chat", revision="b" * 40)
     with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
         load_source("hf:acme/absent")
