@@ -44,7 +44,9 @@ async def build_runtime(
     store = open_store(settings.resolved_database_url)
     await store.open()
     log.info("loading model", extra={"model_source": settings.model_source})
-    model = engine or open_engine(
+    # Loading (and on first use converting) weights blocks: keep the event loop free meanwhile.
+    model = engine or await asyncio.to_thread(
+        open_engine,
         settings.model_source,
         dtype=settings.model_dtype,
         max_context_tokens=settings.max_context_tokens,

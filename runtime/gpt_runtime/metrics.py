@@ -50,6 +50,10 @@ class Metrics:
         self.running_generations = Gauge(
             "generation_running", "Generations holding an engine slot.", registry=self.registry
         )
+        self.engine_waiting = Gauge(
+            "engine_queue_depth", "Requests waiting inside the engine for a batch slot.", registry=self.registry
+        )
+        self.engine_running = Gauge("engine_running", "Requests in the engine's running batch.", registry=self.registry)
         self.jobs = Counter("jobs_total", "Async jobs by outcome.", ["outcome"], registry=self.registry)
         self.active_streams = Gauge("generation_active_streams", "Generations in flight.", registry=self.registry)
 

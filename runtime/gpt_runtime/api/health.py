@@ -33,5 +33,8 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition; engine gauges are read at scrape time."""
+    engine = await runtime.engine.health()
+    runtime.metrics.engine_waiting.set(engine.queue_depth)
+    runtime.metrics.engine_running.set(engine.running)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

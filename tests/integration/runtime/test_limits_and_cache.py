@@ -211,7 +211,9 @@ def test_websockets_count_against_the_rate_limit(limited):
     token = limited.signup_and_login()
     with ws_connect(limited.ws_url, token) as ws:  # the connection is request 1 of 6
         for i in range(5):
-            ws.send(json.dumps({"type": "generate", "request_id": f"r{i}", "content": "hi", "params": {"max_tokens": 2}}))
+            ws.send(
+                json.dumps({"type": "generate", "request_id": f"r{i}", "content": "hi", "params": {"max_tokens": 2}})
+            )
             assert ws_frames_until_done(ws, f"r{i}")[-1]["type"] == "done"
         ws.send(json.dumps({"type": "generate", "request_id": "over", "content": "hi"}))
         refused = ws_frames_until_done(ws, "over")[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -26,6 +27,8 @@ def test_metrics_count_requests_and_tokens(server, api):
     assert 'api_request_duration_seconds_bucket{le="0.005",method="POST",route="/generate"}' in text
     assert 'generation_tokens_total{kind="completion"}' in text
     assert 'generation_tokens_total{kind="prompt"}' in text
+    for gauge in ("generation_queue_depth", "generation_running", "engine_queue_depth", "engine_running"):
+        assert re.search(rf"^{gauge} \d", text, re.M), gauge
     # Route templates, not raw paths: ids never become label values.
     api.get("/conversations/abc123")
     text = server.client().get("/metrics").text
