@@ -114,11 +114,26 @@ class CircuitBreaker:
             return await fallback()
 
 
+class RedisBacked:
+    """What every Redis backend shares: a client, a health check and closing it."""
+
+    client: aioredis.Redis
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
 async def _none() -> None:
     return None
 
 
-class RedisCache:
+class RedisCache(RedisBacked):
     """Cache in Redis; errors read as misses."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "gpt:cache:"):
@@ -154,17 +169,8 @@ class RedisCache:
 
         return await self.breaker.call(scan_and_delete, zero)
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except (RedisError, OSError):
-            return False
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-class RedisWindowCounter:
+class RedisWindowCounter(RedisBacked):
     """Sliding-window counters in Redis (one Lua script: atomic across pods), local memory when Redis is down."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "gpt:rl:"):
@@ -198,17 +204,8 @@ class RedisWindowCounter:
             lambda: self.fallback.peek(key, limit, window_s),
         )
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except (RedisError, OSError):
-            return False
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-class RedisJobQueue:
+class RedisJobQueue(RedisBacked):
     """A reliable queue: a message moves to a processing list under a lease; if its worker dies the
     lease expires and any worker's reaper gives it back; after `max_receives` deliveries it goes dead."""
 
@@ -288,12 +285,3 @@ class RedisJobQueue:
     async def dead_letters(self) -> list[str]:
         raws = await self.client.lrange(self.keys["dead"], 0, -1)
         return [json.loads(raw)["body"] for raw in raws]
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except (RedisError, OSError):
-            return False
-
-    async def close(self) -> None:
-        await self.client.aclose()
