@@ -71,6 +71,14 @@ class PayloadTooLarge(APIError):
     type = "invalid_request_error"
 
 
+class UnsupportedMediaType(APIError):
+    status_code = 415
+
+
+class UnprocessableEntity(APIError):
+    status_code = 422
+
+
 class ServiceUnavailable(APIError):
     status_code = 503
     type = "overloaded"

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from gpt_runtime.backends.files import FileMeta, FileStore, sniff_content_type
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import APIError, NotFound, PayloadTooLarge
+from gpt_runtime.errors import NotFound, PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
 from gpt_runtime.schemas import iso
 
 router = APIRouter(tags=["files"])
@@ -23,16 +23,6 @@ router = APIRouter(tags=["files"])
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ALLOWED = "JPEG, PNG, GIF, WebP, PDF, MP3, WAV, OGG, JSON or plain text"
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
-
-
-class UnsupportedMediaType(APIError):
-    status_code = 415
-    type = "invalid_request_error"
-
-
-class UnprocessableFile(APIError):
-    status_code = 422
-    type = "invalid_request_error"
 
 
 class FileOut(BaseModel):
@@ -90,7 +80,7 @@ async def upload(
     if len(data) > limit:
         raise PayloadTooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")
     if not data:
-        raise UnprocessableFile("file is empty", param="file", code="empty_file")
+        raise UnprocessableEntity("file is empty", param="file", code="empty_file")
     content_type = sniff_content_type(data)
     if content_type is None:
         raise UnsupportedMediaType(
