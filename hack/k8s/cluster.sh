@@ -23,6 +23,10 @@ components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 log() { echo "==> $*" >&2; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
+ours() {  # is $dir absent, empty, or a state directory written by `up`? (never rm -rf anything else)
+  [ ! -e "$dir" ] || [ -z "$(ls -A "$dir")" ] || [ -f "$dir/bin-dir" ]
+}
+
 bin_dir() {
   if [ -n "${GPT_K8S_BIN_DIR:-}" ] && [ -x "$GPT_K8S_BIN_DIR/kube-apiserver" ]; then
     echo "$GPT_K8S_BIN_DIR"
@@ -132,6 +136,7 @@ up() {
   done
   command -v openssl >/dev/null || die "openssl is needed to generate the certificates"
   command -v curl >/dev/null || die "curl is needed to probe readiness"
+  ours || die "$dir exists and was not made by $0; set GPT_K8S_CLUSTER_DIR to a new or empty directory"
   local bin
   bin=$(bin_dir)
   rm -rf "$dir"
@@ -221,6 +226,7 @@ stop_all() {
 
 down() {
   [ -d "$dir" ] || { log "nothing to stop ($dir does not exist)"; return 0; }
+  ours || die "$dir was not made by $0; not touching it"
   stop_all
   rm -rf "$dir"
   log "down: stopped and removed $dir"
