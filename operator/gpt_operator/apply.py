@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -68,11 +70,25 @@ def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
         return False
     ctx = ssl.create_default_context(cafile=creds.ca_path)
     if creds.ca_data:
-        data = creds.ca_data
-        ctx.load_verify_locations(cadata=(data if b"BEGIN" in data else base64.b64decode(data)).decode())
+        ctx.load_verify_locations(cadata=_pem(creds.ca_data).decode())
     if creds.certificate_path and creds.private_key_path:
         ctx.load_cert_chain(creds.certificate_path, creds.private_key_path)
+    elif creds.certificate_data and creds.private_key_data:
+        # Inline client certificates (kind writes kubeconfigs this way): ssl loads chains from files only,
+        # so they pass through a private temporary directory that is gone once loaded.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp, "client.crt"), Path(tmp, "client.key")
+            for path, data in ((cert, creds.certificate_data), (key, creds.private_key_data)):
+                path.touch(mode=0o600)
+                path.write_bytes(_pem(data))
+            ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _pem(data: bytes | str) -> bytes:
+    """PEM bytes from a kubeconfig's `*-data` field (base64 of PEM, or PEM already)."""
+    raw = data.encode() if isinstance(data, str) else data
+    return raw if b"BEGIN" in raw else base64.b64decode(raw)
 
 
 class KubeClient:

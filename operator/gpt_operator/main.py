@@ -57,6 +57,8 @@ async def reconcile(state: OperatorState, body: kopf.Body, patch: kopf.Patch, lo
     """Read the tracks, decide, apply children, patch status and annotations, report events."""
     assert state.client is not None, "login has not run"
     meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # being deleted (alone or with its namespace): the garbage collector removes the children
     async with state.lock(meta["namespace"], meta["name"]):
         live = await apply.read_children(state.client, meta["namespace"], meta["name"])
         deployments = [obj for (kind, _), obj in live.items() if kind == "Deployment"]
