@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
-from gpt_runtime.api import admin, auth, conversations, files, generate, health, jobs, usage, ws
+from gpt_runtime.api import admin, auth, conversations, files, generate, health, jobs, openai, usage, ws
 from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.email import EmailSender, LogEmailSender
 from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
@@ -177,6 +177,6 @@ def create_app(
         # multipart framing on top of the file itself
         path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
     )
-    for module in (conversations, generate, auth, jobs, files, usage, admin, health, ws):
+    for module in (conversations, generate, openai, auth, jobs, files, usage, admin, health, ws):
         app.include_router(module.router)
     return app

@@ -61,14 +61,14 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
     if body.stream:
         include_usage = body.stream_options.include_usage if body.stream_options else True
         return StreamingResponse(
-            _sse(service, generation, runtime.engine.model_id, include_usage),
+            stream_sse(service, generation, runtime.engine.model_id, include_usage, "sse"),
             media_type="text/event-stream",
             headers=sse.SSE_HEADERS,
             # Runs also when the client left before the first event: the engine slot is freed either way.
             background=BackgroundTask(service.abort, generation, "sse"),
         )
-    task = asyncio.create_task(_collect(service, generation))
-    if not await _finished_unless_disconnected(request, task):
+    task = asyncio.create_task(collect_events(service, generation))
+    if not await finished_unless_disconnected(request, task):
         await service.abort(generation, "rest")
         return JSONResponse(
             error_body("client closed the request", "invalid_request_error", None, "client_closed_request"),
@@ -77,13 +77,14 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
     return _reply(generation, runtime.engine.model_id)
 
 
-async def _collect(service: GenerationService, generation: Generation) -> None:
-    async with contextlib.aclosing(service.events(generation, "rest")) as events:
+async def collect_events(service: GenerationService, generation: Generation, transport: str = "rest") -> None:
+    """Run a started generation to its end (the reply accumulates on `generation`)."""
+    async with contextlib.aclosing(service.events(generation, transport)) as events:
         async for _ in events:
             pass
 
 
-async def _finished_unless_disconnected(request: Request, task: asyncio.Task[None]) -> bool:
+async def finished_unless_disconnected(request: Request, task: asyncio.Task[None]) -> bool:
     """Wait for `task`; cancel it (freeing its engine slot) if the client goes away first."""
     while not task.done():
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -121,14 +122,15 @@ def _reply(generation: Generation, model: str) -> GenerateOut:
     )
 
 
-async def _sse(
-    service: GenerationService, generation: Generation, model: str, include_usage: bool
+async def stream_sse(
+    service: GenerationService, generation: Generation, model: str, include_usage: bool, transport: str
 ) -> AsyncIterator[str]:
+    """A started generation as chat.completion.chunk events (conversation ids added when it is stored)."""
     created = int(time.time())
     gen_id = generation.request.request_id
-    extra = {"conversation_id": generation.conversation_id}
+    extra = {"conversation_id": generation.conversation_id} if generation.persist else {}
     yield sse.sse_data(sse.chunk(gen_id, model, created, delta={"role": "assistant", "content": ""}, extra=extra))
-    events = with_heartbeats(service.events(generation, "sse"), PING_INTERVAL_S)
+    events = with_heartbeats(service.events(generation, transport), PING_INTERVAL_S)
     try:
         async for event in events:
             if event is None:
@@ -141,7 +143,9 @@ async def _sse(
                         error_body(event.error or "generation failed", "api_error", None, "engine_error")
                     )
                     break
-                reply_extra = extra | {"message_id": generation.reply.id if generation.reply else None}
+                reply_extra = extra | (
+                    {"message_id": generation.reply.id if generation.reply else None} if extra else {}
+                )
                 yield sse.sse_data(
                     sse.chunk(gen_id, model, created, finish_reason=event.finish_reason, extra=reply_extra)
                 )

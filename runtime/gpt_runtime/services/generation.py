@@ -54,6 +54,7 @@ class Generation:
     request: GenerationRequest
     prompt: str
     priority: str = "medium"
+    persist: bool = True  # False: an OpenAI-style request that carries its own history; nothing is stored
     store_prompt_first: bool = True
     text: list[str] = field(default_factory=list)
     finished: Finished | None = None
@@ -126,16 +127,33 @@ class GenerationService:
                 raise NotFound("conversation not found", param="conversation_id", code="conversation_not_found")
             history = [ChatMessage(m.role, m.content) for m in messages if m.content]
         context = ([ChatMessage("system", system)] if system else []) + history + [ChatMessage("user", prompt)]
+        request = self._request(context, params, param="prompt")
+        return Generation(user, conversation, request, prompt, priority or PRIORITY_BY_ROLE.get(user.role, "medium"))
+
+    def prepare_chat(self, user: User, messages: list[ChatMessage], params: dict | None = None) -> Generation:
+        """A stateless chat (OpenAI-style): the caller sends the whole history; nothing is stored."""
+        if sum(len(m.content) for m in messages) > self.settings.max_prompt_chars:
+            raise PayloadTooLarge(
+                f"messages exceed {self.settings.max_prompt_chars} characters",
+                param="messages",
+                code="prompt_too_large",
+            )
+        request = self._request(messages, params, param="messages")
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        generation = Generation(user, None, request, last_user, PRIORITY_BY_ROLE.get(user.role, "medium"))
+        generation.persist = False
+        return generation
+
+    def _request(self, context: list[ChatMessage], params: dict | None, *, param: str) -> GenerationRequest:
+        """Fit the context to the window (oldest turns first) and clip max_tokens to the room left."""
         params = dict(params or {})
         wanted = min(params.pop("max_tokens", None) or self.settings.default_max_tokens, self.settings.max_new_tokens)
         try:
             kept, budget = fit_context(context, self.engine.count_prompt_tokens, self.context_window, wanted)
         except ContextTooLong as exc:
-            raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
+            raise BadRequest(str(exc), param=param, code="context_length_exceeded") from exc
         params["stop"] = tuple(params.get("stop") or ())
-        sampling = SamplingParams(max_tokens=budget, **params)
-        request = GenerationRequest(f"gen-{uuid.uuid4().hex}", tuple(kept), sampling)
-        return Generation(user, conversation, request, prompt, priority or PRIORITY_BY_ROLE.get(user.role, "medium"))
+        return GenerationRequest(f"gen-{uuid.uuid4().hex}", tuple(kept), SamplingParams(max_tokens=budget, **params))
 
     async def start(self, generation: Generation) -> None:
         """Quota, then the cache, then an engine slot; then create the conversation and store the prompt.
@@ -157,6 +175,8 @@ class GenerationService:
                 generation.cached, generation.cache_source = hit, "cache"
         if generation.cached is None:
             await self._submit(generation)
+        if not generation.persist:
+            return
         try:
             if generation.conversation is None:
                 generation.conversation = await self.store.create_conversation(
@@ -250,7 +270,7 @@ class GenerationService:
         """Free the slot, charge and count the generation, cache a complete answer, store the reply."""
         self._release(generation)
         finished = generation.finished
-        assert finished is not None and generation.conversation is not None
+        assert finished is not None
         usage = finished.usage
         self.metrics.generations.labels(transport, finished.finish_reason).inc()
         if generation.cached is None:
@@ -259,25 +279,32 @@ class GenerationService:
             await self.limits.charge(generation.user, usage.prompt_tokens, usage.completion_tokens)
             if finished.finish_reason in ("stop", "length"):
                 await self._remember(generation)
-        messages = [] if generation.store_prompt_first else [NewMessage("user", generation.prompt)]
-        if generation.content or finished.finish_reason != "cancelled":
-            messages.append(
-                NewMessage("assistant", generation.content, usage.completion_tokens, finished.finish_reason)
-            )
-        if messages:
-            stored = await self.store.add_messages(generation.user.id, generation.conversation.id, messages)
-            generation.reply = stored[-1] if stored and stored[-1].role == "assistant" else None
-            await self.cache.invalidate_user(generation.user.id)
+        if generation.persist and generation.conversation is not None:
+            await self._store_reply(generation)
         log.info(
             "generation finished",
             extra={
-                "conversation_id": generation.conversation.id,
+                "conversation_id": generation.conversation.id if generation.conversation else None,
                 "finish_reason": finished.finish_reason,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cache": generation.cache_source or "miss",
             },
         )
+
+    async def _store_reply(self, generation: Generation) -> None:
+        """Write the reply (and, for jobs, the prompt) to the conversation; a cancelled empty reply is dropped."""
+        finished = generation.finished
+        assert finished is not None and generation.conversation is not None
+        messages = [] if generation.store_prompt_first else [NewMessage("user", generation.prompt)]
+        if generation.content or finished.finish_reason != "cancelled":
+            messages.append(
+                NewMessage("assistant", generation.content, finished.usage.completion_tokens, finished.finish_reason)
+            )
+        if messages:
+            stored = await self.store.add_messages(generation.user.id, generation.conversation.id, messages)
+            generation.reply = stored[-1] if stored and stored[-1].role == "assistant" else None
+            await self.cache.invalidate_user(generation.user.id)
 
     async def _remember(self, generation: Generation) -> None:
         """Cache a complete answer: by exact request when deterministic, and as the quota fallback."""
