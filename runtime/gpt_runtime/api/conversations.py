@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -17,6 +18,7 @@ from gpt_runtime.schemas import (
     MessageOut,
     TitleIn,
 )
+from gpt_runtime.services.export import export_json, export_pdf
 from gpt_runtime.storage.base import InvalidCursor
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
@@ -89,3 +91,27 @@ async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: 
         raise _not_found()
     await runtime.cache.invalidate_user(user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{conversation_id}/export",
+    responses={200: {"content": {"application/json": {}, "application/pdf": {}}}},
+)
+async def export_conversation(
+    conversation_id: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    format: Annotated[Literal["json", "pdf"], Query(description="json or pdf")] = "json",
+) -> Response:
+    """Download a conversation as a JSON document or a PDF transcript."""
+    conversation = await runtime.store.get_conversation(user.id, conversation_id)
+    messages = await runtime.store.list_messages(user.id, conversation_id) if conversation else None
+    if conversation is None or messages is None:
+        raise _not_found()
+    if format == "pdf":
+        body = await asyncio.to_thread(export_pdf, conversation, messages)
+        media_type = "application/pdf"
+    else:
+        body, media_type = export_json(conversation, messages), "application/json"
+    filename = f"conversation-{conversation.id}.{format}"
+    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
