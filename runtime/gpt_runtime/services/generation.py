@@ -33,6 +33,7 @@ from gpt_runtime.services.cache import CacheService, fallback_key, response_key
 from gpt_runtime.services.context import fit_context
 from gpt_runtime.services.limits import PRIORITY_BY_ROLE, Limits, RateLimited
 from gpt_runtime.settings import RuntimeSettings
+from gpt_runtime.sse import usage_dict
 from gpt_runtime.storage import Conversation, Message, NewMessage, Store, User
 
 log = logging.getLogger("gpt_runtime.generation")
@@ -313,10 +314,7 @@ class GenerationService:
         answer = {
             "content": generation.content,
             "finish_reason": finished.finish_reason,
-            "usage": {
-                "prompt_tokens": finished.usage.prompt_tokens,
-                "completion_tokens": finished.usage.completion_tokens,
-            },
+            "usage": usage_dict(finished.usage),
         }
         ttl = self.settings.cache_response_ttl_s
         if generation.request.params.deterministic:

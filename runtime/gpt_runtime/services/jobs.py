@@ -15,6 +15,7 @@ from gpt_runtime.backends import Delivery, JobQueue
 from gpt_runtime.errors import APIError
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.generation import GenerationService, title_from_prompt
+from gpt_runtime.sse import usage_dict
 from gpt_runtime.storage import Job, Store
 
 log = logging.getLogger("gpt_runtime.jobs")
@@ -90,11 +91,7 @@ class JobService:
         result = {
             "content": generation.content,
             "finish_reason": finished.finish_reason,
-            "usage": {
-                "prompt_tokens": finished.usage.prompt_tokens,
-                "completion_tokens": finished.usage.completion_tokens,
-                "total_tokens": finished.usage.total_tokens,
-            },
+            "usage": usage_dict(finished.usage),
             "message_id": generation.reply.id if generation.reply else None,
         }
         await self.store.update_job(
