@@ -3,12 +3,17 @@ besides kopf itself, which patches the GPTDeployment's status and posts events f
 
 Every child is applied with one field manager and `force=true` (the operator owns what it renders), and
 only when the live object differs from what is wanted, so a steady state makes no writes.
+
+One child is not rendered: the Secret holding the runtime pods' shared JWT signing key (ensure_jwt_secret).
+It is created once with a random value, never patched or rotated, and never pruned (it is not in
+CHILD_KINDS, so nothing here lists it); the garbage collector deletes it with its GPTDeployment.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
 import ssl
 import tempfile
 from dataclasses import dataclass, field
@@ -17,9 +22,13 @@ from typing import Any
 
 import aiohttp
 
-from gpt_operator.naming import children_selector, owner_reference
+from gpt_operator.naming import children_selector, common_labels, jwt_secret_name, owner_reference
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"  # JSON is YAML, so the body is JSON
+# Read an object's metadata only (no `data` of a Secret comes back).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+JWT_SECRET_KEY = "GPT_JWT_SECRET"
+JWT_SECRET_BYTES = 48
 
 # kind -> (apiVersion, plural); every kind the operator renders, in prune order.
 CHILD_KINDS: dict[str, tuple[str, str]] = {
@@ -130,11 +139,20 @@ class KubeClient:
         self._session = None
 
     async def request(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, content_type: str = ""
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "",
+        accept: str = "",
     ) -> dict[str, Any]:
         session = await self._http()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
+        if accept:
+            headers["Accept"] = accept
         async with session.request(method, path.lstrip("/"), params=params, data=data, headers=headers) as resp:
             text = await resp.text()
             if resp.status >= 400:
@@ -167,6 +185,20 @@ class KubeClient:
         await self.request(
             "DELETE", _path(api_version, plural, namespace, name), body={"propagationPolicy": "Background"}
         )
+
+    async def exists(self, api_version: str, plural: str, namespace: str, name: str) -> bool:
+        """Whether an object exists, reading its metadata only."""
+        try:
+            await self.request("GET", _path(api_version, plural, namespace, name), accept=METADATA_ONLY)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def create(self, obj: dict[str, Any], api_version: str, plural: str) -> dict[str, Any]:
+        path = _path(api_version, plural, obj["metadata"]["namespace"])
+        return await self.request("POST", path, params={"fieldManager": self.field_manager}, body=obj)
 
 
 def is_subset(wanted: Any, live: Any) -> bool:
@@ -251,6 +283,43 @@ async def sync_children(
                     raise
             result.pruned.append(f"{key[0]}/{key[1]}")
     return result
+
+
+def jwt_secret(owner: dict[str, Any], value: str) -> dict[str, Any]:
+    """The Secret of the runtime pods' shared JWT signing key, owned by the GPTDeployment."""
+    meta = owner["metadata"]
+    encoded = base64.b64encode(value.encode()).decode()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": jwt_secret_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": common_labels(meta["name"]),
+        },
+        "type": "Opaque",
+        "data": {JWT_SECRET_KEY: encoded},
+    }
+    return with_owner(secret, owner)
+
+
+async def ensure_jwt_secret(client: KubeClient, owner: dict[str, Any]) -> bool:
+    """Create `<name>-jwt` with a fresh random key if it is missing; True if this call created it.
+
+    An existing Secret is left exactly as it is (never patched, overwritten or rotated), whoever made it;
+    a 409 means another writer created it meanwhile. The key is never logged or returned.
+    """
+    meta = owner["metadata"]
+    if await client.exists("v1", "secrets", meta["namespace"], jwt_secret_name(meta["name"])):
+        return False
+    secret = jwt_secret(owner, secrets.token_urlsafe(JWT_SECRET_BYTES))
+    try:
+        await client.create(secret, "v1", "secrets")
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
 
 
 def status_changes(previous: dict[str, Any] | None, wanted: dict[str, Any]) -> dict[str, Any]:

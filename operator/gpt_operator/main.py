@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from gpt_operator import apply, prometheus
+from gpt_operator.naming import jwt_secret_name
 from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 from gpt_operator.status import apply_failed_status
@@ -69,6 +70,8 @@ async def reconcile(state: OperatorState, body: kopf.Body, patch: kopf.Patch, lo
         previous = dict(body.get("status") or {})
         if desired.objects is not None:
             try:
+                if await apply.ensure_jwt_secret(state.client, dict(body)):
+                    logger.info(f"created Secret {jwt_secret_name(meta['name'])} (a new JWT signing key)")
                 result = await apply.sync_children(state.client, dict(body), desired.objects, live)
             except apply.ApiError as exc:
                 message = f"the API refused a child: {exc}"

@@ -51,6 +51,11 @@ def preview_service_name(name: str) -> str:
     return f"{name}-preview"
 
 
+def jwt_secret_name(name: str) -> str:
+    """The Secret holding GPT_JWT_SECRET, shared by every pod of one GPTDeployment (apply.ensure_jwt_secret)."""
+    return f"{name}-jwt"
+
+
 def common_labels(name: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "gpt-runtime",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gpt_operator.naming import TRACK_LABEL, instance_selector, selector_string
+from gpt_operator.naming import TRACK_LABEL, instance_selector, jwt_secret_name, selector_string
 from gpt_operator.rollout import Plan, RolloutState, TrackState
 from gpt_operator.schedule import SleepState
 
@@ -209,6 +209,7 @@ def build_status(
         "selector": selector_string(selector),
         "capacityType": capacity_type,
         "serviceName": name,
+        "jwtSecret": jwt_secret_name(name),
         "activeTrack": state.active_track,
         "previewTrack": state.preview_track,
         "canaryWeight": state.canary_weight,

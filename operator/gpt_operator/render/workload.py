@@ -11,6 +11,7 @@ from gpt_operator.naming import (
     TRACK_LABEL,
     common_labels,
     config_map_name,
+    jwt_secret_name,
     track_deployment_name,
     track_selector,
 )
@@ -90,13 +91,22 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _env_from(name: str, revision: str, spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
+    """The runtime ConfigMap, then the operator's JWT Secret, then the user's Secret: a later source wins in
+    Kubernetes, so a GPT_JWT_SECRET in the user's Secret overrides the generated one."""
+    env_from: list[dict[str, Any]] = [
+        {"configMapRef": {"name": config_map_name(name, revision)}},
+        {"secretRef": {"name": jwt_secret_name(name)}},
+    ]
+    if spec.secret_ref:
+        env_from.append({"secretRef": {"name": spec.secret_ref.name}})
+    return env_from
+
+
 def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
     spec = spec_from_template(template)
     resources = spec.resources or ResourcesSpec()
     _, model_volume = _model_source(spec.model.source)
-    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": config_map_name(name, revision)}}]
-    if spec.secret_ref:
-        env_from.append({"secretRef": {"name": spec.secret_ref.name}})
     mounts = [{"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     if model_volume is not None:
@@ -108,7 +118,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-        "envFrom": env_from,
+        "envFrom": _env_from(name, revision, spec),
         "resources": _resources(resources),
         # Loading a model takes a while: the startup probe allows 10 minutes before liveness applies.
         "startupProbe": _probe("/health", 10, 60),

@@ -227,7 +227,7 @@ class Emulator(kmock.KubernetesEmulator):
     def writes(self, path_part: str = "") -> list[str]:
         """Every write request so far, as 'METHOD path'."""
         return [
-            f"{r.method} {r.url.path}"
+            f"{getattr(r.method, 'value', r.method)} {r.url.path}"  # kmock's method is an enum
             for r in self._requests
             if r.method in ("POST", "PUT", "PATCH", "DELETE") and path_part in r.url.path
         ]

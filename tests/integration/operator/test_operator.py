@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -272,3 +273,50 @@ async def test_refused_child_is_reported_without_losing_rollout_state(cluster, o
     await eventually(lambda: cluster.get(SERVICES, "chat")["spec"]["type"] == "NodePort", within=15)
     recovered = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Available" and o)
     assert recovered["status"]["observedGeneration"] == 2
+
+
+SECRETS = "v1/secrets"
+SECRET_PATH = "/api/v1/namespaces/ml/secrets"
+
+
+async def test_jwt_secret_is_created_once_owned_and_recreated_when_deleted(cluster, operator, gptd, eventually) -> None:
+    created = await cluster.put_object(GPTD, gptd(environment="staging", replicas=2))
+    secret = await eventually(lambda: cluster.get(SECRETS, "chat-jwt"))
+    owner = secret["metadata"]["ownerReferences"]
+    assert [(r["kind"], r["name"], r["uid"], r["controller"]) for r in owner] == [
+        ("GPTDeployment", "chat", created["metadata"]["uid"], True)
+    ]
+    assert secret["metadata"]["labels"]["serving.gpt-operator.dev/name"] == "chat"
+    key = base64.b64decode(secret["data"]["GPT_JWT_SECRET"]).decode()
+    assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 48
+    pod = cluster.get(DEPLOYMENTS, "chat")["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "chat-jwt"}} in pod["envFrom"]
+    ready = await available(cluster, eventually)
+    assert ready["status"]["jwtSecret"] == "chat-jwt"
+
+    await asyncio.sleep(1.0)  # several timer ticks at 0.2 s: the Secret is read, never written again
+    assert cluster.writes(SECRET_PATH) == [f"POST {SECRET_PATH}"]
+    assert cluster.get(SECRETS, "chat-jwt") == secret
+
+    async with cluster.request("DELETE", f"{SECRET_PATH}/chat-jwt") as resp:
+        assert resp.status == 200
+    again = await eventually(lambda: cluster.get(SECRETS, "chat-jwt"))
+    assert again["data"]["GPT_JWT_SECRET"] != secret["data"]["GPT_JWT_SECRET"]  # a new key, as after a rotation
+    assert again["metadata"]["ownerReferences"] == owner
+    await asyncio.sleep(0.6)
+    assert cluster.writes(SECRET_PATH) == [
+        f"POST {SECRET_PATH}",
+        f"DELETE {SECRET_PATH}/chat-jwt",
+        f"POST {SECRET_PATH}",
+    ]
+
+
+async def test_an_existing_jwt_secret_is_never_overwritten(cluster, operator, gptd, eventually) -> None:
+    mine = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chat-jwt", "namespace": "ml"}}
+    mine["data"] = {"GPT_JWT_SECRET": base64.b64encode(b"chosen by hand").decode()}
+    stored = await cluster.put_object(SECRETS, mine)
+    await cluster.put_object(GPTD, gptd(environment="staging"))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat"))
+    await available(cluster, eventually)
+    assert cluster.writes(SECRET_PATH) == []
+    assert cluster.get(SECRETS, "chat-jwt") == stored

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
+import kubernetes_validate
 import pytest
-from gpt_operator.apply import _path, is_subset, status_changes, with_owner
+from gpt_operator.apply import (
+    CHILD_KINDS,
+    ApiError,
+    Credentials,
+    KubeClient,
+    _path,
+    ensure_jwt_secret,
+    is_subset,
+    jwt_secret,
+    status_changes,
+    with_owner,
+)
 from gpt_operator.schema import structural_problems
 from gpt_operator.settings import OperatorSettings
 
@@ -50,6 +65,58 @@ def test_owner_reference_is_a_controller_reference() -> None:
             "blockOwnerDeletion": True,
         }
     ]
+
+
+def test_jwt_secret_is_owned_labelled_and_holds_the_key() -> None:
+    owner = {"metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"}}
+    secret = jwt_secret(owner, "k3y")
+    kubernetes_validate.validate(secret, kubernetes_validate.latest_version(), strict=True)
+    meta = secret["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("chat-jwt", "ml")
+    assert meta["labels"]["serving.gpt-operator.dev/name"] == "chat"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "gpt-operator"
+    assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"] is True
+    assert base64.b64decode(secret["data"]["GPT_JWT_SECRET"]) == b"k3y"
+    assert "Secret" not in CHILD_KINDS  # so prune never lists or deletes it
+
+
+class FakeSecrets(KubeClient):
+    """Answers GET and POST of secrets as the API server would, recording what was sent."""
+
+    def __init__(self, get_status: int, post_status: int = 201) -> None:
+        super().__init__(Credentials(server="http://unused"), field_manager="gpt-operator")
+        self.get_status, self.post_status = get_status, post_status
+        self.calls: list[tuple[str, str]] = []
+
+    async def request(self, method: str, path: str, **kwargs: object) -> dict:
+        self.calls.append((method, path))
+        status = self.get_status if method == "GET" else self.post_status
+        if status >= 400:
+            raise ApiError(status, "refused")
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("get_status", "post_status", "created", "calls"),
+    [
+        (200, 201, False, ["GET /api/v1/namespaces/ml/secrets/chat-jwt"]),
+        (404, 201, True, ["GET /api/v1/namespaces/ml/secrets/chat-jwt", "POST /api/v1/namespaces/ml/secrets"]),
+        # another writer created it between our GET and POST: theirs stays
+        (404, 409, False, ["GET /api/v1/namespaces/ml/secrets/chat-jwt", "POST /api/v1/namespaces/ml/secrets"]),
+    ],
+)
+def test_jwt_secret_is_created_only_when_missing(get_status: int, post_status: int, created: bool, calls) -> None:
+    client = FakeSecrets(get_status, post_status)
+    owner = {"metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"}}
+    assert asyncio.run(ensure_jwt_secret(client, owner)) is created
+    assert [f"{m} {p}" for m, p in client.calls] == calls
+
+
+@pytest.mark.parametrize(("get_status", "post_status"), [(403, 201), (404, 403)])
+def test_jwt_secret_errors_other_than_absent_or_conflict_are_raised(get_status: int, post_status: int) -> None:
+    owner = {"metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"}}
+    with pytest.raises(ApiError):
+        asyncio.run(ensure_jwt_secret(FakeSecrets(get_status, post_status), owner))
 
 
 def test_status_patch_has_only_changes_and_removals() -> None:

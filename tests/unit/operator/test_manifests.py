@@ -137,7 +137,8 @@ def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> 
     assert allowed[("serving.gpt-operator.dev", "gptdeployments/status")] == {"get", "patch"}
     assert "delete" not in allowed[("serving.gpt-operator.dev", "gptdeployments")]
     assert not any("*" in verbs for verbs in allowed.values())
-    assert ("", "secrets") not in allowed  # secrets are referenced by name, never read
+    # Only the shared JWT Secret: created when missing, never listed, patched or deleted (GC deletes it).
+    assert allowed[("", "secrets")] == {"get", "create"}
 
 
 def test_dockerfile_installs_only_the_operator_extra_as_non_root() -> None:

@@ -57,6 +57,8 @@ def test_first_reconcile_creates_children_and_reports_pending() -> None:
     assert d.status["ready"] == "0/1"
     assert d.status["capacityType"] == "spot"
     assert d.status["selector"] == "serving.gpt-operator.dev/name=demo,serving.gpt-operator.dev/track=main"
+    assert d.status["jwtSecret"] == "demo-jwt"
+    assert "Secret" not in [o["kind"] for o in d.objects]  # made once by apply.py, never rendered or pruned
     cond = conditions(d.status)
     assert cond["Ready"]["status"] == "False"
     assert cond["Progressing"]["status"] == "True"

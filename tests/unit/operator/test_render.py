@@ -51,7 +51,10 @@ def test_runtime_container_port_probes_and_config() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
-    assert c["envFrom"] == [{"configMapRef": {"name": f"demo-config-{spec.revision}"}}]
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": f"demo-config-{spec.revision}"}},
+        {"secretRef": {"name": "demo-jwt"}},
+    ]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
 
@@ -94,6 +97,17 @@ def test_gpu_resources_and_toleration() -> None:
 def test_cpu_pods_do_not_tolerate_gpu_nodes() -> None:
     dep = rendered_deployment(capacity={"provider": "karpenter"})
     assert "tolerations" not in dep["spec"]["template"]["spec"]
+
+
+def test_env_from_is_config_map_then_generated_jwt_secret_then_user_secret() -> None:
+    """A later envFrom source wins: the user's Secret may override the generated GPT_JWT_SECRET."""
+    spec = spec_of(secretRef={"name": "gpt-secrets"})
+    c = container(rendered_deployment(secretRef={"name": "gpt-secrets"}))
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": f"demo-config-{spec.revision}"}},
+        {"secretRef": {"name": "demo-jwt"}},
+        {"secretRef": {"name": "gpt-secrets"}},
+    ]
 
 
 def test_secret_ref_and_user_env() -> None:
