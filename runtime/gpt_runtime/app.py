@@ -176,6 +176,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         # multipart framing on top of the file itself
         path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
+        revision=settings.revision,
     )
     for module in (conversations, generate, openai, auth, jobs, files, usage, admin, health, ws):
         app.include_router(module.router)

@@ -1,4 +1,4 @@
-"""ASGI middleware: request id, body size limit, metrics and one access log line per request.
+"""ASGI middleware: request id, revision header, body size limit, metrics and one access log line per request.
 
 Written as plain ASGI (not BaseHTTPMiddleware) so streaming responses and WebSockets pass through untouched.
 """
@@ -37,15 +37,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (X-Request-ID), enforces the body limit, records metrics and logs."""
+    """Gives each request an id (X-Request-ID), names the pod's revision (X-GPT-Revision, when it has one),
+    enforces the body limit, records metrics and logs."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, path_limits: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        path_limits: dict[str, int] | None = None,
+        revision: str | None = None,
     ):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.path_limits = path_limits or {}
+        self._fixed_headers: list[tuple[bytes, bytes]] = [(b"x-gpt-revision", revision.encode())] if revision else []
         self._children: dict[tuple[str, str, int], tuple] = {}  # metric children by (method, route, status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,6 +93,7 @@ class RequestContextMiddleware:
                     status = message["status"]
                     headers = list(message.get("headers", []))
                     headers.append((b"x-request-id", request_id.encode()))
+                    headers.extend(self._fixed_headers)
                     present = {name.lower() for name, _ in headers}
                     for name, value in scope["state"].get("extra_headers", {}).items():
                         if name.lower().encode() not in present:
@@ -118,6 +127,7 @@ class RequestContextMiddleware:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", request_id.encode()),
+                    *self._fixed_headers,
                     (b"connection", b"close"),
                 ],
             }

@@ -19,6 +19,10 @@ class RuntimeSettings(BaseSettings):
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # Which rollout revision and track this pod belongs to (the operator fills them from the pod's labels);
+    # GET /health reports them and every response carries X-GPT-Revision.
+    revision: str | None = None
+    track: str | None = None
 
     # Backends by URL (DESIGN.md): the embedded default needs nothing running.
     database_url: str = ""  # default: sqlite:///<data_dir>/gpt.db
@@ -89,6 +93,12 @@ class RuntimeSettings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
     default_max_tokens: int = Field(default=256, gt=0)
+
+    @field_validator("revision", "track")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        """The downward API gives "" for a label the pod lacks."""
+        return (value or "").strip() or None
 
     @field_validator("database_url", "files_url")
     @classmethod

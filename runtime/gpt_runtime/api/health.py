@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -13,9 +15,15 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-async def health() -> dict:
-    """Liveness: the process serves HTTP."""
-    return {"status": "ok"}
+async def health(runtime: RuntimeDep) -> dict:
+    """Liveness: the process serves HTTP; says which revision, track and pod answered."""
+    settings = runtime.settings
+    return {
+        "status": "ok",
+        "revision": settings.revision,
+        "track": settings.track,
+        "instance": socket.gethostname(),
+    }
 
 
 @router.get("/ready")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
+
+from .conftest import start_runtime, stop_runtime
 
 pytestmark = pytest.mark.integration
 
 
 def test_health_and_ready(server):
     with server.client() as anon:
-        assert anon.get("/health").json() == {"status": "ok"}
+        health = anon.get("/health")
+        assert health.json() == {"status": "ok", "revision": None, "track": None, "instance": socket.gethostname()}
+        assert "x-gpt-revision" not in health.headers  # outside a GPTDeployment's pod: no revision
         ready = anon.get("/ready").json()
         assert ready["status"] == "ready"
         assert ready["checks"] == {"engine": True, "database": True, "files": True}
@@ -52,3 +57,22 @@ def test_openapi_documents_the_api(server):
         paths = anon.get("/openapi.json").json()["paths"]
     for path in ("/auth/signup", "/auth/login", "/conversations", "/conversations/{conversation_id}", "/generate"):
         assert path in paths
+
+
+def test_a_pod_reports_its_revision_and_track(tmp_path):
+    """What the operator's downward-API env gives a pod; e2e tests tell revisions apart through a Service."""
+    pod = start_runtime(tmp_path, GPT_REVISION="5d8c7f9b", GPT_TRACK="canary")
+    try:
+        with pod.client() as anon:
+            health = anon.get("/health")
+            assert health.json() == {
+                "status": "ok",
+                "revision": "5d8c7f9b",
+                "track": "canary",
+                "instance": socket.gethostname(),
+            }
+            for response in (health, anon.get("/ready"), anon.get("/auth/me"), anon.get("/no-such-route")):
+                assert response.headers["x-gpt-revision"] == "5d8c7f9b", response.request.url
+            assert anon.get("/auth/me").status_code == 401
+    finally:
+        stop_runtime(pod)
