@@ -103,6 +103,20 @@ def _env_from(name: str, revision: str, spec: GPTDeploymentSpec) -> list[dict[st
     return env_from
 
 
+def _label_env(variable: str, label: str) -> dict[str, Any]:
+    """An environment variable holding one of the pod's own labels (downward API)."""
+    return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}
+
+
+def _env(spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
+    """The pod's revision and track (GET /health reports them), then the user's spec.env. A user entry of
+    the same name replaces ours: server-side apply refuses duplicate names in a container's env."""
+    user = [e.wire() for e in spec.env or []]
+    taken = {e["name"] for e in user}
+    ours = [_label_env("GPT_REVISION", REVISION_LABEL), _label_env("GPT_TRACK", TRACK_LABEL)]
+    return [e for e in ours if e["name"] not in taken] + user
+
+
 def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
     spec = spec_from_template(template)
     resources = spec.resources or ResourcesSpec()
@@ -119,6 +133,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "envFrom": _env_from(name, revision, spec),
+        "env": _env(spec),
         "resources": _resources(resources),
         # Loading a model takes a while: the startup probe allows 10 minutes before liveness applies.
         "startupProbe": _probe("/health", 10, 60),
@@ -131,8 +146,6 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         },
         "volumeMounts": mounts,
     }
-    if spec.env:
-        container["env"] = [e.wire() for e in spec.env]
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": 30,
