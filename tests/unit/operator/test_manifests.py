@@ -143,7 +143,7 @@ def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> 
 
 def test_dockerfile_installs_only_the_operator_extra_as_non_root() -> None:
     text = (ROOT / "Dockerfile.operator").read_text()
-    assert 'pip install ".[operator]"' in text
+    assert 'pip install -c constraints.txt ".[operator]"' in text  # the operator extra, pinned
     assert "USER 65532" in text
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     installed = project["dependencies"] + project["optional-dependencies"]["operator"]

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Build both images from the Dockerfiles users build, with the tags the manifests name, so
+# manifests/base and the samples run them unchanged (imagePullPolicy IfNotPresent: nothing is pulled).
+#
+#   hack/images/build.sh [operator] [runtime]   build (default: both); the references go to stdout
+#
+#   GPT_IMAGE_BASE=IMAGE   the BASE_IMAGE build arg (default: hack/images/base.sh's Debian-made Python,
+#                          because no registry can be reached here; on a normal host, python:3.11-slim)
+#   GPT_TORCH_VARIANT=cpu  the runtime's TORCH_VARIANT (default: the Dockerfile's, PyPI's torch, which also
+#                          runs on CPU; `cpu` needs PyTorch's own index)
+#
+# Docker's layer cache makes a rebuild with unchanged inputs take seconds: the layers are keyed by the base
+# image, the build args and the files each step copies. Progress and timings go to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OPERATOR_IMAGE=ghcr.io/gpt-operator/gpt-operator:0.1.0  # manifests/base/kustomization.yaml
+RUNTIME_IMAGE=ghcr.io/gpt-operator/gpt-runtime:0.1.0    # gpt_operator.spec.DEFAULT_IMAGE
+
+bash hack/images/dockerd.sh start
+base="${GPT_IMAGE_BASE:-$(bash hack/images/base.sh)}"
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(operator runtime)
+
+build() {  # build NAME DOCKERFILE TAG [BUILD-ARG...]
+  local name=$1 file=$2 tag=$3 start
+  shift 3
+  start=$(date +%s)
+  echo "==> image $tag ($file, base $base)" >&2
+  local args=(--network host --build-arg "BASE_IMAGE=$base")
+  for arg in "$@"; do args+=(--build-arg "$arg"); done
+  local log
+  log=$(mktemp)
+  if ! docker build "${args[@]}" -f "$file" -t "$tag" . >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    rm -f "$log"
+    echo "build.sh: building $name failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  echo "==> $tag built in $(( $(date +%s) - start ))s: $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')" >&2
+  echo "$tag"
+}
+
+for name in "${wanted[@]}"; do
+  case "$name" in
+    operator) build operator Dockerfile.operator "$OPERATOR_IMAGE" ;;
+    runtime)
+      extra=()
+      [ -z "${GPT_TORCH_VARIANT:-}" ] || extra+=("TORCH_VARIANT=$GPT_TORCH_VARIANT")
+      build runtime Dockerfile.runtime "$RUNTIME_IMAGE" "${extra[@]}" ;;
+    *) echo "build.sh: unknown image $name (operator, runtime)" >&2; exit 2 ;;
+  esac
+done
