@@ -4,6 +4,7 @@
 #   hack/k8s/build.sh [NAME...]   build the named binaries that are missing (default: the local control
 #                                 plane: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 #                                 kwok; `kind` on request); the bin dir goes to stdout, progress to stderr
+#   GPT_K8S_WITH_NODE=1           add the real node's kubelet, kube-proxy and pause (hack/k8s/node.sh)
 #   GPT_K8S_WITH_KIND=1           add kind to the default set
 #   GPT_K8S_BIN_DIR=DIR           use (and build into) DIR instead of the cache
 #   GPT_K8S_CACHE=DIR             cache root (default ${XDG_CACHE_HOME:-~/.cache}/gpt-operator/k8s-bin)
@@ -11,8 +12,8 @@
 #
 # Versions are pinned in hack/k8s/tools/go.mod + go.sum: k8s.io/kubernetes (with its staging modules
 # replaced by the published v0.x of the same release), etcd's server module, kwok and kind. The cache
-# directory is named after the Kubernetes version and a hash of go.mod, go.sum, the Go toolchain and the
-# link flags, so a version bump builds afresh and an unchanged checkout reuses the binaries.
+# directory is named after the Kubernetes version and a hash of go.mod, go.sum, the module's own sources
+# (pause), the Go toolchain and the link flags, so a version bump builds afresh and an unchanged checkout reuses the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tools="$here/tools"
@@ -23,6 +24,9 @@ declare -A package=(
   [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
   [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
   [kubectl]=k8s.io/kubernetes/cmd/kubectl
+  [kubelet]=k8s.io/kubernetes/cmd/kubelet
+  [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
+  [pause]=gpt-operator.dev/hack/k8s/tools/pause
   [kwok]=sigs.k8s.io/kwok/cmd/kwok
   [kind]=sigs.k8s.io/kind
 )
@@ -30,6 +34,7 @@ if [ $# -gt 0 ]; then
   wanted=("$@")
 else
   wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+  [ -n "${GPT_K8S_WITH_NODE:-}" ] && wanted+=(kubelet kube-proxy pause)
   [ -n "${GPT_K8S_WITH_KIND:-}" ] && wanted+=(kind)
 fi
 for name in "${wanted[@]}"; do
@@ -49,7 +54,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 if [ -z "${GPT_K8S_BIN_DIR:-}" ]; then
-  key=$( { cat "$tools/go.mod" "$tools/go.sum"; go env GOVERSION GOOS GOARCH; echo "$stamp"; } | sha256sum | cut -c1-12)
+  key=$( { cat "$tools/go.mod" "$tools/go.sum"; find "$tools" -name '*.go' | sort | xargs cat; go env GOVERSION GOOS GOARCH; echo "$stamp"; } | sha256sum | cut -c1-12)
   GPT_K8S_BIN_DIR="${GPT_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt-operator/k8s-bin}/$k8s_version-$key"
 fi
 bin="$GPT_K8S_BIN_DIR"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane as plain processes on loopback, for the end-to-end tests:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built by hack/k8s/build.sh) and kwok,
-# which plays the kubelet for a fake GPU fleet (hack/k8s/fleet.yaml). No Docker, no root, no network
-# beyond 127.0.0.1.
+# A local Kubernetes control plane as plain processes, for the end-to-end tests: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler (built by hack/k8s/build.sh) and kwok, which plays the kubelet for
+# a fake GPU fleet (hack/k8s/fleet.yaml); with --node, also one real node that runs containers
+# (hack/k8s/node.sh: containerd, kubelet, kube-proxy; needs root). Without --node: no Docker, no root, no
+# network beyond 127.0.0.1. Pod and Service addresses come from 198.18.0.0/15 (see node.sh).
 #
-#   hack/k8s/cluster.sh up       build if needed, start, wait until ready, create the fleet;
+#   hack/k8s/cluster.sh up [--node]
+#                                build if needed, start, wait until ready, create the fleet (and the node);
 #                                prints the `export KUBECONFIG=...` line to use it
 #   hack/k8s/cluster.sh down     stop the processes started by `up` and delete the state directory
 #   hack/k8s/cluster.sh status   what runs, and the nodes
@@ -14,11 +16,18 @@
 #                                (default ${TMPDIR:-/tmp}/gpt-operator-k8s)
 #   GPT_K8S_BIN_DIR=DIR          binaries (default: the cache of hack/k8s/build.sh)
 #   GPT_K8S_READY_TIMEOUT=SEC    how long `up` waits for each component (default 120)
+#   GPT_K8S_NODE=1               same as --node
+#   GPT_K8S_NODE_IMAGES="A B"    with the node: Docker images to load into it (node.sh load)
+#   GPT_K8S_AUDIT=0              no audit log (default: every write, as metadata, in $dir/audit.log)
 set -Eeuo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${GPT_K8S_CLUSTER_DIR:-${TMPDIR:-/tmp}/gpt-operator-k8s}"
 timeout="${GPT_K8S_READY_TIMEOUT:-120}"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+node_components=(containerd kubelet kube-proxy)
+SERVICE_CIDR=198.19.0.0/16
+KWOK_POD_CIDR=198.18.128.0/17
+NODE_IP=198.18.0.1  # node.sh's address for the node (and the API server, so pods reach it)
 
 log() { echo "==> $*" >&2; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -28,10 +37,11 @@ ours() {  # is $dir absent, empty, or a state directory written by `up`? (never 
 }
 
 bin_dir() {
-  if [ -n "${GPT_K8S_BIN_DIR:-}" ] && [ -x "$GPT_K8S_BIN_DIR/kube-apiserver" ]; then
+  if [ -n "${GPT_K8S_BIN_DIR:-}" ] && [ -x "$GPT_K8S_BIN_DIR/kube-apiserver" ] \
+     && { [ "$with_node" = 0 ] || [ -x "$GPT_K8S_BIN_DIR/kubelet" ]; }; then
     echo "$GPT_K8S_BIN_DIR"
   else
-    bash "$here/build.sh"
+    GPT_K8S_WITH_NODE=$([ "$with_node" = 1 ] && echo 1) bash "$here/build.sh"
   fi
 }
 
@@ -64,7 +74,7 @@ wait_for() {  # wait_for WHAT COMMAND...: poll until COMMAND succeeds or the tim
   until "$@" >/dev/null 2>&1; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
       echo "cluster.sh: $what not ready after ${timeout}s; last log lines:" >&2
-      for c in "${components[@]}"; do
+      for c in "${components[@]}" "${node_components[@]}"; do
         [ -f "$dir/logs/$c.log" ] && { echo "--- $c" >&2; tail -n 15 "$dir/logs/$c.log" >&2; }
       done
       return 1
@@ -88,7 +98,7 @@ certificates() {
 basicConstraints=CA:FALSE
 keyUsage=digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:198.19.0.1,IP:198.18.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
     cat >client.ext <<'EOF'
 basicConstraints=CA:FALSE
@@ -108,14 +118,14 @@ EOF
   )
 }
 
-kubeconfig() {  # kubeconfig PORT: an admin kubeconfig (certificate files by path: every client reads those)
+kubeconfig() {  # kubeconfig IP PORT: an admin kubeconfig (certificate files by path: every client reads those)
   cat >"$dir/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
   - name: gpt-operator-e2e
     cluster:
-      server: https://127.0.0.1:$1
+      server: https://$1:$2
       certificate-authority: $dir/pki/ca.crt
 users:
   - name: admin
@@ -130,10 +140,28 @@ EOF
   chmod 600 "$dir/kubeconfig"
 }
 
+audit_policy() {  # who wrote what: every write (not reads, not events' churn) as metadata
+  cat >"$dir/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: None
+    resources: [{group: coordination.k8s.io, resources: [leases]}]
+  - level: None
+    users: [system:kube-scheduler, system:kube-controller-manager]
+    resources: [{group: "", resources: [endpoints, events]}, {group: events.k8s.io, resources: [events]}]
+  - level: Metadata
+EOF
+}
+
 up() {
   for c in "${components[@]}"; do
     running "$c" && die "already up (state in $dir); run: $0 down"
   done
+  [ "$with_node" = 0 ] || [ "$(id -u)" = 0 ] || die "--node needs root (containerd, kubelet, pod networking)"
   command -v openssl >/dev/null || die "openssl is needed to generate the certificates"
   command -v curl >/dev/null || die "curl is needed to probe readiness"
   ours || die "$dir exists and was not made by $0; set GPT_K8S_CLUSTER_DIR to a new or empty directory"
@@ -145,9 +173,24 @@ up() {
   trap 'echo "cluster.sh: up failed; processes stopped, logs kept in $dir/logs (\`$0 down\` removes them)" >&2; stop_all' ERR
   echo "$bin" >"$dir/bin-dir"
   read -r etcd_port peer_port api_port kcm_port sched_port <<<"$(free_ports 5)"
-  local kc="$dir/kubeconfig" p="$dir/pki"
+  local kc="$dir/kubeconfig" p="$dir/pki" api_ip=127.0.0.1 node_flags=() audit_flags=()
+  if [ "$with_node" = 1 ]; then
+    # pods reach the API server through the `kubernetes` Service, so it listens on the node's address
+    bash "$here/node.sh" net-up
+    api_ip=$NODE_IP
+    node_flags=(--endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key"
+      --kubelet-preferred-address-types=InternalIP)
+  else
+    node_flags=(--endpoint-reconciler-type=none)
+  fi
+  if [ "${GPT_K8S_AUDIT:-1}" != 0 ]; then
+    audit_policy
+    audit_flags=(--audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
+      --audit-log-format=json --audit-log-maxsize=200 --audit-log-mode=blocking)
+  fi
   certificates
-  kubeconfig "$api_port"
+  kubeconfig "$api_ip" "$api_port"
 
   log "etcd on 127.0.0.1:$etcd_port (data in $dir/etcd)"
   start etcd "$bin/etcd" --name=e2e --data-dir="$dir/etcd" \
@@ -157,19 +200,19 @@ up() {
     --unsafe-no-fsync=true --quota-backend-bytes=2147483648 --log-level=warn
   wait_for etcd curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
-  log "kube-apiserver on https://127.0.0.1:$api_port"
+  log "kube-apiserver on https://$api_ip:$api_port"
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --endpoint-reconciler-type=none \
+    --bind-address="$api_ip" --advertise-address="$api_ip" --secure-port="$api_port" \
+    "${node_flags[@]}" "${audit_flags[@]}" \
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --client-ca-file="$p/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --profiling=false --v=1
-  wait_for kube-apiserver https_ok "https://127.0.0.1:$api_port/readyz"
+  wait_for kube-apiserver https_ok "https://$api_ip:$api_port/readyz"
 
   log "kube-controller-manager and kube-scheduler"
   start kube-controller-manager "$bin/kube-controller-manager" \
@@ -178,7 +221,7 @@ up() {
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
     --use-service-account-credentials=false --controllers='*,-nodeipam' \
-    --service-cluster-ip-range=10.96.0.0/16 --profiling=false --v=1
+    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false \
@@ -192,11 +235,16 @@ up() {
   log "kwok and the fake GPU fleet"
   start kwok "$bin/kwok" --kubeconfig="$kc" --config="$here/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+    --cidr="$KWOK_POD_CIDR" --node-ip=127.0.0.1 --node-lease-duration-seconds=40
   local k="$bin/kubectl --kubeconfig=$kc"
   wait_for "the default service account" $k -n default get serviceaccount default
   $k apply -f "$here/fleet.yaml" >/dev/null
   wait_for "the fleet's nodes" $k wait --for=condition=Ready node --all --timeout=5s
+  if [ "$with_node" = 1 ]; then
+    bash "$here/node.sh" up
+    # shellcheck disable=SC2086
+    [ -z "${GPT_K8S_NODE_IMAGES:-}" ] || bash "$here/node.sh" load $GPT_K8S_NODE_IMAGES
+  fi
   trap - ERR
   log "up: $($k get nodes --no-headers | wc -l) nodes; state in $dir"
   echo "export KUBECONFIG=$kc"
@@ -219,6 +267,7 @@ stop_pid() {  # stop_pid NAME: TERM the recorded process (its own session), then
 
 stop_all() {
   local c
+  [ ! -d "$dir/node" ] || bash "$here/node.sh" down
   for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_pid "$c"
   done
@@ -234,7 +283,8 @@ down() {
 
 status() {
   local c
-  for c in "${components[@]}"; do
+  for c in "${components[@]}" "${node_components[@]}"; do
+    [ -f "$dir/pids/$c" ] || [[ " ${components[*]} " == *" $c "* ]] || continue
     if running "$c"; then echo "$c: running (pid $(cat "$dir/pids/$c"))"; else echo "$c: stopped"; fi
   done
   if running kube-apiserver; then
@@ -248,10 +298,14 @@ env_lines() {
   echo "export PATH=$(cat "$dir/bin-dir"):\$PATH"
 }
 
+with_node="${GPT_K8S_NODE:-0}"
 case "${1:-}" in
-  up) up ;;
+  up)
+    [ "${2:-}" = --node ] && with_node=1
+    up ;;
+  load) shift; bash "$here/node.sh" load "$@" ;;
   down) down ;;
   status) status ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--node]|down|status|env|load IMAGE..." >&2; exit 2 ;;
 esac
