@@ -22,6 +22,12 @@ RUNTIME_PORT = 8000
 DATA_DIR = "/data"
 MODELS_DIR = "/models"
 RUNTIME_UID = 10001
+# The runtime image converts the built-in models at build time into its read-only /models; other sources
+# (hf:, s3:) are converted at start into the pod's writable data volume.
+IMAGE_MODELS_DIR = "/models"
+# After a pod is told to stop, kube-proxy and every other node take a moment to drop it from the Service; it
+# keeps serving meanwhile, so no new connection lands on a closed port during a rollout.
+PRESTOP_SLEEP_SECONDS = 5
 
 
 def spec_from_template(template: dict[str, Any]) -> GPTDeploymentSpec:
@@ -45,7 +51,7 @@ def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
         "GPT_HOST": "0.0.0.0",
         "GPT_PORT": str(RUNTIME_PORT),
         "GPT_DATA_DIR": DATA_DIR,
-        "GPT_MODEL_CACHE_DIR": f"{DATA_DIR}/models",
+        "GPT_MODEL_CACHE_DIR": IMAGE_MODELS_DIR if source.startswith("builtin:") else f"{DATA_DIR}/models",
         "GPT_LOG_FORMAT": "json",
         "GPT_DEV_MODE": "false" if spec.environment in ("staging", "prod") else "true",
         "GPT_MODEL_SOURCE": source,
@@ -137,6 +143,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "resources": _resources(resources),
         # Loading a model takes a while: the startup probe allows 10 minutes before liveness applies.
         "startupProbe": _probe("/health", 10, 60),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "livenessProbe": _probe("/health", 10, 3),
         "readinessProbe": _probe("/ready", 5, 3),
         "securityContext": {

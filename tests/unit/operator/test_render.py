@@ -74,6 +74,26 @@ def test_config_map_holds_gpt_runtime_settings_and_is_immutable() -> None:
     assert data["GPT_DEV_MODE"] == "false"
 
 
+@pytest.mark.parametrize(
+    ("source", "cache"),
+    [("builtin:smollm2-135m", "/models"), ("hf:org/m", "/data/models"), ("s3://b/k", "/data/models")],
+)
+def test_builtin_models_load_from_the_image_others_convert_into_the_data_volume(source: str, cache: str) -> None:
+    """The image converts the built-in models at build time (read-only /models); a pod must not convert them
+    again into its data volume at every start."""
+    spec = spec_of(model={"source": source})
+    cm = config_map("demo", "ml", spec.pod_template_spec(), spec.revision)
+    assert cm["data"]["GPT_MODEL_CACHE_DIR"] == cache
+
+
+def test_pods_keep_serving_until_the_service_has_dropped_them() -> None:
+    """A preStop sleep: the endpoint removal reaches kube-proxy before the runtime stops accepting connections."""
+    dep = rendered_deployment()
+    c = container(dep)
+    sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < sleep < dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+
+
 def test_pvc_model_source_is_mounted_read_only() -> None:
     spec = spec_of(model={"source": "pvc:models/gpt2-small"})
     dep = rendered_deployment(model={"source": "pvc:models/gpt2-small"})
