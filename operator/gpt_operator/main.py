@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +41,15 @@ class OperatorState:
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+def in_cluster_server(environ: Mapping[str, str]) -> str | None:
+    """The API server as in-cluster clients (client-go's InClusterConfig) find it: from the kubelet-set
+    KUBERNETES_SERVICE_HOST/PORT, which need no cluster DNS (kopf's default, https://kubernetes.default.svc, does)."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def credentials(info: kopf.ConnectionInfo) -> apply.Credentials:
@@ -110,7 +123,11 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         if settings.server:
             info = kopf.ConnectionInfo(server=settings.server)
         else:
-            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+            info = kopf.login_with_service_account(**kwargs)
+            server = in_cluster_server(os.environ)
+            if info is not None and server:
+                info = dataclasses.replace(info, server=server)
+            info = info or kopf.login_with_kubeconfig(**kwargs)
         if info is None:
             raise kopf.LoginError("no service account and no kubeconfig found")
         if state.client is not None:  # a re-login (e.g. a rotated token): new credentials for new requests
@@ -145,6 +162,9 @@ async def operate(state: OperatorState, **kwargs: Any) -> None:
     """Run the operator until stopped (kwargs go to kopf.operator, e.g. stop_flag, ready_flag)."""
     settings = state.settings
     namespaces = settings.namespace_list
+    # kopf's default identity asks the passwd database for the user, which has no entry for the image's
+    # uid 65532 (or any uid a cluster assigns): name it from the pod instead.
+    kwargs.setdefault("identity", f"gpt-operator@{socket.gethostname()}")
     await kopf.operator(
         registry=build_registry(state),
         clusterwide=not namespaces,

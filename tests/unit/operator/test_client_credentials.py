@@ -61,3 +61,20 @@ def test_a_key_that_does_not_match_its_certificate_is_refused():
 def test_plain_http_and_insecure_servers_skip_tls_setup():
     assert _ssl_context(Credentials(server="http://127.0.0.1:8001")) is False
     assert _ssl_context(Credentials(server="https://127.0.0.1:6443", insecure=True)) is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "server"),
+    [
+        ({"KUBERNETES_SERVICE_HOST": "198.19.0.1", "KUBERNETES_SERVICE_PORT": "443"}, "https://198.19.0.1:443"),
+        ({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"}, "https://[fd00::1]:6443"),
+        ({"KUBERNETES_SERVICE_HOST": "198.19.0.1"}, None),
+        ({}, None),
+    ],
+)
+def test_in_cluster_server_comes_from_the_service_env_not_dns(environ: dict[str, str], server: str | None) -> None:
+    """In a pod, the API server is reached at KUBERNETES_SERVICE_HOST:PORT as client-go does: a cluster without
+    DNS (or with DNS down) must not stop the operator (kopf's default is https://kubernetes.default.svc)."""
+    from gpt_operator.main import in_cluster_server
+
+    assert in_cluster_server(environ) == server
