@@ -4,13 +4,18 @@ Runs against whatever `KUBECONFIG` names: the local control plane (`hack/k8s/clu
 cluster (`hack/kind-e2e.sh`). Without KUBECONFIG in the environment every e2e test is skipped (never a
 default ~/.kube/config: the suite installs a CRD and creates namespaces, so it must be asked for).
 
-Everything is checked the way a user checks it: with kubectl. Environment:
+Everything is checked the way a user checks it: with kubectl. The cluster needs a node that runs containers,
+labelled gpt-operator.dev/e2e-node=real (cluster.sh up --node, or kind's node), with the two images on it.
+Environment:
   KUBECONFIG              the cluster (required)
   KUBECTL                 the kubectl binary (default: PATH, then the local cluster's bin dir)
-  GPT_E2E_OPERATOR        `local` (default): run `python -m gpt_operator run` here for the session;
-                          `external`: the operator already runs in the cluster (kind: from manifests/)
+  GPT_E2E_OPERATOR        `cluster` (default): deploy the operator from manifests/base (tests/e2e/operator/, which
+                          pins it to the real node) with its image and RBAC, and drive it only through the API;
+                          `external`: it already runs in the cluster; `local`: run `python -m gpt_operator run`
+                          from this checkout for the session (development)
   GPT_E2E_ARTIFACTS       a directory for the operator log (default: a pytest temp dir)
   GPT_E2E_TIMEOUT         seconds each wait allows (default 90)
+  GPT_E2E_AUDIT_LOG       the API server's audit log, where the tests can read it (cluster.sh sets it)
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from .kube import CRD, CRD_NAME, PREREQS, ROOT, Kube, free_port, kubectl_binary
+from .kube import CRD, CRD_NAME, OPERATOR_NAMESPACE, PREREQS, ROOT, Kube, free_port, kubectl_binary
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,11 +87,15 @@ def crd(kube: Kube) -> str:
 
 @pytest.fixture(scope="session")
 def operator(kube: Kube, crd: str) -> Iterator[None]:
-    """The operator for the whole session: started here (`local`) or already in the cluster (`external`)."""
-    mode = os.environ.get("GPT_E2E_OPERATOR", "local")
-    if mode == "external":
+    """The operator for the whole session: deployed in the cluster from manifests/base (`cluster`), already
+    there (`external`), or started from this checkout (`local`)."""
+    mode = os.environ.get("GPT_E2E_OPERATOR", "cluster")
+    if mode in ("cluster", "external"):
+        kube.operator_log = None  # read with kubectl logs
+        if mode == "cluster":
+            kube.run("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "tests" / "e2e" / "operator"))
         kube.run(
-            "-n", "gpt-operator-system", "rollout", "status", "deployment/gpt-operator", "--timeout=180s", timeout=200
+            "-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/gpt-operator", "--timeout=180s", timeout=200
         )
         yield
         return

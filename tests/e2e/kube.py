@@ -28,6 +28,9 @@ ABORT = f"{GROUP}/abort"
 NAME_LABEL = f"{GROUP}/name"
 TRACK_LABEL = f"{GROUP}/track"
 TIMEOUT = float(os.environ.get("GPT_E2E_TIMEOUT", "90"))
+OPERATOR_NAMESPACE = "gpt-operator-system"
+# The node that runs containers (kwok's nodes only pretend): cluster.sh --node and kind-e2e.sh label it.
+REAL_NODE_LABEL = ("gpt-operator.dev/e2e-node", "real")
 
 T = TypeVar("T")
 
@@ -180,10 +183,21 @@ class Kube:
         return self.wait_gptd(namespace, name, ready, f"Ready ({replicas} replicas)" if replicas else "Ready", timeout)
 
     def operator_log_tail(self, lines: int = 30) -> str:
-        if self.operator_log is None or not self.operator_log.exists():
+        """The operator's last log lines: its log file when it runs here, else its pod's (kubectl logs)."""
+        if self.operator_log is None:
+            proc = subprocess.run(
+                [self.kubectl, "-n", OPERATOR_NAMESPACE, "logs", "deployment/gpt-operator", f"--tail={lines}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            text = proc.stdout or proc.stderr
+        elif self.operator_log.exists():
+            text = "\n".join(self.operator_log.read_text(errors="replace").splitlines()[-lines:])
+        else:
             return ""
-        tail = self.operator_log.read_text(errors="replace").splitlines()[-lines:]
-        return "\n--- operator log (last lines) ---\n" + "\n".join(tail)
+        return "\n--- operator log (last lines) ---\n" + text
 
 
 def gptd_manifest(

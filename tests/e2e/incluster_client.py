@@ -1,0 +1,182 @@
+"""An HTTP client that runs inside a pod of the cluster (standard library only), so requests go through the
+Service and kube-proxy as other workloads' do. The e2e tests send this file to `kubectl exec -i POD -- python -`
+with a command; it prints one JSON document.
+
+    health URL                    one GET /health: status, body (revision, instance), headers
+    count URL N                   N GETs of URL/health, each on a new connection: revisions seen, failures
+    watch URL SECONDS             GET URL/health every 50 ms, each on a new connection, until the revision
+                                  answering changed and only the new one answered for 5 s (or SECONDS passed)
+    signup URL EMAIL PASSWORD     sign up (an existing account is fine), log in: the token answer
+    metrics URL                   a pod's engine gauges (running, waiting) from its /metrics
+    stream URL TOKEN MAX_TOKENS   a streaming /v1/chat/completions; prints a line `started` to stderr at the
+                                  first content, then reads on slowly and reports how the stream ended
+    complete URL TOKEN            a non-streaming /v1/chat/completions
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def request(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 5) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Connection": "close"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return {"status": resp.status, "body": json.loads(resp.read() or b"null"), "headers": dict(resp.headers)}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": json.loads(exc.read() or b"null"), "headers": dict(exc.headers)}
+
+
+def health(url: str) -> dict[str, Any]:
+    return request("GET", f"{url}/health")
+
+
+def count(url: str, n: int) -> dict[str, Any]:
+    revisions: dict[str, int] = {}
+    failures: list[str] = []
+    for _ in range(n):
+        try:
+            answer = health(url)
+            rev = answer["body"]["revision"] if answer["status"] == 200 else f"status {answer['status']}"
+            revisions[rev] = revisions.get(rev, 0) + 1
+        except Exception as exc:
+            failures.append(repr(exc))
+    return {"revisions": revisions, "failures": failures}
+
+
+def watch(url: str, seconds: float) -> dict[str, Any]:
+    start = time.monotonic()
+    first: str | None = None
+    last_old = start
+    changed = False
+    revisions: dict[str, int] = {}
+    failures: list[str] = []
+    total = 0
+    while time.monotonic() - start < seconds:
+        total += 1
+        try:
+            answer = health(url)
+            if answer["status"] != 200:
+                failures.append(f"{time.monotonic() - start:.1f}s: HTTP {answer['status']} {answer['body']}")
+            else:
+                rev = answer["body"]["revision"]
+                revisions[rev] = revisions.get(rev, 0) + 1
+                first = first or rev
+                if rev == first:
+                    last_old = time.monotonic()
+                else:
+                    changed = True
+        except Exception as exc:
+            failures.append(f"{time.monotonic() - start:.1f}s: {exc!r}")
+        if changed and time.monotonic() - last_old > 5:
+            break
+        time.sleep(0.05)
+    return {"total": total, "revisions": revisions, "first": first, "failures": failures}
+
+
+def signup(url: str, email: str, password: str) -> dict[str, Any]:
+    """Sign up (an existing account is fine) and log in: the login's answer, with the access token."""
+    answer = request("POST", f"{url}/auth/signup", {"email": email, "password": password}, timeout=30)
+    if answer["status"] not in (201, 409):
+        return answer
+    return request("POST", f"{url}/auth/login", {"email": email, "password": password}, timeout=30)
+
+
+def metrics(url: str) -> dict[str, Any]:
+    """The engine's gauges from a pod's /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("engine_"))
+    return {"running": float(values.get("engine_running", "0")), "waiting": float(values.get("engine_waiting", "0"))}
+
+
+def _chat(max_tokens: int, stream: bool) -> dict[str, Any]:
+    return {
+        "model": "default",
+        "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}],
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "stream": stream,
+    }
+
+
+def stream(url: str, token: str, max_tokens: int) -> dict[str, Any]:
+    """Read the SSE stream slowly; report whether it finished ([DONE]), carried an error event, or broke."""
+    host = url.removeprefix("http://")
+    conn = http.client.HTTPConnection(host, timeout=60)
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(_chat(max_tokens, True)),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    resp = conn.getresponse()
+    result: dict[str, Any] = {"status": resp.status, "chunks": 0, "done": False, "error_event": None, "broke": None}
+    if resp.status != 200:
+        result["body"] = resp.read().decode(errors="replace")
+        return result
+    started = time.monotonic()
+    try:
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[len(b"data:") :].strip()
+            if payload == b"[DONE]":
+                result["done"] = True
+                break
+            event = json.loads(payload)
+            if "error" in event:
+                result["error_event"] = event["error"]
+                continue
+            result["chunks"] += 1
+            if result["chunks"] == 1:
+                print("started", file=sys.stderr, flush=True)
+            time.sleep(0.2)  # a slow reader: the stream is still open when its pod is killed
+    except Exception as exc:
+        result["broke"] = repr(exc)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def complete(url: str, token: str) -> dict[str, Any]:
+    answer = request("POST", f"{url}/v1/chat/completions", _chat(16, False), token=token, timeout=60)
+    return {"status": answer["status"], "body": answer["body"], "revision": answer["headers"].get("X-GPT-Revision")}
+
+
+def main(argv: list[str]) -> None:
+    cmd, *args = argv
+    if cmd == "health":
+        out = health(args[0])
+    elif cmd == "count":
+        out = count(args[0], int(args[1]))
+    elif cmd == "watch":
+        out = watch(args[0], float(args[1]))
+    elif cmd == "signup":
+        out = signup(*args)
+    elif cmd == "stream":
+        out = stream(args[0], args[1], int(args[2]))
+    elif cmd == "metrics":
+        out = metrics(args[0])
+    elif cmd == "complete":
+        out = complete(args[0], args[1])
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
