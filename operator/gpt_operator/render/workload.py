@@ -156,6 +156,9 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": 30,
+        # No docker-link variables for the namespace's Services: they would put GPT_* names in the runtime's
+        # environment (a Service `gpt` sets GPT_PORT=tcp://IP:PORT; only the ConfigMap's value overrides it).
+        "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_UID,

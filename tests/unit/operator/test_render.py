@@ -86,6 +86,12 @@ def test_builtin_models_load_from_the_image_others_convert_into_the_data_volume(
     assert cm["data"]["GPT_MODEL_CACHE_DIR"] == cache
 
 
+def test_service_links_cannot_set_the_runtimes_gpt_settings() -> None:
+    """A Service named `gpt` in the namespace would inject GPT_PORT=tcp://IP:PORT (and GPT_SERVICE_HOST...) into
+    the runtime's GPT_* settings namespace (moto's server crashes on the same thing with MOTO_PORT)."""
+    assert rendered_deployment()["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
 def test_pods_keep_serving_until_the_service_has_dropped_them() -> None:
     """A preStop sleep: the endpoint removal reaches kube-proxy before the runtime stops accepting connections."""
     dep = rendered_deployment()
