@@ -100,9 +100,14 @@ def metrics(url: str) -> dict[str, Any]:
     return {"running": float(values.get("engine_running", "0")), "waiting": float(values.get("engine_waiting", "0"))}
 
 
-def _chat(max_tokens: int, stream: bool) -> dict[str, Any]:
+def _model(url: str, token: str) -> str:
+    """The id the server serves (GET /v1/models), as an OpenAI client would pick it."""
+    return request("GET", f"{url}/v1/models", token=token)["body"]["data"][0]["id"]
+
+
+def _chat(model: str, max_tokens: int, stream: bool) -> dict[str, Any]:
     return {
-        "model": "default",
+        "model": model,
         "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}],
         "max_tokens": max_tokens,
         "temperature": 0.8,
@@ -112,12 +117,12 @@ def _chat(max_tokens: int, stream: bool) -> dict[str, Any]:
 
 def stream(url: str, token: str, max_tokens: int) -> dict[str, Any]:
     """Read the SSE stream slowly; report whether it finished ([DONE]), carried an error event, or broke."""
-    host = url.removeprefix("http://")
-    conn = http.client.HTTPConnection(host, timeout=60)
+    model = _model(url, token)
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
     conn.request(
         "POST",
         "/v1/chat/completions",
-        json.dumps(_chat(max_tokens, True)),
+        json.dumps(_chat(model, max_tokens, True)),
         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     resp = conn.getresponse()
@@ -129,7 +134,8 @@ def stream(url: str, token: str, max_tokens: int) -> dict[str, Any]:
     try:
         while True:
             line = resp.readline()
-            if not line:
+            if not line:  # http.client reads an abrupt close of a chunked body as a clean end
+                result["broke"] = "the connection closed before [DONE]"
                 break
             line = line.strip()
             if not line.startswith(b"data:"):
@@ -153,7 +159,9 @@ def stream(url: str, token: str, max_tokens: int) -> dict[str, Any]:
 
 
 def complete(url: str, token: str) -> dict[str, Any]:
-    answer = request("POST", f"{url}/v1/chat/completions", _chat(16, False), token=token, timeout=60)
+    answer = request(
+        "POST", f"{url}/v1/chat/completions", _chat(_model(url, token), 16, False), token=token, timeout=60
+    )
     return {"status": answer["status"], "body": answer["body"], "revision": answer["headers"].get("X-GPT-Revision")}
 
 

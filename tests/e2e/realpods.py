@@ -103,6 +103,19 @@ class InClusterClient:
         proc.stdin.close()
         return proc
 
+    @staticmethod
+    def finish(proc: subprocess.Popen[str], timeout: float = 300) -> Any:
+        """Wait for a command started with popen; its JSON result."""
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        out, err = proc.stdout.read(), proc.stderr.read()
+        assert proc.returncode == 0, f"client command failed ({proc.returncode}): {err.strip()}"
+        return json.loads(out)
+
 
 def service_url(kube: Kube, namespace: str, service: str) -> str:
     """http://CLUSTER-IP:PORT of a Service (the cluster has no DNS add-on; kube-proxy routes the ClusterIP)."""
