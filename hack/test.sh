@@ -1,27 +1,72 @@
 #!/usr/bin/env bash
 # Set up everything the tests need and run the whole suite: lint, unit, integration (real Redis, moto,
-# kmock, uvicorn) and e2e (a local Kubernetes control plane built from Go modules, cached after the first
-# run; or whatever cluster KUBECONFIG already names). Extra arguments go to pytest, e.g.
-# `hack/test.sh -m "not slow"`; GPT_SKIP_E2E=1 skips starting the local cluster.
+# kmock, uvicorn) and e2e: both images built here from the Dockerfiles (hack/images/build.sh), a local
+# Kubernetes control plane built from Go modules with a real node that runs them (hack/k8s/cluster.sh up
+# --node; binaries and image layers cached after the first run), or whatever cluster KUBECONFIG already names.
+# Extra arguments go to pytest, e.g. `hack/test.sh -m "not slow"`; GPT_SKIP_E2E=1 skips the images and the
+# cluster (and so the e2e tests: for a quick run, never for CI). Stage timings are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash hack/setup.sh operator,runtime,dev
-if ! command -v redis-server >/dev/null; then
-  echo "==> installing redis-server (Debian)"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
-fi
-echo "==> ruff"
-.venv/bin/ruff check .
+stages=()
+stage_start=$(date +%s)
+stage() {  # stage NAME: close the running stage's timer, open the next
+  local now
+  now=$(date +%s)
+  [ -z "${stage_name:-}" ] || stages+=("$(printf '%-28s %5ss' "$stage_name" $(( now - stage_start )))")
+  stage_name=$1 stage_start=$now
+}
+report() {
+  stage ""
+  echo "==> stage timings"
+  printf '    %s\n' "${stages[@]}"
+}
 
-if [ -z "${KUBECONFIG:-}" ] && [ "${GPT_SKIP_E2E:-0}" != 1 ]; then
-  echo "==> local Kubernetes control plane for the e2e tests (first build: several minutes)"
-  export GPT_K8S_CLUSTER_DIR="${GPT_K8S_CLUSTER_DIR:-$(mktemp -d -t gpt-operator-k8s.XXXXXX)}"
-  trap 'bash hack/k8s/cluster.sh down >/dev/null 2>&1 || true' EXIT
-  bash hack/k8s/cluster.sh up
-  eval "$(bash hack/k8s/cluster.sh env)"
+stage "python environment"
+bash hack/setup.sh operator,runtime,dev
+e2e_local=0
+if [ -z "${KUBECONFIG:-}" ] && [ "${GPT_SKIP_E2E:-0}" != 1 ]; then e2e_local=1; fi
+# Debian packages, by the command each brings (a host that has the command from elsewhere keeps it): Redis for
+# the integration tests; for the local e2e cluster, a Docker engine to build the images, debootstrap for their
+# base, and containerd, runc, the CNI plugins and nftables for the real node.
+declare -A need=([redis-server]=redis-server)
+if [ "$e2e_local" = 1 ]; then
+  need+=([dockerd]=docker.io [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
+         [nft]=nftables [iptables]=iptables)
+  [ -n "${GPT_IMAGE_BASE:-}" ] || need+=([debootstrap]=debootstrap)
 fi
-echo "==> pytest"
+missing=()
+for cmd in "${!need[@]}"; do
+  [ -x "$cmd" ] || command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  stage "debian packages"
+  echo "==> installing ${missing[*]} (Debian)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+stage "lint"
+.venv/bin/ruff check .
+actionlint=$(bash hack/tools.sh actionlint)
+"$actionlint" .github/workflows/*.yml
+
+if [ "$e2e_local" = 1 ]; then
+  echo "==> local Kubernetes with a real node for the e2e tests (first build: about 10 minutes)"
+  export GPT_K8S_CLUSTER_DIR="${GPT_K8S_CLUSTER_DIR:-$(mktemp -d -t gpt-operator-k8s.XXXXXX)}"
+  trap 'bash hack/k8s/cluster.sh down >/dev/null 2>&1 || true; bash hack/images/dockerd.sh stop || true; report' EXIT
+  # The Go build is CPU-bound and the image builds mostly wait on the network and the disk: run them together.
+  stage "go binaries + images"
+  GPT_K8S_WITH_NODE=1 bash hack/k8s/build.sh >"$GPT_K8S_CLUSTER_DIR.build.log" 2>&1 &
+  go_build=$!
+  images=$(bash hack/images/build.sh operator runtime moto | tr '\n' ' ')
+  wait "$go_build" || { tail -n 40 "$GPT_K8S_CLUSTER_DIR.build.log" >&2; exit 1; }
+  rm -f "$GPT_K8S_CLUSTER_DIR.build.log"
+  stage "cluster up (images loaded)"
+  GPT_K8S_NODE_IMAGES="$images" bash hack/k8s/cluster.sh up --node >/dev/null
+  eval "$(bash hack/k8s/cluster.sh env)"
+else
+  trap report EXIT
+fi
+stage "pytest"
 status=0
 .venv/bin/pytest "$@" || status=$?
 exit "$status"

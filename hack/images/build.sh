@@ -2,7 +2,9 @@
 # Build both images from the Dockerfiles users build, with the tags the manifests name, so
 # manifests/base and the samples run them unchanged (imagePullPolicy IfNotPresent: nothing is pulled).
 #
-#   hack/images/build.sh [operator] [runtime]   build (default: both); the references go to stdout
+#   hack/images/build.sh [operator] [runtime] [moto]
+#                          build (default: operator and runtime; moto is the e2e suite's AWS emulator);
+#                          the references go to stdout
 #
 #   GPT_IMAGE_BASE=IMAGE   the BASE_IMAGE build arg (default: hack/images/base.sh's Debian-made Python,
 #                          because no registry can be reached here; on a normal host, python:3.11-slim)
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OPERATOR_IMAGE=ghcr.io/gpt-operator/gpt-operator:0.1.0  # manifests/base/kustomization.yaml
 RUNTIME_IMAGE=ghcr.io/gpt-operator/gpt-runtime:0.1.0    # gpt_operator.spec.DEFAULT_IMAGE
+MOTO_IMAGE=gpt-operator.local/moto:e2e                   # tests/e2e (a shared DynamoDB for runtime pods)
 
 bash hack/images/dockerd.sh start
 base="${GPT_IMAGE_BASE:-$(bash hack/images/base.sh)}"
@@ -28,9 +31,12 @@ build() {  # build NAME DOCKERFILE TAG [BUILD-ARG...]
   echo "==> image $tag ($file, base $base)" >&2
   local args=(--network host --build-arg "BASE_IMAGE=$base")
   for arg in "$@"; do args+=(--build-arg "$arg"); done
+# images the new tags replaced (each runtime build that changes the dependencies leaves a 6 GB one)
+docker image prune -f >/dev/null
   local log
   log=$(mktemp)
-  if ! docker build "${args[@]}" -f "$file" -t "$tag" . >"$log" 2>&1; then
+  # shellcheck disable=SC2086  # FILE may carry --target
+  if ! docker build "${args[@]}" -f $file -t "$tag" . >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     rm -f "$log"
     echo "build.sh: building $name failed" >&2
@@ -47,7 +53,12 @@ for name in "${wanted[@]}"; do
     runtime)
       extra=()
       [ -z "${GPT_TORCH_VARIANT:-}" ] || extra+=("TORCH_VARIANT=$GPT_TORCH_VARIANT")
+      # the build stage keeps a tag: untagged, `docker image prune` would take torch's layer with it
+      build runtime-deps "Dockerfile.runtime --target build" gpt-operator.local/gpt-runtime-build:cache "${extra[@]}" >/dev/null
       build runtime Dockerfile.runtime "$RUNTIME_IMAGE" "${extra[@]}" ;;
-    *) echo "build.sh: unknown image $name (operator, runtime)" >&2; exit 2 ;;
+    moto) build moto hack/images/moto.Dockerfile "$MOTO_IMAGE" ;;
+    *) echo "build.sh: unknown image $name (operator, runtime, moto)" >&2; exit 2 ;;
   esac
 done
+# images the new tags replaced (each runtime build that changes the dependencies leaves a 6 GB one)
+docker image prune -f >/dev/null

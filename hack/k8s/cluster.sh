@@ -7,7 +7,7 @@
 #
 #   hack/k8s/cluster.sh up [--node]
 #                                build if needed, start, wait until ready, create the fleet (and the node);
-#                                prints the `export KUBECONFIG=...` line to use it
+#                                prints the export lines to use it (KUBECONFIG, PATH, GPT_E2E_AUDIT_LOG)
 #   hack/k8s/cluster.sh down     stop the processes started by `up` and delete the state directory
 #   hack/k8s/cluster.sh status   what runs, and the nodes
 #   hack/k8s/cluster.sh env      the export lines (KUBECONFIG, PATH with kubectl)
@@ -18,7 +18,8 @@
 #   GPT_K8S_READY_TIMEOUT=SEC    how long `up` waits for each component (default 120)
 #   GPT_K8S_NODE=1               same as --node
 #   GPT_K8S_NODE_IMAGES="A B"    with the node: Docker images to load into it (node.sh load)
-#   GPT_K8S_AUDIT=0              no audit log (default: every write, as metadata, in $dir/audit.log)
+#   GPT_K8S_AUDIT=0              no audit log (default: every write, as metadata, in $dir/audit.log;
+#                                policy in hack/k8s/audit-policy.yaml)
 set -Eeuo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${GPT_K8S_CLUSTER_DIR:-${TMPDIR:-/tmp}/gpt-operator-k8s}"
@@ -140,23 +141,6 @@ EOF
   chmod 600 "$dir/kubeconfig"
 }
 
-audit_policy() {  # who wrote what: every write (not reads, not events' churn) as metadata
-  cat >"$dir/audit-policy.yaml" <<'EOF'
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-  - level: None
-    verbs: [get, list, watch]
-  - level: None
-    resources: [{group: coordination.k8s.io, resources: [leases]}]
-  - level: None
-    users: [system:kube-scheduler, system:kube-controller-manager]
-    resources: [{group: "", resources: [endpoints, events]}, {group: events.k8s.io, resources: [events]}]
-  - level: Metadata
-EOF
-}
-
 up() {
   for c in "${components[@]}"; do
     running "$c" && die "already up (state in $dir); run: $0 down"
@@ -185,8 +169,8 @@ up() {
     node_flags=(--endpoint-reconciler-type=none)
   fi
   if [ "${GPT_K8S_AUDIT:-1}" != 0 ]; then
-    audit_policy
-    audit_flags=(--audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
+    echo "$dir/audit.log" >"$dir/audit-log-path"
+    audit_flags=(--audit-policy-file="$here/audit-policy.yaml" --audit-log-path="$dir/audit.log"
       --audit-log-format=json --audit-log-maxsize=200 --audit-log-mode=blocking)
   fi
   certificates
@@ -247,7 +231,7 @@ up() {
   fi
   trap - ERR
   log "up: $($k get nodes --no-headers | wc -l) nodes; state in $dir"
-  echo "export KUBECONFIG=$kc"
+  env_lines
 }
 
 stop_pid() {  # stop_pid NAME: TERM the recorded process (its own session), then KILL after 10 s
@@ -296,6 +280,7 @@ env_lines() {
   [ -f "$dir/kubeconfig" ] || die "not up (no $dir/kubeconfig)"
   echo "export KUBECONFIG=$dir/kubeconfig"
   echo "export PATH=$(cat "$dir/bin-dir"):\$PATH"
+  [ ! -f "$dir/audit-log-path" ] || echo "export GPT_E2E_AUDIT_LOG=$(cat "$dir/audit-log-path")"
 }
 
 with_node="${GPT_K8S_NODE:-0}"

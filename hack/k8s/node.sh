@@ -322,10 +322,20 @@ kubelet_chains_down() {  # kubelet's iptables canary and firewall chains (KUBE-*
   for cmd in iptables ip6tables; do
     command -v "$cmd" >/dev/null || continue
     for table in filter nat mangle; do
-      "$cmd" -t "$table" -S 2>/dev/null | grep -E '^-A .* -j KUBE-' | sed 's/^-A/-D/' \
+      { "$cmd" -t "$table" -S 2>/dev/null || true; } | sed -n 's/^-A \(.* -j KUBE-.*\)/-D \1/p' \
         | while read -r -a rule; do "$cmd" -t "$table" "${rule[@]}" 2>/dev/null || true; done
-      "$cmd" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}' \
+      { "$cmd" -t "$table" -S 2>/dev/null || true; } | awk '/^-N KUBE-/ {print $2}' \
         | while read -r chain; do "$cmd" -t "$table" -F "$chain" 2>/dev/null; "$cmd" -t "$table" -X "$chain" 2>/dev/null || true; done
+    done
+  done
+  # the tables kubelet's iptables-nft calls created, once nothing is left in them but empty base chains
+  local family
+  for family in ip ip6; do
+    for table in filter nat mangle; do
+      if nft list table "$family" "$table" >/dev/null 2>&1 \
+         && ! nft list table "$family" "$table" | grep -vqE '^\s*(table|chain|type|\}|$)'; then
+        nft delete table "$family" "$table" 2>/dev/null || true
+      fi
     done
   done
 }

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,7 +51,7 @@ def test_the_operator_runs_in_its_pod_on_the_real_node(kube: Kube, operator: Non
 
 
 @pytest.fixture(scope="module")
-def samples_ns(kube: Kube, namespaces: Callable[[str], str], operator: None, real_node: str) -> str:
+def samples_ns(kube: Kube, namespaces: Callable[[str], str], operator: None, real_node: str) -> Iterator[str]:
     """Every sample applied (awake) into one namespace with the node's overrides, and Ready with all replicas."""
     ns = namespaces("e2e-real-samples")
     for name in ("chat-secrets", "chat-staging-secrets"):
@@ -67,7 +67,8 @@ def samples_ns(kube: Kube, namespaces: Callable[[str], str], operator: None, rea
     kube.apply(docs)
     for name, replicas in REPLICAS.items():
         kube.wait_ready(ns, name, replicas, timeout=420)
-    return ns
+    yield ns
+    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)  # 23 pods: room for the next module
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +38,13 @@ def _spec(replicas: int, revision: int, **extra: Any) -> dict[str, Any]:
 def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
     real_node_name(kube)
     return InClusterClient(kube, ns).start()
+
+
+@pytest.fixture(autouse=True)
+def _free_the_node(kube: Kube, ns: str) -> Iterator[None]:
+    """Each test's GPTDeployments go when it ends: the node has room for one test's pods at a time."""
+    yield
+    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)
 
 
 def _revisions(kube: Kube, ns: str, name: str, track: str | None = None) -> set[str]:
