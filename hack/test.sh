@@ -68,5 +68,6 @@ else
 fi
 stage "pytest"
 status=0
-.venv/bin/pytest "$@" || status=$?
+# the slowest tests (every e2e test among them) with their seconds, for the log
+.venv/bin/pytest --durations=60 "$@" || status=$?
 exit "$status"
