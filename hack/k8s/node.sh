@@ -219,6 +219,7 @@ pause_image() {  # the sandbox image, from the pause binary built by build.sh
 load() {  # load IMAGE...: from the Docker engine into the node's containerd, skipped when already there
   local image id seen start_s
   mkdir -p "$node_dir/loaded"
+  bash "$here/../images/dockerd.sh" start
   for image in "$@"; do
     id=$(docker image inspect --format '{{.Id}}' "$image") || die "no image $image in Docker (build it first)"
     seen="$node_dir/loaded/$(echo "$image" | tr '/:' '__')"
