@@ -30,8 +30,9 @@ SERVICE_CIDR=198.19.0.0/16
 KWOK_POD_CIDR=198.18.128.0/17
 NODE_IP=198.18.0.1  # node.sh's address for the node (and the API server, so pods reach it)
 
-log() { echo "==> $*" >&2; }
-die() { echo "cluster.sh: $*" >&2; exit 1; }
+me=cluster.sh
+# shellcheck source=hack/k8s/lib.sh
+source "$here/lib.sh"
 
 ours() {  # is $dir absent, empty, or a state directory written by `up`? (never rm -rf anything else)
   [ ! -e "$dir" ] || [ -z "$(ls -A "$dir")" ] || [ -f "$dir/bin-dir" ]
@@ -63,26 +64,7 @@ running() {  # is the component's recorded process alive?
   kill -0 "$pid" 2>/dev/null
 }
 
-start() {  # start NAME ARGS... in its own session, logging to logs/NAME.log
-  local name=$1; shift
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
-  echo $! >"$dir/pids/$name"
-}
 
-wait_for() {  # wait_for WHAT COMMAND...: poll until COMMAND succeeds or the timeout passes
-  local what=$1; shift
-  local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "cluster.sh: $what not ready after ${timeout}s; last log lines:" >&2
-      for c in "${components[@]}" "${node_components[@]}"; do
-        [ -f "$dir/logs/$c.log" ] && { echo "--- $c" >&2; tail -n 15 "$dir/logs/$c.log" >&2; }
-      done
-      return 1
-    fi
-    sleep 0.5
-  done
-}
 
 https_ok() {  # https_ok URL: the endpoint answers 200 "ok" with our client certificate
   curl -fsS --max-time 3 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" "$1"
@@ -234,20 +216,6 @@ up() {
   env_lines
 }
 
-stop_pid() {  # stop_pid NAME: TERM the recorded process (its own session), then KILL after 10 s
-  local name=$1 pid i
-  [ -f "$dir/pids/$name" ] || return 0
-  pid=$(cat "$dir/pids/$name")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 40); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.25
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pids/$name"
-}
 
 stop_all() {
   local c

@@ -45,32 +45,14 @@ PAUSE_IMAGE=gpt-operator.local/pause:3.10
 NODE_LABEL=gpt-operator.dev/e2e-node=real
 SOCK="$node_dir/containerd/containerd.sock"
 
-log() { echo "==> $*" >&2; }
-die() { echo "node.sh: $*" >&2; exit 1; }
+me=node.sh
+# shellcheck source=hack/k8s/lib.sh
+source "$here/lib.sh"
 bin() { cat "$dir/bin-dir"; }
 ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
 kc() { "$(bin)/kubectl" --kubeconfig="$dir/kubeconfig" "$@"; }
 
-start() {  # start NAME ARGS...: own session, log in logs/NAME.log, pid in pids/NAME
-  local name=$1; shift
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$dir/pids/$name"
-}
 
-wait_for() {  # wait_for WHAT COMMAND...
-  local what=$1; shift
-  local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      echo "node.sh: $what not ready after ${timeout}s; last log lines:" >&2
-      for c in containerd kubelet kube-proxy; do
-        [ -f "$dir/logs/$c.log" ] && { echo "--- $c" >&2; tail -n 20 "$dir/logs/$c.log" >&2; }
-      done
-      return 1
-    fi
-    sleep 0.5
-  done
-}
 
 preflight() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, kubelet, network namespaces)"
@@ -306,17 +288,6 @@ up() {
   log "node $NODE_NAME is Ready"
 }
 
-stop_pid() {  # stop_pid NAME: TERM, then KILL after 10 s
-  local name=$1 pid
-  [ -f "$dir/pids/$name" ] || return 0
-  pid=$(cat "$dir/pids/$name")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pids/$name"
-}
 
 kubelet_chains_down() {  # kubelet's iptables canary and firewall chains (KUBE-*), and the jumps to them
   local cmd table
