@@ -47,15 +47,6 @@ bin_dir() {
   fi
 }
 
-free_ports() {  # N free loopback TCP ports
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 running() {  # is the component's recorded process alive?
   local pid

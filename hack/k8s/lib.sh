@@ -4,6 +4,16 @@
 log() { echo "==> $*" >&2; }
 die() { echo "$me: $*" >&2; exit 1; }
 
+free_ports() {  # N free loopback TCP ports
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
 start() {  # start NAME ARGS...: in its own session, logging to logs/NAME.log, pid in pids/NAME
   local name=$1; shift
   setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &

@@ -129,9 +129,6 @@ EOF
   chmod 600 "$node_dir/$1.kubeconfig"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 containerd_up() {
   local c="$node_dir/containerd"
@@ -218,7 +215,7 @@ kubelet_up() {
   mkdir -p "$k" "$node_dir/pod-logs"
   certificate kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   component_kubeconfig kubelet
-  healthz=$(free_port)
+  healthz=$(free_ports 1)
   echo "$healthz" >"$node_dir/kubelet.healthz-port"
   printf 'options ndots:1\n' >"$node_dir/resolv.conf"
   cat >"$node_dir/kubelet.yaml" <<EOF
@@ -257,6 +254,8 @@ EOF
 kube_proxy_up() {
   certificate kube-proxy "/CN=system:kube-proxy"
   component_kubeconfig kube-proxy
+  local healthz_port metrics_port
+  read -r healthz_port metrics_port <<<"$(free_ports 2)"
   cat >"$node_dir/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -264,8 +263,8 @@ clientConnection: {kubeconfig: "$node_dir/kube-proxy.kubeconfig"}
 mode: nftables
 hostnameOverride: $NODE_NAME
 bindAddress: $NODE_IP
-healthzBindAddress: 127.0.0.1:$(free_port)
-metricsBindAddress: 127.0.0.1:$(free_port)
+healthzBindAddress: 127.0.0.1:$healthz_port
+metricsBindAddress: 127.0.0.1:$metrics_port
 clusterCIDR: $POD_SUBNET
 oomScoreAdj: 0
 nodePortAddresses: ["$NODE_IP/32"]
