@@ -21,6 +21,10 @@ class InvalidCursor(ValueError):
     """A pagination cursor that this store did not issue."""
 
 
+class ConversationGone(LookupError):
+    """The conversation a write was meant for no longer exists."""
+
+
 @dataclass(frozen=True)
 class User:
     id: str
@@ -61,6 +65,7 @@ class Message:
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,41 @@ class Store(Protocol):
         error: str | None = None,
         attempts: int | None = None,
     ) -> Job | None: ...
+    async def finish_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        conversation_id: str | None = None,
+        messages: Sequence[NewMessage] = (),
+        result: dict | None = None,
+        error: str | None = None,
+    ) -> Job | None:
+        """Finish a job exactly once, in one transaction with the messages it wrote.
+
+        While the job is queued or running: append `messages` to `conversation_id`, set the status,
+        `result` (its `message_id` becomes the last stored message's id) and `error`. Returns the
+        finished job, or None when it was finished before or does not exist: then nothing is written,
+        which makes a duplicate delivery harmless. Raises ConversationGone when the conversation
+        the messages belong to was deleted.
+        """
+        ...
+
+    async def delete_job(self, user_id: str, job_id: str) -> bool: ...
+
+    async def user_version(self, user_id: str) -> int:
+        """A number that changes on every bump_user_version: validates cached reads in any process."""
+        ...
+
+    async def bump_user_version(self, user_id: str) -> None: ...
+
+
+def with_message_id(result: dict | None, stored: Sequence[Message]) -> dict | None:
+    """A job result pointing at the last message its completion stored."""
+    if result is None or not stored:
+        return result
+    return {**result, "message_id": stored[-1].id}
 
 
 def open_store(url: str) -> Store:

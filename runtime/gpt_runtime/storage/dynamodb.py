@@ -45,7 +45,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -54,8 +54,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gpt_runtime.storage.base import (
+    FINISHED,
     AlreadyExists,
     Conversation,
+    ConversationGone,
     Job,
     JobStatus,
     Message,
@@ -67,6 +69,7 @@ from gpt_runtime.storage.base import (
     encode_cursor,
     job_changes,
     now_us,
+    with_message_id,
 )
 
 INDEX = "by_updated"
@@ -112,6 +115,11 @@ def _cancelled_by(exc: ClientError) -> set[str]:
     if not reasons and "ConditionalCheckFailed" in str(exc):
         reasons.add("ConditionalCheckFailed")
     return reasons
+
+
+def _reasons(exc: ClientError) -> list[str]:
+    """Each transaction item's cancellation reason, in the order the items were given."""
+    return [str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons", []) if isinstance(r, dict)]
 
 
 def _user(item: dict[str, Any]) -> User:
@@ -456,42 +464,8 @@ class DynamoDBStore:
                     Message(uuid.uuid4().hex, conversation_id, m.role, m.content, m.tokens, m.finish_reason, now)
                     for m in chunk
                 ]
-                actions: list[dict[str, Any]] = [
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": _ser(key),
-                            "UpdateExpression": "SET updated_at = :now, lsi1sk = :order, message_count = :new_count",
-                            "ConditionExpression": "message_count = :count",
-                            "ExpressionAttributeValues": _ser(
-                                {
-                                    ":now": now,
-                                    ":order": _order_key(now, conversation_id),
-                                    ":count": count,
-                                    ":new_count": count + len(new),
-                                }
-                            ),
-                        }
-                    }
-                ]
-                for seq, message in enumerate(new, start=count + 1):
-                    item = {
-                        "pk": f"CONV#{conversation_id}",
-                        "sk": f"MSG#{seq:010d}",
-                        "id": message.id,
-                        "conversation_id": conversation_id,
-                        "role": message.role,
-                        "content": message.content,
-                        "tokens": message.tokens,
-                        "finish_reason": message.finish_reason,
-                        "created_at": now,
-                    }
-                    put = {
-                        "TableName": self.table,
-                        "Item": _ser(item),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                    actions.append({"Put": put})
+                actions = [self._append_update(key, conversation_id, now, count, len(new))]
+                actions += [self._message_put(message, seq) for seq, message in enumerate(new, start=count + 1)]
                 try:
                     await self._call("transact_write_items", TransactItems=actions)
                 except ClientError as exc:
@@ -592,3 +566,125 @@ class DynamoDBStore:
                 return None
             raise
         return _job(_de(response["Attributes"]))
+
+    async def finish_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        conversation_id: str | None = None,
+        messages: Sequence[NewMessage] = (),
+        result: dict | None = None,
+        error: str | None = None,
+    ) -> Job | None:
+        if len(messages) >= _TRANSACTION_MAX - 1:
+            raise ValueError("a job finishes with at most 98 messages")
+        job_key = {"pk": f"JOB#{job_id}", "sk": "JOB"}
+        for attempt in range(20):
+            job = await self._get(job_key["pk"], job_key["sk"])
+            if job is None or job["user_id"] != user_id or job["status"] in FINISHED:
+                return None
+            now = self.clock()
+            actions: list[dict[str, Any]] = []
+            stored: list[Message] = []
+            if messages:
+                conversation_key = {"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}
+                conversation = await self._get(conversation_key["pk"], conversation_key["sk"])
+                if conversation is None:
+                    raise ConversationGone(conversation_id)
+                count = int(conversation["message_count"])
+                stored = [
+                    Message(uuid.uuid4().hex, conversation_id or "", m.role, m.content, m.tokens, m.finish_reason, now)
+                    for m in messages
+                ]
+                actions.append(self._append_update(conversation_key, conversation_id or "", now, count, len(stored)))
+                actions += [self._message_put(message, seq) for seq, message in enumerate(stored, start=count + 1)]
+            final = with_message_id(result, stored)
+            changes = job_changes(status, now, conversation_id=conversation_id, result=final, error=error)
+            values = {f":{key}": value for key, value in changes.items()}
+            values |= {":uid": user_id, ":queued": "queued", ":running": "running"}
+            names = {f"#{key}": key for key in changes}
+            job_update = {
+                "TableName": self.table,
+                "Key": _ser(job_key),
+                "UpdateExpression": "SET " + ", ".join(f"#{key} = :{key}" for key in changes),
+                "ConditionExpression": "user_id = :uid AND #status IN (:queued, :running)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": _ser(values),
+            }
+            try:
+                await self._call("transact_write_items", TransactItems=[{"Update": job_update}, *actions])
+            except ClientError as exc:
+                if _code(exc) not in ("TransactionCanceledException", "TransactionConflictException"):
+                    raise
+                reasons = _reasons(exc)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return None  # finished meanwhile by another delivery
+                await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
+                continue  # the conversation changed under us (or no reasons given): read both again
+            return await self.get_job(user_id, job_id)
+        raise RuntimeError(f"could not finish job {job_id}: too much contention")
+
+    def _append_update(self, key: dict[str, str], conversation_id: str, now: int, count: int, added: int) -> dict:
+        """The conversation's side of an append: its new count, conditioned on the count read before."""
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _ser(key),
+                "UpdateExpression": "SET updated_at = :now, lsi1sk = :order, message_count = :new_count",
+                "ConditionExpression": "message_count = :count",
+                "ExpressionAttributeValues": _ser(
+                    {
+                        ":now": now,
+                        ":order": _order_key(now, conversation_id),
+                        ":count": count,
+                        ":new_count": count + added,
+                    }
+                ),
+            }
+        }
+
+    def _message_put(self, message: Message, seq: int) -> dict:
+        item = {
+            "pk": f"CONV#{message.conversation_id}",
+            "sk": f"MSG#{seq:010d}",
+            "id": message.id,
+            "conversation_id": message.conversation_id,
+            "role": message.role,
+            "content": message.content,
+            "tokens": message.tokens,
+            "finish_reason": message.finish_reason,
+            "created_at": message.created_at,
+        }
+        return {"Put": {"TableName": self.table, "Item": _ser(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+
+    async def delete_job(self, user_id: str, job_id: str) -> bool:
+        try:
+            await self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"JOB#{job_id}", "sk": "JOB"}),
+                ConditionExpression="user_id = :uid",
+                ExpressionAttributeValues=_ser({":uid": user_id}),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # versions of a user's data (validate cached reads in every process)
+
+    async def user_version(self, user_id: str) -> int:
+        item = await self._get(f"USER#{user_id}", "VERSION")
+        return int(item["version"]) if item else 0
+
+    async def bump_user_version(self, user_id: str) -> None:
+        await self._call(
+            "update_item",
+            TableName=self.table,
+            Key=_ser({"pk": f"USER#{user_id}", "sk": "VERSION"}),
+            UpdateExpression="ADD version :one",
+            ExpressionAttributeValues=_ser({":one": 1}),
+        )

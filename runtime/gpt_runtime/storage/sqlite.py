@@ -8,12 +8,15 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
 from gpt_runtime.storage.base import (
+    FINISHED,
     AlreadyExists,
     Conversation,
+    ConversationGone,
     Job,
     JobStatus,
     Message,
@@ -25,6 +28,7 @@ from gpt_runtime.storage.base import (
     encode_cursor,
     job_changes,
     now_us,
+    with_message_id,
 )
 
 SCHEMA = """
@@ -66,6 +70,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_versions (
+    user_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
 );
 """
 
@@ -242,13 +250,22 @@ class SQLiteStore:
     async def add_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[Message] | None:
-        now = self.clock()
+        stored = await self._insert_messages(user_id, conversation_id, messages, self.clock())
+        if stored is None:
+            await self.db.rollback()
+            return None
+        await self.db.commit()
+        return stored
+
+    async def _insert_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage], now: int
+    ) -> list[Message] | None:
+        """Append within the open transaction (no commit); None when the conversation is not the user's."""
         cur = await self.db.execute(
             "UPDATE conversations SET updated_at = ? WHERE id = ? AND user_id = ?",
             (now, conversation_id, user_id),
         )
         if cur.rowcount == 0:
-            await self.db.rollback()
             return None
         async with self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
@@ -273,7 +290,6 @@ class SQLiteStore:
                 ),
             )
             stored.append(message)
-        await self.db.commit()
         return stored
 
     async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None:
@@ -348,3 +364,63 @@ class SQLiteStore:
         if cur.rowcount == 0:
             return None
         return await self.get_job(user_id, job_id)
+
+    @_serialized
+    async def finish_job(
+        self,
+        user_id: str,
+        job_id: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        conversation_id: str | None = None,
+        messages: Sequence[NewMessage] = (),
+        result: dict | None = None,
+        error: str | None = None,
+    ) -> Job | None:
+        now = self.clock()
+        try:
+            changes = job_changes(status, now, conversation_id=conversation_id, error=error)
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            unfinished = ", ".join("?" * len(FINISHED))
+            cur = await self.db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND user_id = ? AND status NOT IN ({unfinished})",
+                (*changes.values(), job_id, user_id, *FINISHED),
+            )
+            if cur.rowcount == 0:
+                await self.db.rollback()
+                return None
+            stored: list[Message] = []
+            if messages:
+                inserted = await self._insert_messages(user_id, conversation_id or "", messages, now)
+                if inserted is None:
+                    raise ConversationGone(conversation_id)
+                stored = inserted
+            final = with_message_id(result, stored)
+            if final is not None:
+                await self.db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(final), job_id))
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+        return await self.get_job(user_id, job_id)
+
+    @_serialized
+    async def delete_job(self, user_id: str, job_id: str) -> bool:
+        cur = await self.db.execute("DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    # versions of a user's data (validate cached reads in every process)
+
+    async def user_version(self, user_id: str) -> int:
+        async with self.db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
+    @_serialized
+    async def bump_user_version(self, user_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO user_versions VALUES (?, 1) ON CONFLICT(user_id) DO UPDATE SET version = version + 1",
+            (user_id,),
+        )
+        await self.db.commit()

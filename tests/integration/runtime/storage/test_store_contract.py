@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from gpt_runtime.storage import AlreadyExists, NewMessage, Store, open_store
-from gpt_runtime.storage.base import InvalidCursor, encode_cursor
+from gpt_runtime.storage.base import ConversationGone, InvalidCursor, encode_cursor
 from gpt_runtime.storage.dynamodb import DynamoDBStore
 
 from .conftest import Backend
@@ -292,6 +292,70 @@ async def test_job_takes_conversation_from_request_and_records_errors(backend: B
     assert job.conversation_id == conversation.id
     failed = await store.update_job(ann.id, job.id, status="failed", error="engine crashed", attempts=3)
     assert failed is not None and (failed.status, failed.error, failed.attempts) == ("failed", "engine crashed", 3)
+
+
+async def test_a_job_finishes_once_with_its_messages(backend: Backend):
+    """A second delivery's completion writes nothing: no duplicated user/assistant messages."""
+    store = backend.store
+    ann = await _user(store)
+    conversation = await store.create_conversation(ann.id, "job")
+    job = await store.create_job(ann.id, {"prompt": "hi", "conversation_id": conversation.id})
+    messages = [NewMessage("user", "hi"), NewMessage("assistant", "hello", 1, "stop")]
+    result = {"content": "hello", "finish_reason": "stop"}
+
+    async def finish():
+        return await store.finish_job(
+            ann.id, job.id, status="succeeded", conversation_id=conversation.id, messages=messages, result=result
+        )
+
+    outcomes = await asyncio.gather(finish(), finish(), finish())
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == 1 and done[0].status == "succeeded"
+    stored = await store.list_messages(ann.id, conversation.id)
+    assert [(m.role, m.content) for m in stored] == [("user", "hi"), ("assistant", "hello")]
+    assert done[0].result == result | {"message_id": stored[-1].id}
+    assert await finish() is None
+    assert await store.finish_job(ann.id, job.id, status="failed", error="late") is None
+    assert (await store.get_job(ann.id, job.id)).status == "succeeded"
+    assert backend.raw_message_count(conversation.id) == 2
+
+
+async def test_finishing_a_job_checks_owner_and_conversation(backend: Backend):
+    store = backend.store
+    ann, bob = await _user(store, "ann"), await _user(store, "bob")
+    conversation = await store.create_conversation(ann.id, "job")
+    job = await store.create_job(ann.id, {"prompt": "x"})
+    assert await store.finish_job(bob.id, job.id, status="failed", error="not yours") is None
+    assert await store.finish_job(ann.id, "no-such-job", status="failed", error="x") is None
+    await store.delete_conversation(ann.id, conversation.id)
+    with pytest.raises(ConversationGone):
+        await store.finish_job(
+            ann.id, job.id, status="succeeded", conversation_id=conversation.id, messages=[NewMessage("user", "x")]
+        )
+    assert (await store.get_job(ann.id, job.id)).status == "queued"  # nothing written
+    failed = await store.finish_job(ann.id, job.id, status="failed", error="conversation deleted")
+    assert failed is not None and (failed.status, failed.error) == ("failed", "conversation deleted")
+
+
+async def test_delete_job_is_scoped_to_its_owner(backend: Backend):
+    store = backend.store
+    ann, bob = await _user(store, "ann"), await _user(store, "bob")
+    job = await store.create_job(ann.id, {"prompt": "x"})
+    assert await store.delete_job(bob.id, job.id) is False
+    assert await store.delete_job(ann.id, job.id) is True
+    assert await store.get_job(ann.id, job.id) is None
+    assert await store.delete_job(ann.id, job.id) is False
+
+
+async def test_user_versions_change_on_every_bump_and_per_user(backend: Backend):
+    store = backend.store
+    ann, bob = await _user(store, "ann"), await _user(store, "bob")
+    first = await store.user_version(ann.id)
+    await store.bump_user_version(ann.id)
+    second = await store.user_version(ann.id)
+    await asyncio.gather(*(store.bump_user_version(ann.id) for _ in range(3)))
+    assert len({first, second, await store.user_version(ann.id)}) == 3
+    assert await store.user_version(bob.id) == 0
 
 
 async def test_ping(backend: Backend):
