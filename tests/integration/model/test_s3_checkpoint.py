@@ -11,7 +11,7 @@ moto_server = pytest.importorskip("moto.server")
 from gpt_model.checkpoint import build_tiny, load_source, save_checkpoint  # noqa: E402
 from gpt_model.engine import ModelEngine  # noqa: E402
 from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, collect  # noqa: E402
-from gpt_model.s3 import upload_dir  # noqa: E402
+from gpt_model.s3 import download_prefix, upload_dir  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +78,21 @@ def test_save_upload_load_round_trip_through_s3(tmp_path, s3_env):
 def test_missing_prefix_is_a_clear_error(tmp_path, s3_env):
     with pytest.raises(FileNotFoundError, match="no objects under s3://models/absent"):
         load_source("s3://models/absent", cache_dir=str(tmp_path))
+
+
+def test_a_changed_object_of_the_same_size_is_downloaded_again(tmp_path, s3_env):
+    s3_env.put_object(Bucket="models", Key="m/config.json", Body=b'{"v": 1}')
+    mirror = download_prefix("s3://models/m", tmp_path)
+    assert (mirror / "config.json").read_bytes() == b'{"v": 1}'
+    s3_env.put_object(Bucket="models", Key="m/config.json", Body=b'{"v": 2}')  # same size, new ETag
+    download_prefix("s3://models/m", tmp_path)
+    assert (mirror / "config.json").read_bytes() == b'{"v": 2}'
+
+
+def test_object_keys_cannot_escape_the_cache_directory(tmp_path, s3_env):
+    s3_env.put_object(Bucket="models", Key="evil/../../../escaped.txt", Body=b"pwned")
+    with pytest.raises(ValueError, match="outside the cache directory"):
+        download_prefix("s3://models/evil", tmp_path / "cache")
+    assert not list(tmp_path.rglob("escaped.txt"))
+    with pytest.raises(ValueError, match="relative path segment"):
+        download_prefix("s3://models/../../etc", tmp_path / "cache")
