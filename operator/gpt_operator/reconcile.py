@@ -78,7 +78,12 @@ def track_state(deployment: dict[str, Any]) -> TrackState:
         updated_replicas=int(status.get("updatedReplicas") or 0),
         current=generation is None or (observed_generation is not None and observed_generation >= generation),
         failed=progressing.get("reason") == "ProgressDeadlineExceeded" and progressing.get("status") == "False",
+        spec_replicas=_int_or_none((deployment.get("spec") or {}).get("replicas")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) else None
 
 
 def observed_tracks(deployments: list[dict[str, Any]]) -> dict[str, TrackState]:

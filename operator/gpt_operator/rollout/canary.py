@@ -2,9 +2,12 @@
 
 Steps run in order: `setWeight` sizes the canary (and shrinks the stable track, so the total stays the
 HPA's count) and completes when the canary pods are ready; `pause` waits its duration, or for the promote
-annotation when it has none. After the last step the stable track takes the new revision, and once it is
-ready the canary is removed. promote=full skips the remaining steps; abort returns all traffic to stable.
-A spec change during a canary restarts the steps with the newer revision.
+annotation when it has none. After the last step the stable track takes the new revision at the size it
+has, grows to the full count once no old pod is left (never both in one write: see `hold_scale_up`), and
+once it is ready the canary is removed. promote=full skips the remaining steps; abort returns all traffic
+to stable, until the stable track has taken the new revision (then there is nothing to return to).
+A spec change during a canary restarts the steps with the newer revision; a stable track that a promotion
+already rolled to another revision is the stable revision from then on, whatever the status said.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gpt_operator.rollout.types import (
     RolloutState,
     TrackState,
     canary_split,
+    hold_scale_up,
     kept_track,
     update_track,
 )
@@ -43,6 +47,39 @@ def plan(
     *,
     replicas: int,
     actions: Actions = Actions(),
+) -> Plan:
+    events: list[Event] = []
+    adopted = _promoted_stable(status, observed.get(TRACK_STABLE, TrackState()), spec.revision)
+    if adopted is not None:
+        # The spec changed after a promotion rolled the stable track but before a reconcile recorded it.
+        status = replace(status, stable_revision=adopted)
+        events.append(Event("Normal", "RolloutCompleted", f"revision {adopted} is stable"))
+    p = _plan(spec, status, observed, now, replicas=replicas, actions=actions)
+    tracks = [hold_scale_up(t, observed.get(t.track, TrackState())) for t in p.tracks]
+    return replace(p, tracks=tracks, events=[*events, *p.events])
+
+
+def _promoted_stable(status: RolloutState, seen_stable: TrackState, update: str) -> str | None:
+    """The revision the stable track runs, when a promotion rolled it there and the status does not say so.
+
+    The stable track changes template only in a promotion, to the revision promoted then. If the spec moves
+    on before the reconcile that records it, every pod of the stable track already runs that revision (no
+    older pod is left), and that is the stable revision; the new spec's revision is a new canary against it.
+    """
+    revision = seen_stable.revision
+    if status.stable_revision is None or revision in (None, status.stable_revision, update):
+        return None
+    return revision if seen_stable.rolled else None
+
+
+def _plan(
+    spec: GPTDeploymentSpec,
+    status: RolloutState,
+    observed: dict[str, TrackState],
+    now: datetime,
+    *,
+    replicas: int,
+    actions: Actions,
 ) -> Plan:
     steps = spec.rollout.canary.steps
     update = spec.revision
@@ -80,7 +117,12 @@ def plan(
             aborted=True,
             message=f"revision {update} was aborted; stable keeps {status.stable_revision}",
         )
-    if actions.abort:
+    restarted = status.update_revision != update or status.current_step is None
+    step = 0 if restarted or status.current_step is None else status.current_step
+    deadline = None if restarted else status.next_transition_time
+    promoting = not restarted and step >= len(steps) and seen_stable.revision == update
+
+    if actions.abort and not promoting:
         return Plan(
             [stable_track],
             SERVICES,
@@ -91,17 +133,20 @@ def plan(
             message=f"revision {update} was aborted",
         )
 
-    restarted = status.update_revision != update or status.current_step is None
-    step = 0 if restarted or status.current_step is None else status.current_step
-    deadline = None if restarted else status.next_transition_time
-
-    # Full promotion: the stable track takes the new revision; the canary goes once stable is ready.
+    # Full promotion: the stable track takes the new revision at the size it has, then grows (see
+    # hold_scale_up in `plan`); the canary keeps its size and goes once the stable track is ready.
     if step >= len(steps) or actions.promote == "full":
-        last_weight = weight_at(steps, len(steps) - 1)
-        _, canary_size = canary_split(replicas, last_weight)
+        _, canary_size = canary_split(replicas, weight_at(steps, min(step, len(steps) - 1)))
+        if seen_canary.exists:
+            canary_size = min(canary_size, seen_canary.asked)
         tracks = [update_track(spec, TRACK_STABLE, replicas)]
         state = _with(base, current_step=len(steps), canary_weight=100)
         consumed = frozenset({"promote"}) if actions.promote == "full" else frozenset()
+        events = []
+        if actions.abort:  # only while promoting: the stable track's older template is gone
+            consumed |= {"abort"}
+            ignored = f"the stable track already runs revision {update}; nothing to abort to"
+            events.append(Event("Warning", "AbortIgnored", ignored))
         if seen_stable.ready_at(update, replicas) and replicas > 0:
             done = RolloutState(stable_revision=update, update_revision=update, canary_weight=0)
             return Plan(
@@ -110,13 +155,14 @@ def plan(
                 done,
                 consumed=consumed,
                 message=f"revision {update} is stable",
-                events=[Event("Normal", "RolloutCompleted", f"canary promoted: revision {update} is stable")],
+                events=[*events, Event("Normal", "RolloutCompleted", f"canary promoted: revision {update} is stable")],
             )
         tracks.append(kept_track(spec, seen_canary, TRACK_CANARY, update, canary_size))
         return Plan(
             tracks,
             SERVICES,
             state,
+            events=events,
             progressing=True,
             consumed=consumed,
             message=f"promoting revision {update} to the stable track",

@@ -11,7 +11,7 @@ template spec recorded on its Deployment (the current spec only describes the ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,11 +25,12 @@ class TrackState:
     exists: bool = False
     revision: str | None = None
     template: dict[str, Any] | None = None  # the template spec it was rendered from
-    replicas: int = 0
+    replicas: int = 0  # pods of every template (status.replicas)
     ready_replicas: int = 0
-    updated_replicas: int = 0
+    updated_replicas: int = 0  # pods of the latest template
     current: bool = True  # the Deployment controller has seen its latest generation
     failed: bool = False  # ProgressDeadlineExceeded
+    spec_replicas: int | None = None  # the count the Deployment asks for (spec.replicas); None = unknown
 
     def ready_at(self, revision: str, replicas: int) -> bool:
         """The track runs `revision` with at least `replicas` ready pods."""
@@ -40,6 +41,20 @@ class TrackState:
             and self.updated_replicas >= replicas
             and self.ready_replicas >= replicas
         )
+
+    @property
+    def rolled(self) -> bool:
+        """The Deployment controller has seen the latest template and no pod of an older one is left.
+
+        Only then may its replica count rise: raising it while older pods remain (or in the write that
+        changes the template) makes the controller scale the old ReplicaSet up too, then surge new pods on top.
+        """
+        return self.exists and self.current and self.replicas <= self.updated_replicas
+
+    @property
+    def asked(self) -> int:
+        """The replica count the Deployment asks for (its status count when the spec is unknown)."""
+        return self.replicas if self.spec_replicas is None else self.spec_replicas
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,20 @@ def kept_track(
     if observed.exists and observed.template is not None and observed.revision:
         return TrackPlan(track, observed.revision, observed.template, replicas)
     return update_track(spec, track, replicas)
+
+
+def hold_scale_up(track: TrackPlan, observed: TrackState) -> TrackPlan:
+    """`track`, but no bigger than its Deployment asks for now while that Deployment changes template.
+
+    A write that changes both the template and the count (or raises the count mid-rollout) scales the old
+    ReplicaSet up before surging new pods: 4 replicas promoted from a 2-pod stable track would briefly run
+    4 old + 1 new pods next to the canary. The count rises in a later reconcile, once `observed.rolled`.
+    """
+    if not observed.exists or track.replicas <= observed.asked:
+        return track
+    if track.revision != observed.revision or not observed.rolled:
+        return replace(track, replicas=observed.asked)
+    return track
 
 
 def canary_split(total: int, weight: int) -> tuple[int, int]:

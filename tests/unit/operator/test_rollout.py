@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,6 +35,7 @@ def converged(p: Plan, ready: bool = True) -> dict[str, TrackState]:
             replicas=t.replicas,
             ready_replicas=t.replicas if ready else 0,
             updated_replicas=t.replicas if ready else 0,
+            spec_replicas=t.replicas,
         )
         for t in p.tracks
     }
@@ -220,10 +224,13 @@ def test_canary_step_by_step() -> None:
     p = plan(v2, p.state, converged(p), T0 + timedelta(hours=3), replicas=4, actions=Actions(promote="step"))
     assert p.state.current_step == 4 and p.consumed == frozenset({"promote"})
 
-    # after the last step: stable takes v2 while the canary keeps serving, then the canary goes
+    # after the last step: stable takes v2 at its size while the canary keeps serving, then grows, then
+    # the canary goes
+    p = plan(v2, p.state, converged(p), T0 + timedelta(hours=3), replicas=4)
+    assert sizes(p) == {"stable": (v2.revision, 2), "canary": (v2.revision, 2)}
+    assert p.state.canary_weight == 100
     p = plan(v2, p.state, converged(p), T0 + timedelta(hours=3), replicas=4)
     assert sizes(p) == {"stable": (v2.revision, 4), "canary": (v2.revision, 2)}
-    assert p.state.canary_weight == 100
     p = plan(v2, p.state, converged(p), T0 + timedelta(hours=3), replicas=4)
     assert sizes(p) == {"stable": (v2.revision, 4)}
     assert p.state.stable_revision == v2.revision and p.state.current_step is None
@@ -247,8 +254,12 @@ def test_canary_promote_full_skips_the_remaining_steps() -> None:
     p = plan(v1, p.state, converged(p), T0, replicas=2)
     p = plan(v2, p.state, converged(p), T0, replicas=2)
     p = plan(v2, p.state, converged(p), T0, replicas=2, actions=Actions(promote="full"))
-    assert sizes(p)["stable"] == (v2.revision, 2)
+    assert sizes(p) == {"stable": (v2.revision, 1), "canary": (v2.revision, 1)}
     assert p.consumed == frozenset({"promote"})
+    p = plan(v2, p.state, converged(p), T0, replicas=2)
+    assert sizes(p) == {"stable": (v2.revision, 2), "canary": (v2.revision, 1)}
+    p = plan(v2, p.state, converged(p), T0, replicas=2)
+    assert sizes(p) == {"stable": (v2.revision, 2)} and p.state.stable_revision == v2.revision
 
 
 def test_canary_paused_annotation_holds_the_step() -> None:
@@ -292,3 +303,232 @@ def test_asleep_rollout_keeps_tracks_at_zero_without_progress() -> None:
     assert all(n == 0 for _, n in sizes(asleep).values())
     asleep2 = plan(v2, asleep.state, converged(asleep), T0, replicas=0)
     assert asleep2.state.current_step == 0  # a ready 0-pod canary is not progress
+
+
+# ---------------------------------------------------------------- canary full promotion on a simulated cluster
+
+
+def test_spec_change_before_the_promotion_is_recorded_keeps_the_promoted_stable_revision() -> None:
+    """The stable track rolled to v2 (promotion), but the spec moved to v3 before a reconcile wrote
+    stableRevision=v2: v2 is the stable revision, and v3 is a canary against it."""
+    v1, v2, v3 = (spec_v(v, "Canary") for v in ("v1", "v2", "v3"))
+    p = plan(v1, RolloutState(), {}, T0, replicas=4)
+    p = plan(v1, p.state, converged(p), T0, replicas=4)
+    p = plan(v2, p.state, converged(p), T0, replicas=4)
+    while p.state.stable_revision != v2.revision:  # promote, then let the cluster catch up
+        promoting = p
+        p = plan(v2, p.state, converged(p), T0, replicas=4, actions=Actions(promote="full"))
+    assert promoting.state.stable_revision == v1.revision  # the status the v3 reconcile reads
+    cluster = converged(promoting)
+    assert cluster["stable"].revision == v2.revision
+
+    p = plan(v3, promoting.state, cluster, T0, replicas=4)
+    assert p.state.stable_revision == v2.revision
+    assert sizes(p) == {"stable": (v2.revision, 3), "canary": (v3.revision, 1)}
+    assert p.state.current_step == 0 and p.state.update_revision == v3.revision
+    assert [e.reason for e in p.events] == ["RolloutCompleted"]
+    aborted = plan(v3, p.state, converged(p), T0, replicas=4, actions=Actions(abort=True))
+    assert aborted.state.stable_revision == v2.revision
+    assert sizes(aborted) == {"stable": (v2.revision, 4)}
+
+
+def test_a_stable_track_still_rolling_is_not_the_stable_revision_yet() -> None:
+    v1, v2, v3 = (spec_v(v, "Canary") for v in ("v1", "v2", "v3"))
+    p = plan(v1, RolloutState(), {}, T0, replicas=4)
+    p = plan(v1, p.state, converged(p), T0, replicas=4)
+    p = plan(v2, p.state, converged(p), T0, replicas=4)
+    p = plan(v2, p.state, converged(p), T0, replicas=4, actions=Actions(promote="full"))
+    assert sizes(p)["stable"] == (v2.revision, 3)
+    rolling = converged(p)
+    rolling["stable"] = replace(rolling["stable"], replicas=4, updated_replicas=2, ready_replicas=4)  # 2 old left
+    p3 = plan(v3, p.state, rolling, T0, replicas=4)
+    assert p3.state.stable_revision == v1.revision and p3.events == []
+    assert sizes(p3) == {"stable": (v2.revision, 3), "canary": (v3.revision, 1)}  # it keeps rolling to v2
+    rolling["stable"] = replace(rolling["stable"], replicas=3, updated_replicas=3, ready_replicas=3)
+    assert plan(v3, p3.state, rolling, T0, replicas=4).state.stable_revision == v2.revision
+
+
+def test_abort_is_ignored_once_the_stable_track_took_the_new_revision() -> None:
+    v1, v2 = spec_v("v1", "Canary"), spec_v("v2", "Canary")
+    p = plan(v1, RolloutState(), {}, T0, replicas=4)
+    p = plan(v1, p.state, converged(p), T0, replicas=4)
+    p = plan(v2, p.state, converged(p), T0, replicas=4)
+    before = converged(p)
+    p = plan(v2, p.state, before, T0, replicas=4, actions=Actions(promote="full"))
+    # the stable track has not taken v2 yet: abort still returns to v1
+    early = plan(v2, p.state, before, T0, replicas=4, actions=Actions(abort=True))
+    assert early.aborted and sizes(early) == {"stable": (v1.revision, 4)}
+    p = plan(v2, p.state, converged(p), T0, replicas=4, actions=Actions(abort=True))
+    assert not p.aborted and p.state.aborted_revision is None
+    assert p.consumed == frozenset({"abort"}) and [e.reason for e in p.events] == ["AbortIgnored"]
+    assert sizes(p)["stable"] == (v2.revision, 4)
+
+
+class SimDeployment:
+    """One track's Deployment as the Deployment controller sizes its ReplicaSets (maxSurge 25%,
+    maxUnavailable 0): on a scaling event `scale()` resizes the active ReplicaSets (the only one outright,
+    even when the template just changed and the new one does not exist yet); otherwise `rolloutRolling`
+    surges the newest one and removes old pods as new ones are ready. Pods are ready one sync after creation."""
+
+    def __init__(self) -> None:
+        self.revision = ""
+        self.template: dict = {}
+        self.replicas = 0
+        self.sets: dict[str, int] = {}  # ReplicaSet (revision) -> pods, oldest first
+        self.ready: dict[str, int] = {}
+        self.synced = 0  # the deployment.kubernetes.io/desired-replicas annotation on its ReplicaSets
+        self.current = True
+
+    def write(self, revision: str, template: dict, replicas: int) -> None:
+        if (revision, replicas) != (self.revision, self.replicas):
+            self.current = False
+        self.revision, self.template, self.replicas = revision, template, replicas
+
+    def sync(self) -> None:
+        surge = math.ceil(self.replicas * 0.25)
+        active = [r for r, n in self.sets.items() if n > 0]
+        if active and self.replicas != self.synced:  # scaling event
+            if len(active) == 1:
+                self.sets[active[0]] = self.replicas
+            else:  # proportional, the rounding leftover to the newest
+                total = sum(self.sets.values())
+                add = self.replicas + surge - total
+                for r in active:
+                    self.sets[r] += add * self.sets[r] // total
+                self.sets[active[-1]] += self.replicas + surge - sum(self.sets.values())
+        else:
+            self.sets.setdefault(self.revision, 0)
+            self.sets[self.revision] = self.sets.pop(self.revision)  # newest last
+            new = self.sets[self.revision]
+            total = sum(self.sets.values())
+            if new < self.replicas:
+                self.sets[self.revision] += max(0, min(self.replicas + surge - total, self.replicas - new))
+            else:
+                self.sets[self.revision] = self.replicas
+            unavailable = self.sets[self.revision] - self.ready.get(self.revision, 0)
+            removable = sum(self.sets.values()) - self.replicas - unavailable
+            for r in [r for r in self.sets if r != self.revision]:
+                down = max(0, min(self.sets[r], removable))
+                self.sets[r] -= down
+                removable -= down
+        self.ready = {r: min(n, self.ready.get(r, 0)) for r, n in self.sets.items()}
+        self.synced, self.current = self.replicas, True
+
+    def tick(self) -> None:
+        self.ready = dict(self.sets)
+
+    def state(self) -> TrackState:
+        return TrackState(
+            exists=True,
+            revision=self.revision,
+            template=self.template,
+            replicas=sum(self.sets.values()),
+            ready_replicas=sum(self.ready.values()),
+            updated_replicas=self.sets.get(self.revision, 0),
+            current=self.current,
+            spec_replicas=self.replicas,
+        )
+
+
+def run_on_simulated_cluster(
+    spec, state: RolloutState, cluster: dict[str, SimDeployment], replicas: int, actions: Actions, rounds: int = 30
+) -> tuple[RolloutState, int, list[Plan]]:
+    """Reconcile `rounds` times, the controller syncing twice between reconciles; (state, peak pods, plans)."""
+    peak, plans = 0, []
+    for i in range(rounds):
+        observed = {t: d.state() for t, d in cluster.items()}
+        p = plan(spec, state, observed, T0, replicas=replicas, actions=actions if i == 0 else Actions())
+        plans.append(p)
+        for track in p.tracks:
+            cluster.setdefault(track.track, SimDeployment()).write(track.revision, track.template, track.replicas)
+        for gone in set(cluster) - {t.track for t in p.tracks}:
+            del cluster[gone]
+        for _ in range(2):
+            for d in cluster.values():
+                d.sync()
+            peak = max(peak, sum(sum(d.sets.values()) for d in cluster.values()))
+            for d in cluster.values():
+                d.tick()
+        state = p.state
+    return state, peak, plans
+
+
+@pytest.mark.parametrize(("replicas", "weight"), [(4, 50), (10, 30), (10, 10), (2, 50)])
+def test_full_promotion_never_scales_the_old_replica_set_up(replicas: int, weight: int) -> None:
+    """Promoting a canary never runs more pods than the stable track rolling at its size (plus its surge)
+    or the full count, next to the canary: for 4 replicas at 50%, 6 pods, where changing the stable
+    track's template and size in one write ran 4 old + 1 new + 2 canary."""
+    steps = {"canary": {"steps": [{"setWeight": weight}, {"pause": {}}]}}
+    v1, v2 = spec_v("v1", "Canary", **steps), spec_v("v2", "Canary", **steps)
+    cluster: dict[str, SimDeployment] = {}
+    state, _, _ = run_on_simulated_cluster(v1, RolloutState(), cluster, replicas, Actions(), rounds=5)
+    state, _, _ = run_on_simulated_cluster(v2, state, cluster, replicas, Actions(), rounds=5)
+    stable, canary = canary_split(replicas, weight)
+    assert {t: d.state().ready_replicas for t, d in cluster.items()} == {"stable": stable, "canary": canary}
+    assert state.current_step == 1
+
+    state, peak, plans = run_on_simulated_cluster(v2, state, cluster, replicas, Actions(promote="full"))
+    assert state.stable_revision == v2.revision
+    assert {t: (d.revision, d.state().ready_replicas) for t, d in cluster.items()} == {
+        "stable": (v2.revision, replicas)
+    }
+    assert peak <= max(stable + math.ceil(stable * 0.25), replicas) + canary
+    if (replicas, weight) == (4, 50):
+        assert peak == 6
+    # and in no write does a track change template and grow at once
+    for before, after in itertools.pairwise(plans):
+        old = {t.track: t for t in before.tracks}
+        for t in after.tracks:
+            if t.track in old and t.revision != old[t.track].revision:
+                assert t.replicas <= old[t.track].replicas
+
+
+def _ready(objects: list[dict] | None) -> list[dict]:
+    """The rendered Deployments, rolled out and ready at their size."""
+    assert objects is not None
+    return [
+        {
+            **o,
+            "metadata": {**o["metadata"], "generation": 1},
+            "status": {"observedGeneration": 1, "replicas": n, "readyReplicas": n, "updatedReplicas": n},
+        }
+        for o in objects
+        if o["kind"] == "Deployment"
+        for n in [o["spec"]["replicas"]]
+    ]
+
+
+def test_reconcile_names_the_promoted_stable_revision_after_a_spec_change_in_the_window() -> None:
+    """Through reconcile.desire, with the status and Deployments as the API server returns them."""
+    from gpt_operator.naming import PROMOTE_ANNOTATION
+    from gpt_operator.reconcile import desire
+
+    def body(version: str, status: dict, annotations: dict | None = None) -> dict:
+        spec = {
+            "environment": "staging",
+            "replicas": 4,
+            "model": {"source": f"builtin:{version}"},
+            "rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+        }
+        meta = {"name": "chat", "namespace": "ml", "generation": 1, "annotations": annotations or {}}
+        return {"metadata": meta, "spec": spec, "status": status}
+
+    d = desire(body("v1", {}), [], T0)
+    d = desire(body("v1", d.status), _ready(d.objects), T0)
+    for _ in range(3):  # to the pause step at 50%
+        d = desire(body("v2", d.status), _ready(d.objects), T0)
+    assert d.status["phase"] == "Paused" and d.status["canaryWeight"] == 50
+    promoting = desire(body("v2", d.status, {PROMOTE_ANNOTATION: "full"}), _ready(d.objects), T0)
+    stable = next(o for o in promoting.objects or [] if o["metadata"]["name"] == "chat-stable")
+    v2 = stable["metadata"]["labels"]["serving.gpt-operator.dev/revision"]
+    assert stable["spec"]["replicas"] == 2  # the template changes at the size the track has
+    assert promoting.status["stableRevision"] != v2
+
+    # the stable track rolled to v2; the spec changes to v3 before any reconcile records it
+    after = desire(body("v3", promoting.status), _ready(promoting.objects), T0)
+    assert after.status["stableRevision"] == v2
+    assert after.status["updateRevision"] not in (v2, promoting.status["stableRevision"])
+    assert {o["metadata"]["name"]: o["spec"]["replicas"] for o in after.objects or [] if o["kind"] == "Deployment"} == {
+        "chat-stable": 2,
+        "chat-canary": 2,
+    }
