@@ -4,11 +4,14 @@ the Service `<name>` sends traffic to (its EndpointSlices, kept by the controlle
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import threading
 from typing import Any
 
 import pytest
 
-from .kube import ABORT, GROUP, NAME_LABEL, PROMOTE, TRACK_LABEL, Kube, gptd_manifest
+from .kube import ABORT, GROUP, NAME_LABEL, PROMOTE, TRACK_LABEL, Kube, KubectlError, gptd_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -130,3 +133,45 @@ def test_canary_steps_move_the_replica_ratio(kube: Kube, ns: str) -> None:
     kube.eventually(lambda: _track_sizes(kube, ns, name) == {"stable": 10}, "all traffic back on stable")
     revisions = {p["metadata"]["labels"].get(REVISION_LABEL) for p in kube.pods(ns, f"{NAME_LABEL}={name}")}
     assert revisions == {new}
+
+
+def test_canary_full_promotion_never_runs_more_than_the_full_count_plus_the_canary(kube: Kube, ns: str) -> None:
+    """4 replicas at 50% (2 stable + 2 canary), promoted in full: the pod count, sampled every 0.5 s, stays at
+    or below 4 + 2. Changing the stable track's template and size in one write made the Deployment controller
+    scale the old ReplicaSet from 2 to 4 first and surge a new pod on top: 4 + 1 + 2 = 7."""
+    name = "peak"
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    kube.apply(gptd_manifest(name, ns, _spec(4, rollout, 1)))
+    kube.wait_ready(ns, name, 4)
+    old = kube.gptd(ns, name)["status"]["stableRevision"]
+    kube.apply(gptd_manifest(name, ns, _spec(4, rollout, 2)))
+    kube.wait_gptd(
+        ns,
+        name,
+        lambda o: o["status"].get("canaryWeight") == 50 and o["status"].get("phase") == "Paused",
+        "paused at 50%",
+    )
+    kube.eventually(lambda: _track_sizes(kube, ns, name) == {"stable": 2, "canary": 2}, "2 stable + 2 canary pods")
+
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # pods not being deleted: what the Deployment controller asked for
+        while not stop.is_set():
+            with contextlib.suppress(KubectlError, subprocess.TimeoutExpired):
+                samples.append(len(kube.pods(ns, f"{NAME_LABEL}={name}")))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, name="pod-count", daemon=True)
+    sampler.start()
+    try:
+        kube.annotate("gptd", name, ns, PROMOTE, "full")
+        done = kube.wait_ready(ns, name, 4)
+        kube.eventually(lambda: _track_sizes(kube, ns, name) == {"stable": 4}, "canary folded into stable")
+        kube.eventually(lambda: len(kube.pods(ns, f"{NAME_LABEL}={name}")) == 4, "4 pods left")
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    assert done["status"]["stableRevision"] not in (None, old)
+    assert len(samples) >= 4, samples
+    assert max(samples) <= 4 + 2, f"peak {max(samples)} pods; samples every 0.5 s: {samples}"
