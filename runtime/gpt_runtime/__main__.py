@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 import uvicorn
+from fastapi import FastAPI
 
 from gpt_runtime.app import create_app
 from gpt_runtime.logging_setup import configure_logging
 from gpt_runtime.settings import RuntimeSettings
+from gpt_runtime.shutdown import Drain, DrainingServer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,14 +31,34 @@ def main(argv: list[str] | None = None) -> None:
             "docs": f"http://{settings.host}:{settings.port}/docs",
         },
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    app.state.drain = drain = Drain()
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         ws_max_size=settings.max_body_bytes,
-        timeout_graceful_shutdown=10,
+        # SIGTERM drains first (shutdown.py); then uvicorn waits for open responses with what is left of this.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
+    server = DrainingServer(
+        config,
+        drain,
+        lambda: generations_in_flight(app),
+        delay_s=settings.shutdown_delay_s,
+        timeout_s=settings.shutdown_timeout_s,
+    )
+    server.run()
+
+
+def generations_in_flight(app: FastAPI) -> int:
+    """Generations running, waiting for a slot or still streaming (0 before the lifespan has built them)."""
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is None:
+        return 0
+    streams = runtime.metrics.active_streams.collect()[0].samples[0].value
+    return runtime.gate.running + runtime.gate.waiting + int(streams)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ class RuntimeSettings(BaseSettings):
     # GET /health reports them and every response carries X-GPT-Revision.
     revision: str | None = None
     track: str | None = None
+    # SIGTERM drains (shutdown.py): /ready answers 503 at once; requests are still answered for shutdown_delay_s;
+    # open generations (streams included) may finish until shutdown_timeout_s after the signal. The operator sets
+    # the timeout from the pod's terminationGracePeriodSeconds.
+    shutdown_delay_s: float = Field(default=0.0, ge=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
     # Backends by URL (DESIGN.md): the embedded default needs nothing running.
     database_url: str = ""  # default: sqlite:///<data_dir>/gpt.db

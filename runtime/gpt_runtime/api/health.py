@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -27,8 +27,12 @@ async def health(runtime: RuntimeDep) -> dict:
 
 
 @router.get("/ready")
-async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Readiness: the model is loaded and the backends answer."""
+async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: the model is loaded and the backends answer. 503 from SIGTERM on: the pod drains (shutdown.py)."""
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:
+        body = error_body("shutting down: finishing open requests", "overloaded", None, "shutting_down")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     engine = await runtime.engine.health()
     checks = {"engine": engine.ready, "database": await runtime.store.ping(), "files": await runtime.files.ping()}
     body = {"status": "ready", "model": engine.model_id, "checks": checks}
