@@ -23,6 +23,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _SCHEMA_KEYS = {
     "type", "description", "properties", "required", "items", "enum", "default", "minimum", "maximum",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "additionalProperties", "format", "nullable",
+    "maxProperties",
     "x-kubernetes-validations", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type", "x-kubernetes-embedded-resource",
 }  # fmt: skip
@@ -111,6 +112,8 @@ def validation_problems(obj: Any, schema: dict[str, Any], path: str = "") -> lis
             problems += validation_problems(item, schema.get("items", {}), f"{path}[{i}]")
     if isinstance(obj, dict):
         props = schema.get("properties", {})
+        if "maxProperties" in schema and len(obj) > schema["maxProperties"]:
+            problems.append(f"{where}: more than {schema['maxProperties']} properties")
         for key in schema.get("required", []):
             if key not in obj:
                 problems.append(f"{where}: {key} is required")

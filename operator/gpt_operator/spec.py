@@ -40,6 +40,24 @@ MODEL_SOURCE_RE = re.compile(
 )
 HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A label or annotation key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# Keys under the operator's own prefix (its selector labels among them) are refused in podLabels/podAnnotations.
+RESERVED_KEY_PREFIX = f"{GROUP}/"
+# The pod volumes the operator renders (see render/workload.py) and the prefix kept for future ones; a user's
+# extra volume must use another name. Likewise for the paths the runtime container mounts.
+RESERVED_VOLUME_NAMES: frozenset[str] = frozenset({"data", "tmp", "model"})
+RESERVED_VOLUME_PREFIX = "gpt-"
+RESERVED_MOUNT_PATHS: tuple[str, ...] = ("/data", "/tmp", "/models")
+# How long a stopping pod may take (preStop sleep, then the runtime's drain of open streams), by capacity:
+# a spot node gives about 2 minutes' notice (AWS), so spot pods get more than on-demand ones.
+GRACE_SECONDS_ON_DEMAND = 60
+GRACE_SECONDS_SPOT = 90
 
 
 class _Model(BaseModel):
@@ -115,11 +133,37 @@ class Toleration(_Model):
     toleration_seconds: int | None = None
 
 
+class LabelSelectorRequirement(_Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] | None = None
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+
+class TopologySpreadConstraint(_Model):
+    """A pod topologySpreadConstraint; without labelSelector it spreads the pods of its own track."""
+
+    max_skew: int = Field(ge=1)
+    topology_key: str = Field(min_length=1, max_length=317)
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    label_selector: LabelSelector | None = None
+    min_domains: int | None = Field(default=None, ge=1)
+    match_label_keys: list[str] | None = None
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = None
+    node_taints_policy: Literal["Honor", "Ignore"] | None = None
+
+
 class CapacitySpec(_Model):
     type: CapacityType = "auto"
     provider: Provider = "karpenter"
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
+    # Replaces the default (spread each track over zones, ScheduleAnyway) when given.
+    topology_spread_constraints: list[TopologySpreadConstraint] = Field(default_factory=list, max_length=8)
 
 
 class OffWindow(_Model):
@@ -266,6 +310,55 @@ class SecretRef(_Model):
     name: str = Field(min_length=1)
 
 
+class LocalObjectReference(_Model):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class Volume(_Model):
+    """An extra pod volume: a name plus one Kubernetes volume source (secret, configMap, csi, ...), passed on
+    as written; the API server checks the source when the Deployment is applied."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = sorted(self.model_extra or {})
+        if len(sources) != 1:
+            raise ValueError(f"volume {self.name!r} needs exactly one volume source, has {sources or 'none'}")
+        return self
+
+
+class VolumeMount(_Model):
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    mount_path: str = Field(min_length=2, max_length=1024, pattern=r"^/")
+    sub_path: str | None = Field(default=None, max_length=1024)
+    read_only: bool | None = None
+
+
+def _check_keys(value: dict[str, str], what: str) -> dict[str, str]:
+    for key in value:
+        if not LABEL_KEY_RE.match(key):
+            raise ValueError(f"{what} key {key!r} is not a valid Kubernetes label/annotation key")
+        if key.startswith(RESERVED_KEY_PREFIX):
+            raise ValueError(f"{what} key {key!r}: the {RESERVED_KEY_PREFIX} prefix is the operator's own")
+    return value
+
+
+# Spec fields that decide the pods beyond the original template; in pod_template_spec only when set.
+POD_OPTIONS = (
+    "serviceAccountName",
+    "imagePullSecrets",
+    "priorityClassName",
+    "podLabels",
+    "podAnnotations",
+    "volumes",
+    "volumeMounts",
+    "terminationGracePeriodSeconds",
+)
+
+
 class GPTDeploymentSpec(_Model):
     environment: Environment = "dev"
     model: ModelSpec
@@ -276,12 +369,69 @@ class GPTDeploymentSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     env: list[EnvVar] = Field(default_factory=list)
     secret_ref: SecretRef | None = None
+    # Real-cluster pod options (IRSA / Workload Identity through the service account, private registries).
+    service_account_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    priority_class_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    pod_labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
+    volumes: list[Volume] = Field(default_factory=list, max_length=16)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=16)
+    termination_grace_period_seconds: int | None = Field(default=None, ge=15, le=3600)
     capacity: CapacitySpec = Field(default_factory=CapacitySpec)
     schedule: ScheduleSpec | None = None
     suspend: bool = False
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            if len(label) > 63 or not re.match(LABEL_VALUE, label):
+                raise ValueError(f"podLabels[{key!r}]: {label!r} is not a valid label value")
+        return _check_keys(value, "podLabels")
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "podAnnotations")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_names(cls, value: list[Volume]) -> list[Volume]:
+        names = [v.name for v in value]
+        for name in names:
+            if name in RESERVED_VOLUME_NAMES or name.startswith(RESERVED_VOLUME_PREFIX):
+                raise ValueError(
+                    f"volume name {name!r} is the operator's (reserved: {', '.join(sorted(RESERVED_VOLUME_NAMES))}"
+                    f" and {RESERVED_VOLUME_PREFIX}*)"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("volume names must be unique")
+        return value
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mount_paths(cls, value: list[VolumeMount]) -> list[VolumeMount]:
+        for mount in value:
+            path = mount.mount_path.rstrip("/")
+            if path in RESERVED_MOUNT_PATHS or path.startswith("/models/"):
+                own = ", ".join(RESERVED_MOUNT_PATHS)
+                raise ValueError(f"mountPath {mount.mount_path!r} is the runtime's own ({own})")
+        paths = [m.mount_path.rstrip("/") for m in value]
+        if len(set(paths)) != len(paths):
+            raise ValueError("mountPath values must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> GPTDeploymentSpec:
+        names = {v.name for v in self.volumes}
+        unknown = [m.name for m in self.volume_mounts if m.name not in names]
+        if unknown:
+            raise ValueError(f"volumeMounts name volumes that spec.volumes lacks: {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -323,7 +473,14 @@ class GPTDeploymentSpec(_Model):
 
     @property
     def pdb_enabled(self) -> bool:
-        return self.is_prod
+        """Prod always; staging on spot too, so node drains (spot interruption, consolidation) go one pod at a time."""
+        return self.is_prod or (self.environment == "staging" and self.effective_capacity_type != "on-demand")
+
+    @property
+    def effective_termination_grace_seconds(self) -> int:
+        if self.termination_grace_period_seconds is not None:
+            return self.termination_grace_period_seconds
+        return GRACE_SECONDS_ON_DEMAND if self.effective_capacity_type == "on-demand" else GRACE_SECONDS_SPOT
 
     @property
     def desired_replicas(self) -> int:
@@ -333,8 +490,13 @@ class GPTDeploymentSpec(_Model):
         return self.replicas
 
     def pod_template_spec(self) -> dict[str, Any]:
-        """The part of the spec that decides the pods; its hash is the revision."""
-        return {
+        """The part of the spec that decides the pods; its hash is the revision.
+
+        The pod options added later appear only when set, so a spec without them keeps the revision it had."""
+        capacity = {**self.capacity.wire(), "type": self.effective_capacity_type}
+        if not capacity.get("topologySpreadConstraints"):
+            capacity.pop("topologySpreadConstraints", None)
+        template: dict[str, Any] = {
             "environment": self.environment,
             "model": self.model.wire(),
             "resources": (self.resources or ResourcesSpec()).wire(),
@@ -342,8 +504,14 @@ class GPTDeploymentSpec(_Model):
             "imagePullPolicy": self.image_pull_policy,
             "env": [e.wire() for e in self.env],
             "secretRef": self.secret_ref.wire() if self.secret_ref else None,
-            "capacity": {**self.capacity.wire(), "type": self.effective_capacity_type},
+            "capacity": capacity,
         }
+        wire = self.wire()
+        for key in POD_OPTIONS:
+            value = wire.get(key)
+            if value not in (None, [], {}):
+                template[key] = value
+        return template
 
     @property
     def revision(self) -> str:

@@ -1,4 +1,5 @@
-"""The PodDisruptionBudget for prod: voluntary evictions (node drains, upgrades) take one pod at a time."""
+"""The PodDisruptionBudget for prod, and for staging on spot (see GPTDeploymentSpec.pdb_enabled): voluntary
+evictions (node drains, upgrades, spot interruption handlers, consolidation) take one pod at a time."""
 
 from __future__ import annotations
 

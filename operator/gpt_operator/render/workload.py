@@ -28,6 +28,8 @@ IMAGE_MODELS_DIR = "/models"
 # After a pod is told to stop, kube-proxy and every other node take a moment to drop it from the Service; it
 # keeps serving meanwhile, so no new connection lands on a closed port during a rollout.
 PRESTOP_SLEEP_SECONDS = 5
+# What the grace period keeps after the preStop sleep and the runtime's drain: closing backends, exiting.
+SHUTDOWN_MARGIN_SECONDS = 5
 
 
 def spec_from_template(template: dict[str, Any]) -> GPTDeploymentSpec:
@@ -114,13 +116,52 @@ def _label_env(variable: str, label: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}
 
 
+def shutdown_timeout_seconds(spec: GPTDeploymentSpec) -> int:
+    """The runtime's drain budget after SIGTERM (GPT_SHUTDOWN_TIMEOUT_S): what the grace period leaves after
+    the preStop sleep and a margin for closing, so open streams end before the kubelet's SIGKILL."""
+    return max(1, spec.effective_termination_grace_seconds - PRESTOP_SLEEP_SECONDS - SHUTDOWN_MARGIN_SECONDS)
+
+
 def _env(spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
-    """The pod's revision and track (GET /health reports them), then the user's spec.env. A user entry of
-    the same name replaces ours: server-side apply refuses duplicate names in a container's env."""
+    """The pod's revision and track (GET /health reports them), its drain budget, then the user's spec.env. A
+    user entry of the same name replaces ours: server-side apply refuses duplicate names in a container's env.
+    (The drain budget is here, not in the immutable ConfigMap, so existing revisions' ConfigMaps stay as they are.)"""
     user = [e.wire() for e in spec.env or []]
     taken = {e["name"] for e in user}
-    ours = [_label_env("GPT_REVISION", REVISION_LABEL), _label_env("GPT_TRACK", TRACK_LABEL)]
+    ours = [
+        _label_env("GPT_REVISION", REVISION_LABEL),
+        _label_env("GPT_TRACK", TRACK_LABEL),
+        {"name": "GPT_SHUTDOWN_TIMEOUT_S", "value": str(shutdown_timeout_seconds(spec))},
+    ]
     return [e for e in ours if e["name"] not in taken] + user
+
+
+def _topology_spread(name: str, track: str, spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
+    """The user's constraints (a missing labelSelector selects the track's pods), or by default: spread each
+    track over zones where possible."""
+    own = {"labelSelector": {"matchLabels": track_selector(name, track)}}
+    if spec.capacity.topology_spread_constraints:
+        return [{**own, **c.wire()} for c in spec.capacity.topology_spread_constraints]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            **own,
+        }
+    ]
+
+
+def _pod_options(spec: GPTDeploymentSpec) -> dict[str, Any]:
+    """serviceAccountName, imagePullSecrets and priorityClassName, where the spec sets them."""
+    out: dict[str, Any] = {}
+    if spec.service_account_name:
+        out["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        out["imagePullSecrets"] = [s.wire() for s in spec.image_pull_secrets]
+    if spec.priority_class_name:
+        out["priorityClassName"] = spec.priority_class_name
+    return out
 
 
 def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
@@ -133,6 +174,9 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         claim = model_volume["persistentVolumeClaim"]["claimName"]
         mounts.append({"name": "model", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True})
         volumes.append(model_volume)
+    # The user's extra volumes and mounts come last; spec.py refuses the names and paths used above.
+    mounts += [m.wire() for m in spec.volume_mounts]
+    volumes += [v.wire() for v in spec.volumes]
     container: dict[str, Any] = {
         "name": "runtime",
         "image": spec.image,
@@ -155,7 +199,8 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "terminationGracePeriodSeconds": 30,
+        # The preStop sleep, then the runtime's drain (GPT_SHUTDOWN_TIMEOUT_S), then SIGKILL: longer on spot.
+        "terminationGracePeriodSeconds": spec.effective_termination_grace_seconds,
         # No docker-link variables for the namespace's Services: they would put GPT_* names in the runtime's
         # environment (a Service `gpt` sets GPT_PORT=tcp://IP:PORT; only the ConfigMap's value overrides it).
         "enableServiceLinks": False,
@@ -167,27 +212,20 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": volumes,
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": track_selector(name, track)},
-            }
-        ],
+        "topologySpreadConstraints": _topology_spread(name, track, spec),
         **placement(spec.capacity, spec.effective_capacity_type, resources.gpu),
+        **_pod_options(spec),
     }
-    return {
-        "metadata": {
-            "labels": {**common_labels(name), TRACK_LABEL: track, REVISION_LABEL: revision},
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(RUNTIME_PORT),
-                "prometheus.io/path": "/metrics",
-            },
-        },
-        "spec": pod_spec,
+    # The user's labels never replace the operator's (its selectors and revision); its own prefix is refused
+    # by spec.py. The user's annotations may replace the prometheus.io ones (e.g. scrape: "false").
+    labels = {**spec.pod_labels, **common_labels(name), TRACK_LABEL: track, REVISION_LABEL: revision}
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(RUNTIME_PORT),
+        "prometheus.io/path": "/metrics",
+        **spec.pod_annotations,
     }
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 
 def deployment(

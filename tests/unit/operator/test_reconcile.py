@@ -51,7 +51,8 @@ def conditions(status: dict) -> dict[str, dict]:
 def test_first_reconcile_creates_children_and_reports_pending() -> None:
     d = desire(body({"environment": "staging"}), [], WEDNESDAY_NOON)
     assert d.objects is not None
-    assert [o["kind"] for o in d.objects] == ["ConfigMap", "Deployment", "Service"]
+    # staging runs on spot: a PDB makes node drains (interruption, consolidation) take one pod at a time
+    assert [o["kind"] for o in d.objects] == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
     assert d.status["phase"] == "Pending"
     assert d.status["observedGeneration"] == 1
     assert d.status["ready"] == "0/1"

@@ -133,6 +133,7 @@ TRACK_ENV = {
     "name": "GPT_TRACK",
     "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['serving.gpt-operator.dev/track']"}},
 }
+DRAIN_ENV = {"name": "GPT_SHUTDOWN_TIMEOUT_S", "value": "80"}  # dev = spot: 90 s grace - 5 s preStop - 5 s margin
 
 
 def test_env_from_is_config_map_then_generated_jwt_secret_then_user_secret() -> None:
@@ -152,7 +153,7 @@ def test_every_track_gets_the_shared_jwt_secret_and_its_revision_and_track() -> 
         dep = deployment("demo", "ml", track, spec.pod_template_spec(), spec.revision, 1)
         c = container(dep)
         assert {"secretRef": {"name": "demo-jwt"}} in c["envFrom"]
-        assert c["env"] == [REVISION_ENV, TRACK_ENV]
+        assert c["env"] == [REVISION_ENV, TRACK_ENV, DRAIN_ENV]
         kubernetes_validate.validate(dep, K8S, strict=True)
 
 
@@ -161,13 +162,13 @@ def test_secret_ref_and_user_env() -> None:
         rendered_deployment(secretRef={"name": "gpt-secrets"}, env=[{"name": "GPT_CACHE_URL", "value": "redis://r"}])
     )
     assert {"secretRef": {"name": "gpt-secrets"}} in c["envFrom"]
-    assert c["env"] == [REVISION_ENV, TRACK_ENV, {"name": "GPT_CACHE_URL", "value": "redis://r"}]
+    assert c["env"] == [REVISION_ENV, TRACK_ENV, DRAIN_ENV, {"name": "GPT_CACHE_URL", "value": "redis://r"}]
 
 
 def test_user_env_of_the_same_name_replaces_the_downward_api_entry() -> None:
     """No duplicate names (server-side apply refuses them); the user's value wins, as a later entry would."""
     c = container(rendered_deployment(env=[{"name": "GPT_TRACK", "value": "pinned"}]))
-    assert c["env"] == [REVISION_ENV, {"name": "GPT_TRACK", "value": "pinned"}]
+    assert c["env"] == [REVISION_ENV, DRAIN_ENV, {"name": "GPT_TRACK", "value": "pinned"}]
 
 
 def test_template_annotation_round_trips_to_the_same_revision() -> None:
