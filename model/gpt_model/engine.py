@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
+import json
 import logging
 import os
 import threading
@@ -26,8 +28,10 @@ from typing import Any
 
 import torch
 
+from gpt_model import constrained
 from gpt_model.checkpoint import Loaded, load_source
 from gpt_model.gpt import causal_mask
+from gpt_model.json_prefix import JSONPrefix, UnsupportedSchema, compile_schema
 from gpt_model.protocol import (
     ChatMessage,
     ContextTooLong,
@@ -35,12 +39,20 @@ from gpt_model.protocol import (
     EngineOverloaded,
     Finished,
     GenerationRequest,
+    InvalidParameter,
     SamplingParams,
     StreamEvent,
     TextDelta,
+    TokenLogprob,
     Usage,
 )
-from gpt_model.sampling import make_generator, sample_rows
+from gpt_model.sampling import (
+    apply_logit_bias,
+    apply_openai_penalties,
+    apply_repetition_penalty,
+    make_generator,
+    sample_rows,
+)
 from gpt_model.tokenizer import StreamDecoder
 
 log = logging.getLogger("gpt_model.engine")
@@ -441,6 +453,10 @@ class _Request:
     done: bool = False  # the worker has finished with it
     closed: bool = False  # a Finished was delivered (loop thread only)
     first_token_at: float | None = None
+    json: JSONPrefix | None = None  # the output so far, under a response_format constraint
+    forced: list[int] = field(default_factory=list)  # the closing tokens when the constraint force-closes
+    step_logprob: TokenLogprob | None = None  # the logprob entry of the token being accepted
+    logprobs: collections.deque = field(default_factory=collections.deque)  # (text offset, entry) not yet sent
 
     @property
     def need(self) -> int:
@@ -546,12 +562,47 @@ class ModelEngine:
         self._stop = False
         self._rate_window: collections.deque[tuple[float, int]] = collections.deque()
         self._seen: torch.Tensor | None = None  # [slots, vocab] for repetition penalty
+        self._tokens: constrained.TokenTable | None = None  # built on the first constrained/logprobs request
         self.error: str | None = None
 
     # -- EngineClient --------------------------------------------------------------------------
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.tokenizer.encode_chat(messages))
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._encode_raw(text))
+
+    def _encode_raw(self, text: str) -> list[int]:
+        """A text completion's prompt; an empty one starts from the end-of-text token, as OpenAI's does."""
+        ids = self.tokenizer.encode(text)
+        if not ids:
+            eos = self.tokenizer.hf.eos_token_id
+            ids = [int(eos) if eos is not None else min(self.tokenizer.eos_token_ids or {0})]
+        return ids
+
+    def _check_params(self, params: SamplingParams) -> JSONPrefix | None:
+        """Refuse what cannot be honoured (InvalidParameter); the start state of a JSON constraint."""
+        vocab = self._runner.vocab_size
+        outside = [i for i, _ in params.logit_bias if not 0 <= i < vocab]
+        if outside:
+            raise InvalidParameter("logit_bias", f"token id {outside[0]} is outside the vocabulary (0..{vocab - 1})")
+        if params.logprobs is not None and not 0 <= params.logprobs <= 20:
+            raise InvalidParameter("top_logprobs", "top_logprobs must be between 0 and 20")
+        fmt = params.response_format
+        if fmt is None:
+            return None
+        if fmt.type == "json_object":
+            return JSONPrefix.start()
+        try:
+            return JSONPrefix.start(compile_schema(json.loads(fmt.schema or "null")))
+        except (UnsupportedSchema, ValueError) as exc:
+            raise InvalidParameter("response_format", f"json_schema: {exc}") from exc
+
+    def _table(self) -> constrained.TokenTable:
+        if self._tokens is None:
+            self._tokens = constrained.TokenTable(self.tokenizer, self._runner.vocab_size)
+        return self._tokens
 
     async def start(self) -> None:
         if self._thread is not None:
@@ -595,12 +646,19 @@ class ModelEngine:
             await self.start()
         if request.request_id in self._requests:
             raise ValueError(f"request id {request.request_id!r} is already in use")
-        prompt = self.tokenizer.encode_chat(request.messages)
+        if request.raw:
+            prompt = self._encode_raw("".join(m.content for m in request.messages))
+        else:
+            prompt = self.tokenizer.encode_chat(request.messages)
         if len(prompt) >= self.context_window:
             raise ContextTooLong(f"prompt takes {len(prompt)} tokens; the context window is {self.context_window}")
         params = request.params
+        start = self._check_params(params)
         budget = max(0, min(params.max_tokens, self.context_window - len(prompt)))
         req = _Request(request.request_id, prompt, params, budget, asyncio.get_running_loop(), asyncio.Queue())
+        req.json = start
+        if not params.plain:
+            await asyncio.to_thread(self._table)  # once per engine: every token's text and bytes
         if params.temperature > 0:
             req.generator = make_generator(params.seed, self._runner.device)
         req.decoder = StreamDecoder(self.tokenizer)
@@ -742,13 +800,8 @@ class ModelEngine:
                 for r in pack:
                     self._mark_prompt(r)
                     self._remember_prompt(r)
-                sampled = sample_rows(
-                    logits,
-                    [r.params for r in pack],
-                    [r.generator for r in pack],
-                    self._seen[pack[0].slot : pack[0].slot + len(pack)],
-                )
-                for r, token in zip(pack, sampled.tolist(), strict=True):
+                sampled = self._pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)])
+                for r, token in zip(pack, sampled, strict=True):
                     self._accept(r, r.slot, token)
         self._drop_finished()
         # one decode step for every running request together
@@ -760,8 +813,8 @@ class ModelEngine:
         positions = [r.position for r in ready]
         logits = runner.decode(tokens, positions, self._prefilling is None)
         self.stats.decode_steps += 1
-        sampled = sample_rows(logits, [r.params for r in ready], [r.generator for r in ready], self._seen[:n])
-        for slot, (req, token) in enumerate(zip(ready, sampled.tolist(), strict=True)):
+        sampled = self._pick(ready, logits, self._seen[:n])
+        for slot, (req, token) in enumerate(zip(ready, sampled, strict=True)):
             self._accept(req, slot, token)
         self._rate_window.append((time.monotonic(), n))
         while len(self._rate_window) > 256:
@@ -821,7 +874,7 @@ class ModelEngine:
             self._running.append(req)
         self._mark_prompt(req)
         self._remember_prompt(req)
-        token = int(sample_rows(logits[None], [req.params], [req.generator], self._seen[slot : slot + 1])[0])
+        token = self._pick([req], logits[None], self._seen[slot : slot + 1])[0]
         self._accept(req, slot, token)
         return len(chunk)
 
@@ -835,8 +888,51 @@ class ModelEngine:
             self._seen[req.slot].zero_()
             self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
 
+    def _pick(self, reqs: Sequence[_Request], logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
+        """The next token of each request (rows of `logits` [n, V]); -1: append the forced closing.
+
+        Plain requests take the batched path. Others get OpenAI's penalties and logit_bias on their
+        row, a JSON constraint picks their token, and their logprob entry is kept for _accept.
+        """
+        params = [r.params for r in reqs]
+        generators = [r.generator for r in reqs]
+        if all(p.plain for p in params):
+            return sample_rows(logits, params, generators, seen).tolist()
+        logits = logits.float().clone()
+        if any(p.repetition_penalty != 1.0 for p in params):
+            penalty = torch.tensor([p.repetition_penalty for p in params], device=logits.device)
+            logits = apply_repetition_penalty(logits, seen, penalty)
+        special = [i for i, p in enumerate(params) if not p.plain]
+        for i in special:
+            p = params[i]
+            row = apply_openai_penalties(logits[i], reqs[i].generated, p.presence_penalty, p.frequency_penalty)
+            logits[i] = apply_logit_bias(row, p.logit_bias)
+        # rows under a constraint are picked below, without drawing from their generator here
+        free = [dataclasses.replace(p, temperature=0) if reqs[i].json is not None else p for i, p in enumerate(params)]
+        tokens = sample_rows(logits, free, generators).tolist()
+        table = self._table()
+        for i in special:
+            req, row = reqs[i], logits[i]
+            if req.json is not None:
+                remaining = req.budget - len(req.generated) - 1
+                choice = constrained.choose(row, req.json, req.params, req.generator, remaining, table)
+                if choice is None:  # nothing fits: close the document now
+                    req.forced = table.encode(req.json.closing())[: max(1, remaining + 1)]
+                    tokens[i] = -1
+                else:
+                    tokens[i], req.json = choice
+            if req.params.logprobs is not None:
+                token = tokens[i] if tokens[i] >= 0 else req.forced[0]
+                req.step_logprob = constrained.token_logprob(
+                    torch.log_softmax(row, dim=-1), token, req.params.logprobs, table
+                )
+        return tokens
+
     def _accept(self, req: _Request, slot: int, token: int) -> None:
         if req.cancelled:
+            return
+        if token < 0:
+            self._accept_forced(req, slot)
             return
         if req.first_token_at is None:
             req.first_token_at = time.monotonic()
@@ -844,18 +940,52 @@ class ModelEngine:
         self.stats.generated_tokens_total += 1
         if req.params.repetition_penalty != 1.0:
             self._seen[slot, token] = True
-        if token in self.tokenizer.eos_token_ids:
+        if token in self.tokenizer.eos_token_ids and req.json is None:
             req.generated.pop()  # the stop token is not part of the reply
             self._flush(req)
             self._finish(req, "stop")
             return
-        req.text += req.decoder.push(token)
+        self._append_text(req, token)
         if self._check_stop(req):
+            self._finish(req, "stop")
+            return
+        if req.json is not None and req.json.done:  # the document is complete: nothing may follow
+            self._flush(req)
             self._finish(req, "stop")
             return
         if len(req.generated) >= req.budget or req.position >= self.context_window:
             self._flush(req)
             self._finish(req, "length")
+
+    def _append_text(self, req: _Request, token: int) -> None:
+        if req.step_logprob is not None:
+            req.logprobs.append((len(req.text), req.step_logprob))
+            req.step_logprob = None
+        req.text += req.decoder.push(token)
+
+    def _accept_forced(self, req: _Request, slot: int) -> None:
+        """Append the constraint's closing tokens and finish (the model is not run for them)."""
+        if req.first_token_at is None:
+            req.first_token_at = time.monotonic()
+        table = self._table()
+        for i, token in enumerate(req.forced):
+            if i and req.params.logprobs is not None:
+                req.step_logprob = constrained.forced_logprob(token, table)
+            req.generated.append(token)
+            self.stats.generated_tokens_total += 1
+            self._append_text(req, token)
+        if self._check_stop(req):
+            self._finish(req, "stop")
+            return
+        self._flush(req)
+        self._finish(req, "length" if len(req.generated) >= req.budget else "stop")
+
+    def _take_logprobs(self, req: _Request, upto: int) -> tuple[TokenLogprob, ...]:
+        """The entries of tokens whose text starts before character `upto` and was not sent yet."""
+        taken = []
+        while req.logprobs and req.logprobs[0][0] < upto:
+            taken.append(req.logprobs.popleft()[1])
+        return tuple(taken)
 
     def _check_stop(self, req: _Request) -> bool:
         """Stream what is safe to stream; True when a stop sequence was found (text cut before it)."""
@@ -868,7 +998,7 @@ class ModelEngine:
             if hits:
                 cut = min(hits)
                 if cut > req.emitted:
-                    self._emit(req, TextDelta(text[req.emitted : cut]))
+                    self._emit(req, TextDelta(text[req.emitted : cut], self._take_logprobs(req, cut)))
                 req.emitted = len(text)
                 return True
             # hold back a tail that could still become a stop sequence
@@ -882,14 +1012,14 @@ class ModelEngine:
         else:
             safe = len(text)
         if safe > req.emitted:
-            self._emit(req, TextDelta(text[req.emitted : safe]))
+            self._emit(req, TextDelta(text[req.emitted : safe], self._take_logprobs(req, safe)))
             req.emitted = safe
         return False
 
     def _flush(self, req: _Request) -> None:
         req.text += req.decoder.flush()
         if len(req.text) > req.emitted and not any(s and s in req.text for s in req.params.stop):
-            self._emit(req, TextDelta(req.text[req.emitted :]))
+            self._emit(req, TextDelta(req.text[req.emitted :], self._take_logprobs(req, len(req.text))))
             req.emitted = len(req.text)
 
     def _drop_cancelled(self) -> None:

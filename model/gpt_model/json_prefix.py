@@ -437,8 +437,10 @@ class JSONPrefix:
 
     @classmethod
     def start(cls, schema: Node | None = None) -> JSONPrefix:
-        """The empty document; `schema` None means any JSON object (OpenAI's json_object mode)."""
-        return cls((("V", schema or ANY_OBJECT, 0),))
+        """The empty document; `schema` None means any JSON object (OpenAI's json_object mode).
+
+        The root value starts at once: no whitespace before it."""
+        return cls((("V", schema or ANY_OBJECT, MAX_WHITESPACE),))
 
     def feed(self, text: str) -> JSONPrefix | None:
         """The state after `text`, or None when no valid document starts with what was read."""

@@ -24,8 +24,21 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """Constrained output: any JSON object, or JSON that fits `schema` (see gpt_model.json_prefix)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: str | None = None  # the JSON Schema as JSON text (json_schema only)
+
+
+@dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. temperature 0 means greedy."""
+    """How to pick tokens. temperature 0 means greedy.
+
+    presence/frequency penalties (OpenAI's) apply to the tokens generated so far; logit_bias adds
+    to the logits of token ids (-100 bans a token); logprobs None returns none, k >= 0 returns each
+    token's log-probability and its k most likely alternatives.
+    """
 
     max_tokens: int = 256
     temperature: float = 0.7
@@ -34,11 +47,23 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    response_format: ResponseFormat | None = None
 
     @property
     def deterministic(self) -> bool:
         """True when the same input always gives the same output."""
         return self.temperature == 0 or self.seed is not None
+
+    @property
+    def plain(self) -> bool:
+        """No penalty, bias, logprobs or output format beyond the basic settings (the cacheable kind)."""
+        return not (self.presence_penalty or self.frequency_penalty or self.logit_bias or self.response_format) and (
+            self.logprobs is None
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,7 @@ class GenerationRequest:
     request_id: str
     messages: Sequence[ChatMessage]
     params: SamplingParams = field(default_factory=SamplingParams)
+    raw: bool = False  # a text completion: the one message's content is the prompt, no chat template
 
 
 @dataclass(frozen=True)
@@ -63,10 +89,30 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """One candidate token and its log-probability."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log-probability and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """A piece of the reply, as soon as it is decoded."""
+    """A piece of the reply, as soon as it is decoded; with the tokens behind it when logprobs were asked for."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +146,14 @@ class ContextTooLong(ValueError):
     """The prompt alone does not fit in the model's context window."""
 
 
+class InvalidParameter(ValueError):
+    """A request parameter the engine cannot honour (e.g. a logit_bias key outside the vocabulary)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
 @runtime_checkable
 class EngineClient(Protocol):
     """Async interface to a model engine."""
@@ -111,8 +165,12 @@ class EngineClient(Protocol):
         """Tokens the prompt built from `messages` (chat template applied) takes."""
         ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens a raw text prompt (a text completion, no template) takes."""
+        ...
+
     async def submit(self, request: GenerationRequest) -> str:
-        """Queue a request; returns its id. Raises EngineOverloaded or ContextTooLong."""
+        """Queue a request; returns its id. Raises EngineOverloaded, ContextTooLong or InvalidParameter."""
         ...
 
     def stream(self, request_id: str) -> AsyncIterator[StreamEvent]:

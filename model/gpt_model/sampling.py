@@ -23,6 +23,31 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalised, logits)
 
 
+def apply_openai_penalties(
+    row: torch.Tensor, generated: Sequence[int], presence: float, frequency: float
+) -> torch.Tensor:
+    """OpenAI's penalties on one row [V]: minus frequency x count and presence x (count > 0) of each
+    token generated so far."""
+    if not generated or not (presence or frequency):
+        return row
+    counts = torch.bincount(torch.tensor(list(generated), device=row.device), minlength=row.shape[-1])
+    counts = counts[: row.shape[-1]].to(row.dtype)
+    return row - frequency * counts - presence * (counts > 0).to(row.dtype)
+
+
+def apply_logit_bias(row: torch.Tensor, bias: Sequence[tuple[int, float]]) -> torch.Tensor:
+    """Add a bias to some tokens' logits in one row [V]; a bias of -100 or less bans the token."""
+    if not bias:
+        return row
+    ids = torch.tensor([i for i, _ in bias], device=row.device)
+    values = torch.tensor([b for _, b in bias], device=row.device, dtype=row.dtype)
+    row = row.index_add(0, ids, values)
+    banned = ids[values <= -100]
+    if banned.numel():
+        row = row.index_fill(0, banned, float("-inf"))
+    return row
+
+
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Set logits outside top-k / the top-p nucleus to -inf. logits [..., V]."""
     if top_k and 0 < top_k < logits.shape[-1]:
