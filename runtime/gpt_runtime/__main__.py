@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gpt_runtime.app import create_app
+from gpt_runtime.http_protocol import HTTP_PROTOCOL
 from gpt_runtime.logging_setup import configure_logging
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.shutdown import Drain, DrainingServer
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         ws_max_size=settings.max_body_bytes,
         # SIGTERM drains first (shutdown.py); then uvicorn waits for open responses with what is left of this.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+        http=HTTP_PROTOCOL,  # uvicorn's own 400s with the JSON error body
     )
     server = DrainingServer(
         config,

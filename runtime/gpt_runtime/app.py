@@ -18,9 +18,11 @@ from gpt_runtime.auth.email import EmailSender, LogEmailSender
 from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
 from gpt_runtime.backends.files import open_file_store
 from gpt_runtime.deps import Runtime
+from gpt_runtime.docs import install_docs
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.middleware import RequestContextMiddleware
+from gpt_runtime.openapi import install_openapi
 from gpt_runtime.read_cache import ReadCacheMiddleware
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
@@ -103,26 +105,6 @@ PUBLIC_PATHS = (
 )
 
 
-def _document_bearer_auth(app: FastAPI) -> None:
-    """Declare bearer auth in the OpenAPI document (the dependency reads the header itself, for speed)."""
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Access token from POST /auth/login"}
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if path not in PUBLIC_PATHS:
-                    for operation in operations.values():
-                        operation["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
-
-
 def create_app(
     settings: RuntimeSettings | None = None,
     *,
@@ -166,8 +148,11 @@ def create_app(
         version="0.1.0",
         description="Conversation API served by every model pod.",
         lifespan=lifespan,
+        docs_url=None,  # gpt_runtime.docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
-    _document_bearer_auth(app)
+    install_openapi(app, public_paths=PUBLIC_PATHS, identity_provider=settings.auth_provider != "local")
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(ReadCacheMiddleware)
     app.add_middleware(

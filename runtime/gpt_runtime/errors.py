@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("gpt_runtime.errors")
@@ -84,6 +85,19 @@ class ServiceUnavailable(APIError):
     type = "overloaded"
 
 
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What went wrong, for people.")
+    type: str = Field(description="The class of error, e.g. invalid_request_error, authentication_error, overloaded.")
+    param: str | None = Field(description="The request field at fault, when one is.")
+    code: str | None = Field(description="A stable machine-readable code, e.g. conversation_not_found.")
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx and 5xx answer (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     """The JSON error body every failure uses."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -116,7 +130,8 @@ async def _api_error(_: Request, exc: APIError) -> JSONResponse:
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     type_ = _STATUS_TYPES.get(exc.status_code, "api_error")
-    return JSONResponse(error_body(message, type_), exc.status_code, headers=getattr(exc, "headers", None))
+    code = getattr(exc, "code", None)  # e.g. the body limit's payload_too_large (gpt_runtime.middleware)
+    return JSONResponse(error_body(message, type_, None, code), exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,10 +23,14 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class BodyTooLarge(HTTPException):
-    """Raised from receive() when a streamed body passes the limit; rendered as a 413 JSON error."""
+    """Raised from receive() when a streamed (chunked) body passes the limit; rendered as a 413 JSON error
+    with code payload_too_large by gpt_runtime.errors, like the Content-Length check in the middleware."""
+
+    code = "payload_too_large"
 
     def __init__(self, limit: int):
-        super().__init__(413, f"request body exceeds {limit} bytes")
+        # the rest of the body is never read: the connection closes after the answer
+        super().__init__(413, f"request body exceeds {limit} bytes", headers={"Connection": "close"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -25,12 +25,12 @@ class Strict(BaseModel):
 
 
 class SignupIn(Strict):
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, json_schema_extra={"format": "email"})
     password: str = Field(max_length=256)
 
 
 class LoginIn(Strict):
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, json_schema_extra={"format": "email"})
     password: str = Field(max_length=256)
 
 
@@ -43,7 +43,7 @@ class TokenIn(Strict):
 
 
 class EmailIn(Strict):
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, json_schema_extra={"format": "email"})
 
 
 class ResetPasswordIn(Strict):
@@ -170,16 +170,30 @@ class StreamOptions(Strict):
 
 
 class GenerateIn(GenerationParamsIn):
-    """POST /generate: a prompt, optionally continuing a conversation; `async` queues it as a job."""
+    """POST /generate: a prompt, optionally continuing a conversation; `async` queues it as a job.
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    `async` and `stream` exclude each other (400 async_stream)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        populate_by_name=True,
+        json_schema_extra={
+            "not": {
+                "required": ["async", "stream"],
+                "properties": {"async": {"const": True}, "stream": {"const": True}},
+            }
+        },
+    )
 
     prompt: str = Field(min_length=1)
     conversation_id: str | None = Field(default=None, max_length=64)
     system: str | None = Field(default=None, max_length=8000)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    run_async: bool = Field(default=False, alias="async", description="Queue as a job: 202 with the job id.")
+    run_async: bool = Field(
+        default=False, alias="async", description="Queue as a job: 202 with the job id. Not with `stream`."
+    )
 
 
 class UsageOut(BaseModel):

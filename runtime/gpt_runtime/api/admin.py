@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import AdminUser, RuntimeDep
 from gpt_runtime.errors import NotFound
 from gpt_runtime.schemas import RoleIn, UserOut
 
-router = APIRouter(tags=["cache"])
+router = APIRouter(tags=["cache"], responses=errors(403))
 
 
 @router.get("/cache/stats")
@@ -28,7 +29,7 @@ async def invalidate_cache(
     return {"pattern": pattern, "deleted": await runtime.cache.invalidate(pattern)}
 
 
-@router.put("/admin/users/{user_id}/role", tags=["admin"])
+@router.put("/admin/users/{user_id}/role", tags=["admin"], responses=errors(404))
 async def set_role(user_id: str, body: RoleIn, _: AdminUser, runtime: RuntimeDep) -> UserOut:
     """Move a user between tiers (free, premium, admin)."""
     user = await runtime.store.update_user(user_id, role=body.role)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
+from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, limit_by_ip
 from gpt_runtime.schemas import (
     AcceptedOut,
@@ -18,23 +19,23 @@ from gpt_runtime.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=errors(429))
 _per_ip = [Depends(limit_by_ip)]
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, dependencies=_per_ip)
+@router.post("/signup", status_code=status.HTTP_201_CREATED, dependencies=_per_ip, responses=errors(409))
 async def signup(body: SignupIn, runtime: RuntimeDep) -> SignupOut:
     user, token = await runtime.auth.signup(body.email, body.password)
     return SignupOut(user=UserOut.of(user), verification_token=token if runtime.settings.dev_mode else None)
 
 
-@router.post("/login", dependencies=_per_ip)
+@router.post("/login", dependencies=_per_ip, responses=errors(401, 403))
 async def login(body: LoginIn, runtime: RuntimeDep) -> TokenOut:
     pair = await runtime.auth.login(body.email, body.password)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
 
-@router.post("/refresh", dependencies=_per_ip)
+@router.post("/refresh", dependencies=_per_ip, responses=errors(401))
 async def refresh(body: RefreshIn, runtime: RuntimeDep) -> TokenOut:
     pair = await runtime.auth.refresh(body.refresh_token)
     return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)

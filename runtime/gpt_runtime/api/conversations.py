@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
+from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.errors import BadRequest, NotFound
 from gpt_runtime.schemas import (
@@ -44,7 +45,7 @@ async def create_conversation(
     return ConversationOut.of(conversation)
 
 
-@router.get("")
+@router.get("", responses=errors(400))
 async def list_conversations(
     user: CurrentUser,
     runtime: RuntimeDep,
@@ -62,7 +63,7 @@ async def list_conversations(
     return ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", responses=errors(404))
 async def get_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> ConversationDetailOut:
     """A conversation with its messages (reads are cached by gpt_runtime.read_cache)."""
     conversation = await runtime.store.get_conversation(user.id, conversation_id)
@@ -74,7 +75,7 @@ async def get_conversation(conversation_id: str, user: CurrentUser, runtime: Run
     )
 
 
-@router.put("/{conversation_id}/title")
+@router.put("/{conversation_id}/title", responses=errors(404))
 async def rename_conversation(
     conversation_id: str, body: TitleIn, user: CurrentUser, runtime: RuntimeDep
 ) -> ConversationOut:
@@ -85,7 +86,7 @@ async def rename_conversation(
     return ConversationOut.of(conversation)
 
 
-@router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> Response:
     if not await runtime.store.delete_conversation(user.id, conversation_id):
         raise _not_found()
@@ -95,7 +96,7 @@ async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: 
 
 @router.get(
     "/{conversation_id}/export",
-    responses={200: {"content": {"application/json": {}, "application/pdf": {}}}},
+    responses={200: {"content": {"application/json": {}, "application/pdf": {}}}} | errors(404),
 )
 async def export_conversation(
     conversation_id: str,

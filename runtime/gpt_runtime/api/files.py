@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from pydantic import BaseModel
 
+from gpt_runtime.api.responses import errors
 from gpt_runtime.backends.files import FileMeta, FileStore, sniff_content_type
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.errors import NotFound, PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
@@ -22,6 +23,19 @@ router = APIRouter(tags=["files"])
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ALLOWED = "JPEG, PNG, GIF, WebP, PDF, MP3, WAV, OGG, JSON or plain text"
+# what sniff_content_type can answer, so what a download's Content-Type can be
+STORED_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "audio/mpeg",
+    "audio/wav",
+    "audio/ogg",
+    "application/json",
+    "text/plain",
+)
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -66,12 +80,15 @@ def _not_found() -> NotFound:
     return NotFound("file not found", param="file_id", code="file_not_found")
 
 
-@router.post("/upload", status_code=status.HTTP_201_CREATED)
+@router.post("/upload", status_code=status.HTTP_201_CREATED, responses=errors(404, 415))
 async def upload(
     user: CurrentUser,
     runtime: RuntimeDep,
     files: Files,
-    file: Annotated[UploadFile, File(description="The file: at most 10 MB of " + ALLOWED)],
+    file: Annotated[
+        UploadFile,
+        File(description="The file, not empty: at most 10 MB of " + ALLOWED, json_schema_extra={"minLength": 1}),
+    ],
     conversation_id: Annotated[str | None, Form(max_length=64)] = None,
 ) -> FileOut:
     """Store a file for the caller. Its type comes from its bytes; the client's Content-Type is ignored."""
@@ -100,7 +117,10 @@ async def upload(
 @router.get(
     "/files/{file_id}",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}},
+    responses={
+        200: {"content": {t: {"schema": {"type": "string"}} for t in STORED_TYPES}, "description": "The file's bytes"}
+    }
+    | errors(404),
 )
 async def download(file_id: str, user: CurrentUser, files: Files) -> Response:
     """The caller's file, with the type sniffed at upload. Anyone else's id answers 404."""
@@ -123,7 +143,7 @@ async def download(file_id: str, user: CurrentUser, files: Files) -> Response:
     )
 
 
-@router.delete("/files/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/files/{file_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete(file_id: str, user: CurrentUser, files: Files) -> Response:
     if not await files.delete(user.id, file_id):
         raise _not_found()

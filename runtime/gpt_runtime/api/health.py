@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gpt_runtime.api.responses import error_response
 from gpt_runtime.deps import RuntimeDep
 from gpt_runtime.errors import error_body
 
@@ -26,7 +27,7 @@ async def health(runtime: RuntimeDep) -> dict:
     }
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: error_response(503, "Not ready: the body's `checks` name what fails.")})
 async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Readiness: the model is loaded and the backends answer. 503 from SIGTERM on: the pod drains (shutdown.py)."""
     drain = getattr(request.app.state, "drain", None)
@@ -43,7 +44,9 @@ async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text exposition; engine gauges are read at scrape time."""
     engine = await runtime.engine.health()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.errors import NotFound
 from gpt_runtime.schemas import JobOut
@@ -11,7 +12,7 @@ from gpt_runtime.schemas import JobOut
 router = APIRouter(tags=["generation"])
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=errors(404))
 async def get_job(job_id: str, user: CurrentUser, runtime: RuntimeDep) -> JobOut:
     job = await runtime.store.get_job(user.id, job_id)
     if job is None:

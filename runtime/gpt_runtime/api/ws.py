@@ -61,6 +61,17 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("access_token")
 
 
+def _request_id_of(raw: str) -> str | None:
+    """The request_id of a frame that failed validation, when it has a usable one: the client can then tell
+    which of its requests the error answers."""
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return None
+    request_id = frame.get("request_id") if isinstance(frame, dict) else None
+    return request_id if isinstance(request_id, str) and 0 < len(request_id) <= 128 else None
+
+
 class Session:
     """One socket: its user, its generations in flight, and one lock so frames never interleave."""
 
@@ -85,7 +96,7 @@ class Session:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-            await self.error(None, APIError(f"{where}: {first['msg']}", code=first["type"]))
+            await self.error(_request_id_of(raw), APIError(f"{where}: {first['msg']}", code=first["type"]))
             return
         if isinstance(frame, CancelFrame):
             entry = self.running.get(frame.request_id)

@@ -1,0 +1,82 @@
+"""The OpenAPI document, completed after FastAPI builds it.
+
+- Bearer auth: declared on every route outside `public_paths` (the dependency reads the header itself, for
+  speed, so FastAPI cannot see it).
+- The error answers every such route shares: 401 and 429 (the same dependency authenticates and rate-limits);
+  with an external identity provider (Cognito, OIDC) also 503 there and on /auth/*.
+- The error answers of every route with a body: 400 (not JSON, unparsable form), 413 (over the body limit)
+  and 422 (validation).
+- FastAPI's default 422 (`{"detail": [...]}`, HTTPValidationError) is never sent (gpt_runtime.errors answers
+  with ErrorOut), so it is replaced and its schemas dropped.
+
+Route-specific errors are declared on the routers with gpt_runtime.api.responses.errors().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI
+
+from gpt_runtime.api.responses import error_response
+from gpt_runtime.errors import ErrorOut
+
+ERROR_REF = "#/components/schemas/ErrorOut"
+_DEFAULT_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _error(status: int) -> dict[str, Any]:
+    response = error_response(status)
+    response.pop("model")
+    return response | {"content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+
+
+def _is_default_422(response: dict[str, Any] | None) -> bool:
+    schema = (response or {}).get("content", {}).get("application/json", {}).get("schema", {})
+    return schema.get("$ref") == _DEFAULT_422
+
+
+def complete_schema(schema: dict[str, Any], public_paths: Iterable[str], identity_provider: bool) -> dict[str, Any]:
+    """Add security, the shared error answers and the ErrorOut schema to a document FastAPI built."""
+    public = set(public_paths)
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    error_schema = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in error_schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas.setdefault("ErrorOut", error_schema)
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Access token from POST /auth/login"}
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            shared: list[int] = []
+            if path not in public:
+                operation["security"] = [{"bearer": []}]
+                shared += [401, 429]
+            if identity_provider and (path not in public or path.startswith("/auth/")):
+                shared.append(503)  # the identity provider is unreachable (idp_unavailable)
+            if "requestBody" in operation:
+                shared += [400, 413, 422]
+            for status in shared:
+                responses.setdefault(str(status), _error(status))
+            if _is_default_422(responses.get("422")):
+                responses["422"] = _error(422)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return schema
+
+
+def install_openapi(app: FastAPI, *, public_paths: Iterable[str], identity_provider: bool = False) -> None:
+    """Make app.openapi() answer the completed document (built once, on first use)."""
+    build = app.openapi
+    public = tuple(public_paths)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_schema(build(), public, identity_provider)
+        return app.openapi_schema
+
+    app.openapi = openapi
