@@ -36,6 +36,7 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("monitoring.coreos.com/v1", "servicemonitors"),
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "Service": ("v1", "services"),
     "Deployment": ("apps/v1", "deployments"),
     "ConfigMap": ("v1", "configmaps"),

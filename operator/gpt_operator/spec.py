@@ -10,6 +10,7 @@ applied here, in one place: `GPTDeploymentSpec.model_validate(obj["spec"])` retu
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import json
 import re
@@ -301,6 +302,67 @@ class MonitoringSpec(_Model):
     service_monitor: bool = False
 
 
+class IPBlock(_Model):
+    cidr: str
+    except_: list[str] | None = Field(default=None, alias="except")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a CIDR") from exc
+        return value
+
+
+class NetworkPeer(_Model):
+    """A NetworkPolicy peer: pods (by namespace and/or pod labels) or an IP block."""
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPeer:
+        selectors = self.namespace_selector is not None or self.pod_selector is not None
+        if selectors == (self.ip_block is not None):
+            raise ValueError("a peer has ipBlock, or namespaceSelector and/or podSelector")
+        return self
+
+
+class NetworkPort(_Model):
+    port: int | str | None = None
+    end_port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+class EgressRule(_Model):
+    to: list[NetworkPeer] = Field(default_factory=list, max_length=16)
+    ports: list[NetworkPort] = Field(default_factory=list, max_length=16)
+
+
+def _same_namespace() -> list[NetworkPeer]:
+    return [NetworkPeer(pod_selector=LabelSelector())]
+
+
+def _monitoring_namespace() -> list[NetworkPeer]:
+    selector = LabelSelector(match_labels={"kubernetes.io/metadata.name": "monitoring"})
+    return [NetworkPeer(namespace_selector=selector)]
+
+
+class NetworkPolicySpec(_Model):
+    """A NetworkPolicy `<name>` for the runtime pods (render/network.py); off unless enabled."""
+
+    enabled: bool = False
+    # Who may call the API port: default every pod of the GPTDeployment's namespace.
+    ingress: list[NetworkPeer] = Field(default_factory=_same_namespace, max_length=16)
+    # Who may scrape /metrics (the same port): default every pod of the namespace `monitoring`.
+    metrics: list[NetworkPeer] = Field(default_factory=_monitoring_namespace, max_length=16)
+    # None: all egress allowed. A list: only DNS (port 53) and these.
+    egress: list[EgressRule] | None = Field(default=None, max_length=16)
+
+
 class EnvVar(_Model):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     value: str = ""
@@ -384,6 +446,7 @@ class GPTDeploymentSpec(_Model):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
     @field_validator("pod_labels")
     @classmethod

@@ -53,6 +53,38 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("no-model", {"environment": "dev"}, "spec.model: Required value"),
     ("too-many-gpus", {"model": SOURCE, "resources": {"gpu": 64}}, "spec.resources.gpu"),
     ("unknown-field", {"model": SOURCE, "replica": 3}, 'unknown field "spec.replica"'),
+    # pod options: the operator's own labels, volumes and mount paths are refused (CEL)
+    (
+        "reserved-pod-label",
+        {"model": SOURCE, "podLabels": {"serving.gpt-operator.dev/track": "x"}},
+        "keys under serving.gpt-operator.dev/ are the operator's own",
+    ),
+    ("bad-pod-label-value", {"model": SOURCE, "podLabels": {"team": "not ok!"}}, "spec.podLabels.team"),
+    (
+        "reserved-volume",
+        {"model": SOURCE, "volumes": [{"name": "data", "emptyDir": {}}]},
+        "the volume names data, tmp, model and gpt-* are the operator's own",
+    ),
+    (
+        "dangling-mount",
+        {"model": SOURCE, "volumeMounts": [{"name": "x", "mountPath": "/x"}]},
+        "every volumeMounts[].name must name one of spec.volumes",
+    ),
+    (
+        "mount-over-models",
+        {
+            "model": SOURCE,
+            "volumes": [{"name": "x", "emptyDir": {}}],
+            "volumeMounts": [{"name": "x", "mountPath": "/models/x"}],
+        },
+        "/data, /tmp and /models are the runtime's own mount paths",
+    ),
+    ("short-grace", {"model": SOURCE, "terminationGracePeriodSeconds": 5}, "spec.terminationGracePeriodSeconds"),
+    (
+        "peer-both-kinds",
+        {"model": SOURCE, "networkPolicy": {"ingress": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
+        "a peer has ipBlock, or namespaceSelector and/or podSelector",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from gpt_operator.render.autoscaling import hpa
 from gpt_operator.render.disruption import pdb
+from gpt_operator.render.network import network_policy
 from gpt_operator.render.routes import http_route
 from gpt_operator.render.services import service, service_monitor
 from gpt_operator.render.workload import config_map, deployment
@@ -21,7 +22,8 @@ __all__ = ["render_children"]
 def render_children(
     name: str, namespace: str, spec: GPTDeploymentSpec, plan: Plan, *, asleep: bool
 ) -> list[dict[str, Any]]:
-    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HTTPRoute/HPA/PDB/monitoring.
+    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HTTPRoute/HPA/PDB/monitoring,
+    NetworkPolicy.
 
     While asleep the HPA is left out (its minReplicas cannot be 0); the tracks are at 0 by the plan.
     """
@@ -55,4 +57,6 @@ def render_children(
         objects.append(pdb(name, namespace))
     if spec.monitoring.service_monitor:
         objects.append(service_monitor(name, namespace))
+    if spec.network_policy.enabled:
+        objects.append(network_policy(name, namespace, spec.network_policy))
     return objects

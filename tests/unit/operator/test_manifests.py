@@ -127,6 +127,7 @@ def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> 
         "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
         "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
         "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
+        "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     }
     kinds = set()
     for path in SAMPLES:
