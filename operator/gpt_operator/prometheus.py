@@ -25,19 +25,22 @@ def _value(payload: dict) -> float | None:
 
 
 async def measure(analysis: AnalysisSpec, rendered: dict[str, str], timeout_s: float = 10.0) -> list[Measurement]:
-    """Run every metric's query; failures to ask become inconclusive measurements with an error."""
+    """Run the query of each metric in `rendered` (those due); failures to ask become inconclusive
+    measurements with an error."""
     out: list[Measurement] = []
     url = analysis.prometheus_url.rstrip("/") + "/api/v1/query"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         for metric in analysis.metrics:
+            if metric.name not in rendered:
+                continue
             try:
                 async with session.get(url, params={"query": rendered[metric.name]}) as resp:
                     payload = await resp.json(content_type=None)
                     if resp.status >= 400 or payload.get("status") != "success":
                         error = payload.get("error") or f"HTTP {resp.status}"
-                        out.append(Measurement(metric.name, metric.max, error=str(error)))
+                        out.append(Measurement(metric.name, error=str(error)))
                         continue
-                out.append(Measurement(metric.name, metric.max, value=_value(payload)))
-            except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, IndexError) as exc:
-                out.append(Measurement(metric.name, metric.max, error=f"{type(exc).__name__}: {exc}"))
+                out.append(Measurement(metric.name, value=_value(payload)))
+            except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, IndexError, AttributeError) as exc:
+                out.append(Measurement(metric.name, error=f"{type(exc).__name__}: {exc}"))
     return out

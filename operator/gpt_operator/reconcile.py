@@ -23,7 +23,7 @@ from gpt_operator.naming import (
 )
 from gpt_operator.render import render_children
 from gpt_operator.rollout import Actions, Event, TrackState, plan
-from gpt_operator.rollout.analysis import Measurement, due, failure_message, queries, status_entry
+from gpt_operator.rollout.analysis import Measurement, assess, due_metrics, queries
 from gpt_operator.schedule import evaluate, parse_wake_until
 from gpt_operator.spec import AnalysisSpec, parse_spec, problems_from_error, validate
 from gpt_operator.status import build_status, invalid_status, rollout_state_from_status
@@ -101,10 +101,13 @@ def analysis_request(body: dict[str, Any], now: datetime) -> tuple[AnalysisSpec,
     except ValidationError:
         return None
     analysis = spec.rollout.canary.analysis
-    if analysis is None or validate(spec) or not due(spec, dict(body.get("status") or {}), now):
+    if analysis is None or validate(spec):
+        return None
+    names = due_metrics(spec, dict(body.get("status") or {}), now)
+    if not names:
         return None
     meta = body["metadata"]
-    return analysis, queries(analysis, meta["name"], meta.get("namespace", "default"))
+    return analysis, queries(analysis, meta["name"], meta.get("namespace", "default"), names)
 
 
 def desire(
@@ -134,15 +137,17 @@ def desire(
 
     annotations = meta.get("annotations") or {}
     actions = actions_from_annotations(annotations)
-    analysis_failure = failure_message(measurements) if measurements else None
-    if analysis_failure:
-        actions = replace(actions, abort=True)
+    analysis = assess(spec, previous, measurements, actions, now)
+    actions = analysis.actions
     sleep = evaluate(
         spec.schedule, now, suspend=spec.suspend, wake_until=parse_wake_until(annotations.get(WAKE_UNTIL_ANNOTATION))
     )
     replicas = 0 if sleep.asleep else spec.desired_replicas
     observed = observed_tracks(deployments)
     rollout = plan(spec, rollout_state_from_status(previous), observed, now, replicas=replicas, actions=actions)
+    if analysis.pause_message and rollout.paused:
+        rollout = replace(rollout, message=analysis.pause_message)
+    rollout = replace(rollout, consumed=rollout.consumed | analysis.consumed)
     objects = render_children(name, namespace, spec, rollout, asleep=sleep.asleep)
     status = build_status(
         name=name,
@@ -155,14 +160,9 @@ def desire(
         now=now,
         generation=generation,
     )
-    events = list(rollout.events)
-    if measurements is not None:
-        status["analysis"] = status_entry(measurements, spec.revision, now)
-        if analysis_failure:
-            events.insert(0, Event("Warning", "AnalysisFailed", analysis_failure))
-        errors = [f"{m.name}: {m.error}" for m in measurements if m.error]
-        if errors:
-            events.append(Event("Warning", "AnalysisError", "; ".join(errors)))
+    events = [*analysis.events, *rollout.events]
+    if analysis.run is not None:
+        status["analysis"] = analysis.run
     was_sleeping = previous.get("phase") == "Sleeping"
     if sleep.asleep and not was_sleeping and previous:
         events.append(Event("Normal", "Sleeping", sleep.message))

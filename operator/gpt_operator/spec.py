@@ -21,6 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from gpt_operator.success_condition import MAX_LENGTH as CONDITION_MAX_LENGTH
+from gpt_operator.success_condition import parse_condition
+
 GROUP = "serving.gpt-operator.dev"
 VERSION = "v1alpha1"
 KIND = "GPTDeployment"
@@ -259,19 +262,50 @@ class TrafficRouting(_Model):
 
 
 class AnalysisMetric(_Model):
-    """A PromQL query whose value must stay at or below `max` while the canary runs.
+    """A PromQL query measured while the canary runs, like a metric of an Argo Rollouts AnalysisTemplate.
 
+    A measurement passes when its value meets `successCondition` (e.g. `result < 0.05`) or, in the older
+    form, is at most `max`; no data or a query error is inconclusive. The metric fails (and aborts the
+    rollout) after more than `failureLimit` failed measurements, pauses the rollout after more than
+    `inconclusiveLimit` inconclusive ones (unset: never), and is done after `count` measurements (unset:
+    measured until the canary ends), one every `intervalSeconds` (default: the analysis's).
     `{{name}}` and `{{namespace}}` in the query are replaced by the GPTDeployment's name and namespace."""
 
     name: str = Field(min_length=1, max_length=63)
     query: str = Field(min_length=1)
-    max: float
+    max: float | None = None
+    success_condition: str | None = Field(default=None, min_length=1, max_length=CONDITION_MAX_LENGTH)
+    interval_seconds: int | None = Field(default=None, ge=5, le=3600)
+    count: int | None = Field(default=None, ge=1, le=10_000)
+    failure_limit: int = Field(default=0, ge=0, le=10_000)
+    inconclusive_limit: int | None = Field(default=None, ge=0, le=10_000)
+
+    @field_validator("success_condition")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_condition(value)  # raises ConditionError, a ValueError, with the reason
+        return value
+
+    @model_validator(mode="after")
+    def _one_test(self) -> AnalysisMetric:
+        if (self.max is None) == (self.success_condition is None):
+            raise ValueError("an analysis metric has exactly one of max or successCondition")
+        return self
 
 
 class AnalysisSpec(_Model):
     prometheus_url: str = Field(alias="prometheusURL", pattern=r"^https?://")
     interval_seconds: int = Field(default=30, ge=5, le=3600)
     metrics: list[AnalysisMetric] = Field(min_length=1, max_length=8)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, value: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        names = [m.name for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError("metric names must be unique")
+        return value
 
 
 class CanarySpec(_Model):

@@ -245,7 +245,7 @@ async def test_canary_analysis_failure_aborts_the_rollout(cluster, operator, gpt
     aborted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("abortedRevision") and o)
     assert condition(aborted, "Degraded")["reason"] == "RolloutAborted"
     assert aborted["status"]["analysis"]["results"] == [
-        {"name": "error-rate", "max": 0.05, "passed": False, "value": 0.2}
+        {"name": "error-rate", "phase": "Failed", "max": 0.05, "passed": False, "value": 0.2}
     ]
     assert prometheus["queries"][0] == 'errors{service="chat-canary"}'
     await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary") is None)
