@@ -532,3 +532,28 @@ def test_reconcile_names_the_promoted_stable_revision_after_a_spec_change_in_the
         "chat-stable": 2,
         "chat-canary": 2,
     }
+
+
+def test_a_deployment_mid_rollout_is_not_raised() -> None:
+    from gpt_operator.reconcile import track_state
+    from gpt_operator.rollout.types import TrackPlan, hold_scale_up
+
+    labels = {"serving.gpt-operator.dev/track": "stable", "serving.gpt-operator.dev/revision": "r2"}
+    rolling = track_state(
+        {
+            "metadata": {"labels": labels, "generation": 3},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3},
+        }
+    )
+    assert rolling.spec_replicas == 2 and rolling.asked == 2 and not rolling.rolled
+    assert hold_scale_up(TrackPlan("stable", "r2", {}, 4), rolling).replicas == 2  # old pods left
+    assert hold_scale_up(TrackPlan("stable", "r3", {}, 4), rolling).replicas == 2  # a new template
+    assert hold_scale_up(TrackPlan("stable", "r2", {}, 1), rolling).replicas == 1  # shrinking is fine
+    rolled = replace(rolling, replicas=2, updated_replicas=2)
+    assert rolled.rolled
+    assert hold_scale_up(TrackPlan("stable", "r2", {}, 4), rolled).replicas == 4
+    assert hold_scale_up(TrackPlan("stable", "r3", {}, 4), rolled).replicas == 2  # template and size: not at once
+    unseen = replace(rolled, current=False)  # the controller has not seen the last write yet
+    assert hold_scale_up(TrackPlan("stable", "r2", {}, 4), unseen).replicas == 2
+    assert hold_scale_up(TrackPlan("stable", "r2", {}, 4), TrackState()).replicas == 4  # a new Deployment
