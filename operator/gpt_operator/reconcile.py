@@ -26,7 +26,7 @@ from gpt_operator.rollout import Actions, Event, TrackState, plan
 from gpt_operator.rollout.analysis import Measurement, assess, due_metrics, queries
 from gpt_operator.schedule import evaluate, parse_wake_until
 from gpt_operator.spec import AnalysisSpec, parse_spec, problems_from_error, validate
-from gpt_operator.status import build_status, invalid_status, rollout_state_from_status
+from gpt_operator.status import build_status, invalid_status, rollout_state_from_status, with_state_condition
 
 TRUE_VALUES = ("true", "yes", "1", "on")
 
@@ -161,6 +161,8 @@ def desire(
         generation=generation,
     )
     events = [*analysis.events, *rollout.events]
+    status, state_events = with_state_condition(status, spec, previous, now, generation)
+    events += state_events
     if analysis.run is not None:
         status["analysis"] = analysis.run
     was_sleeping = previous.get("phase") == "Sleeping"

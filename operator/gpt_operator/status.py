@@ -11,10 +11,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpt_operator.naming import TRACK_LABEL, instance_selector, jwt_secret_name, selector_string
-from gpt_operator.rollout import Plan, RolloutState, TrackState
+from gpt_operator.rollout import Event, Plan, RolloutState, TrackState
 from gpt_operator.schedule import SleepState
+from gpt_operator.spec import GPTDeploymentSpec
 
-CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Sleeping")
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Sleeping", "StateShared")
+
+# The runtime settings naming where state lives, what each keeps, and the shared backends for it. Unset, each
+# is local to the pod: SQLite files and local files in the pod's emptyDir, in-memory cache and limits.
+STATE_SETTINGS: dict[str, tuple[str, str]] = {
+    "GPT_DATABASE_URL": ("accounts and conversations", "dynamodb://"),
+    "GPT_FILES_URL": ("uploaded files", "s3://"),
+    "GPT_QUEUE_URL": ("queued jobs", "redis:// or sqs://"),
+    "GPT_RATELIMIT_URL": ("rate limits and quotas", "redis://"),
+    "GPT_CACHE_URL": ("the response cache", "redis://"),
+}
+POD_LOCAL_SCHEMES = ("sqlite:", "memory:", "file:")
 
 
 @dataclass(frozen=True)
@@ -230,3 +242,64 @@ def build_status(
         ),
     }
     return status
+
+
+def _pod_local(url: str) -> bool:
+    url = url.strip().lower()
+    return not url or url.startswith(POD_LOCAL_SCHEMES)
+
+
+def state_condition(spec: GPTDeploymentSpec) -> tuple[Condition, bool]:
+    """Condition StateShared: do the runtime's stores outlive a pod and serve every replica? And whether to warn.
+
+    Only spec.env can be read: a setting missing there may come from spec.secretRef, whose values the operator
+    never reads, so then the answer is Unknown rather than a false alarm. A warning is due outside dev/test, and
+    wherever several replicas would each keep their own SQLite database."""
+    env = {e.name: e.value for e in spec.env}
+    local = [key for key in STATE_SETTINGS if key in env and _pod_local(env[key])]
+    unset = [key for key in STATE_SETTINGS if key not in env]
+    if spec.secret_ref is None:
+        local, unset = [k for k in STATE_SETTINGS if k in local or k in unset], []
+    autoscaling = spec.autoscaling if spec.hpa_enabled else None
+    most = max(spec.desired_replicas, autoscaling.max_replicas if autoscaling else 0)
+    if local:
+        what = "; ".join(f"{key} ({STATE_SETTINGS[key][0]})" for key in local)
+        message = (
+            f"pod-local state: {what} stay in each pod (SQLite/files in an emptyDir, or memory), are lost when a pod"
+            " is replaced (every rollout) and are not shared between replicas. Set them in spec.env or the"
+            " spec.secretRef Secret to shared stores: " + ", ".join(f"{key}={STATE_SETTINGS[key][1]}" for key in local)
+        )
+        sqlite_replicas = "GPT_DATABASE_URL" in local and most > 1
+        if sqlite_replicas:
+            message = (
+                f"up to {most} replicas each keep their own SQLite database: an account or conversation made on one"
+                f" pod is unknown to the others; {message}"
+            )
+        warn = spec.environment in ("staging", "prod") or sqlite_replicas
+        return Condition("StateShared", "False", "PodLocalState", message), warn
+    if unset:
+        message = (
+            f"{', '.join(unset)} not in spec.env; they may be set in Secret {spec.secret_ref.name} (spec.secretRef),"
+            " which the operator does not read, so it cannot tell whether they name shared stores"
+        )
+        return Condition("StateShared", "Unknown", "SetInSecret", message), False
+    return Condition("StateShared", "True", "SharedStores", "every store is outside the pods"), False
+
+
+def with_state_condition(
+    status: dict[str, Any],
+    spec: GPTDeploymentSpec,
+    previous: dict[str, Any] | None,
+    now: datetime,
+    generation: int | None,
+) -> tuple[dict[str, Any], list[Event]]:
+    """The status with the StateShared condition added, and a Warning event for pod-local state outside
+    dev/test: once per generation and message (the timer re-evaluates every few seconds)."""
+    condition, warn = state_condition(spec)
+    before = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    merged = merge_conditions((previous or {}).get("conditions"), [condition], now, generation)
+    status = {**status, "conditions": [*status.get("conditions", []), *merged]}
+    old = before.get("StateShared") or {}
+    reported = old.get("message") == condition.message and old.get("observedGeneration") == generation
+    events = [Event("Warning", condition.reason, condition.message)] if warn and not reported else []
+    return status, events
