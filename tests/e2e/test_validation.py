@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .kube import API_VERSION, Kube, load_samples
+from .kube import API_VERSION, CRD, Kube, load_samples
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +125,10 @@ def test_defaults_are_filled_in_by_the_api_server(kube: Kube, crd: str) -> None:
     assert spec["environment"] == "dev"
     assert spec["replicas"] == 1
     assert spec["model"]["dtype"] == "float32"
+
+
+def test_kubectl_apply_f_crds_folder_works(kube: Kube, crd: str) -> None:
+    """`kubectl apply -f crds/` as manifests/README.md says (the folder's kustomization is `crds/Kustomization`,
+    which kubectl apply -f skips)."""
+    out = kube.run("apply", "--dry-run=server", "-f", str(CRD.parent))
+    assert "customresourcedefinition.apiextensions.k8s.io/gptdeployments.serving.gpt-operator.dev" in out

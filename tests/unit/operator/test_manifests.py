@@ -22,7 +22,7 @@ K8S = kubernetes_validate.latest_version()
 CRD = yaml.safe_load((ROOT / "crds" / "gptdeployments.yaml").read_text())
 SCHEMA = crd_version_schema(CRD, "v1alpha1")
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
-SAMPLES = [p for p in SAMPLES if p.name != "kustomization.yaml"]
+SAMPLES = [p for p in SAMPLES if p.name not in ("kustomization.yaml", "namespaces.yaml")]
 BASE = ROOT / "manifests" / "base"
 NOON = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -41,7 +41,7 @@ def test_one_sample_per_environment_and_strategy() -> None:
     strategies = {d["spec"].get("rollout", {}).get("strategy", "RollingUpdate") for d in docs}
     assert strategies == {"RollingUpdate", "BlueGreen", "Canary"}
     listed = yaml.safe_load((ROOT / "manifests" / "samples" / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in SAMPLES)
+    assert sorted(listed) == sorted(["namespaces.yaml", *(p.name for p in SAMPLES)])
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
