@@ -110,7 +110,7 @@ def compile_schema(schema: Any) -> Node:
             node.properties = {k: walk(v, f"{path}.properties.{k}", depth + 1) for k, v in props.items()}
             node.keys = {k: _dumps(k)[1:-1] for k in props}
             required = s.get("required", [])
-            if not isinstance(required, list) or any(r not in props for r in required):
+            if not isinstance(required, list) or not all(isinstance(r, str) and r in props for r in required):
                 raise UnsupportedSchema(f"{path}.required: must list declared properties")
             node.required = tuple(dict.fromkeys(required))
         additional = s.get("additionalProperties", True)

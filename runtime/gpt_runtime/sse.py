@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from gpt_model.protocol import Usage
+from gpt_model.protocol import TokenLogprob, Usage
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = "data: [DONE]\n\n"
@@ -34,6 +35,7 @@ def chunk(
     finish_reason: str | None = None,
     usage: Usage | None = None,
     extra: dict[str, Any] | None = None,
+    logprobs: Sequence[TokenLogprob] = (),
 ) -> dict[str, Any]:
     """A chat.completion.chunk; with `usage` it is the final usage chunk (empty choices)."""
     body: dict[str, Any] = {
@@ -45,6 +47,38 @@ def chunk(
     }
     if usage is not None:
         body["usage"] = usage_dict(usage)
+    elif logprobs:
+        body["choices"][0]["logprobs"] = chat_logprobs(logprobs)
     if extra:
         body.update(extra)
     return body
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """A chat choice's `logprobs` in OpenAI's shape: {"content": [{token, logprob, bytes, top_logprobs}]}."""
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": list(e.bytes),
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in e.top],
+            }
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """A text completion choice's legacy `logprobs`: tokens, token_logprobs, top_logprobs, text_offset."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(bytes(e.bytes).decode("utf-8", errors="ignore"))
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.token: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }
