@@ -48,6 +48,9 @@ stage "lint"
 .venv/bin/ruff check .
 actionlint=$(bash hack/tools.sh actionlint)
 "$actionlint" .github/workflows/*.yml
+# the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
+GPT_MAILPIT=$(bash hack/tools.sh mailpit)
+export GPT_MAILPIT
 
 if [ "$e2e_local" = 1 ]; then
   echo "==> local Kubernetes with a real node for the e2e tests (first build: about 10 minutes)"

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         # SIGTERM drains first (shutdown.py); then uvicorn waits for open responses with what is left of this.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
         http=HTTP_PROTOCOL,  # uvicorn's own 400s with the JSON error body
+        # X-Forwarded-For/-Proto count only from GPT_FORWARDED_ALLOW_IPS (uvicorn's own default would trust
+        # loopback, so any local process, or a client on a loopback-exposed port, could pick its address).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or [],
     )
     server = DrainingServer(
         config,

@@ -12,14 +12,29 @@ from fastapi import FastAPI
 from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
-from gpt_runtime.api import admin, auth, conversations, files, generate, health, jobs, openai, usage, ws
+from gpt_runtime.api import (
+    account_pages,
+    admin,
+    auth,
+    conversations,
+    files,
+    generate,
+    health,
+    jobs,
+    keys,
+    openai,
+    usage,
+    ws,
+)
 from gpt_runtime.auth import build_auth
-from gpt_runtime.auth.email import EmailSender, LogEmailSender
+from gpt_runtime.auth.api_keys import ApiKeys
 from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
 from gpt_runtime.backends.files import open_file_store
 from gpt_runtime.deps import Runtime
 from gpt_runtime.docs import install_docs
 from gpt_runtime.errors import install_error_handlers
+from gpt_runtime.mail import EmailSender, open_email_sender
+from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.middleware import RequestContextMiddleware
 from gpt_runtime.openapi import install_openapi
@@ -67,11 +82,15 @@ async def build_runtime(
     limits = Limits(counter, settings, metrics)
     gate = AdmissionGate(settings.max_concurrent_generations, settings.max_waiting_generations, metrics)
     generation = GenerationService(store, model, metrics, settings, limits=limits, cache=cache, gate=gate)
+    outbox = Outbox(email or open_email_sender(settings))
+    api_keys = ApiKeys(store, max_per_user=settings.api_key_max_per_user)
     return Runtime(
         settings=settings,
         store=store,
         engine=model,
-        auth=build_auth(settings, store, email or LogEmailSender()),
+        auth=build_auth(settings, store, outbox, api_keys, counter),
+        api_keys=api_keys,
+        outbox=outbox,
         metrics=metrics,
         counter=counter,
         limits=limits,
@@ -85,6 +104,7 @@ async def build_runtime(
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.outbox.close()
     await runtime.engine.close()
     for backend in (runtime.queue, runtime.cache.backend, runtime.counter, runtime.files):
         with contextlib.suppress(Exception):
@@ -163,6 +183,6 @@ def create_app(
         path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
         revision=settings.revision,
     )
-    for module in (conversations, generate, openai, auth, jobs, files, usage, admin, health, ws):
+    for module in (conversations, generate, openai, auth, keys, account_pages, jobs, files, usage, admin, health, ws):
         app.include_router(module.router)
     return app

@@ -9,9 +9,11 @@ from fastapi import Depends, Request
 from gpt_model.protocol import EngineClient
 
 from gpt_runtime.auth import AuthProvider
+from gpt_runtime.auth.api_keys import ApiKeys, is_api_key
 from gpt_runtime.backends import JobQueue, WindowCounter
 from gpt_runtime.backends.files import FileStore
 from gpt_runtime.errors import Forbidden, Unauthorized
+from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
@@ -39,6 +41,8 @@ class Runtime:
     files: FileStore
     generation: GenerationService
     jobs: JobService
+    api_keys: ApiKeys
+    outbox: Outbox
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -66,6 +70,7 @@ async def get_current_user(request: Request) -> User:
         raise Unauthorized("missing bearer token", code="missing_token")
     runtime: Runtime = request.app.state.runtime
     user = await runtime.auth.authenticate(token.strip())
+    request.state.via_api_key = is_api_key(token.strip())
     state = await runtime.limits.check_user(user)
     if state is not None:
         set_response_headers(request, rate_headers(state))

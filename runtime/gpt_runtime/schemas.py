@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpt_runtime.storage import Conversation, Job, Message, User
+from gpt_runtime.storage import ApiKey, Conversation, Job, Message, User
 
 
 def iso(us: int) -> str:
@@ -81,15 +81,40 @@ class UserOut(BaseModel):
 
 
 class SignupOut(BaseModel):
+    """The new account; its verification link goes only by mail."""
+
     user: UserOut
-    verification_token: str | None = Field(
-        default=None, description="Returned only in development mode; production sends it by email."
-    )
 
 
 class AcceptedOut(BaseModel):
     status: str
-    token: str | None = Field(default=None, description="Returned only in development mode.")
+
+
+class ApiKeyIn(Strict):
+    name: str = Field(default="api key", min_length=1, max_length=100)
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as listed: never the key itself, only its first characters."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        last_used = iso(key.last_used_at) if key.last_used_at is not None else None
+        return cls(id=key.id, name=key.name, prefix=key.prefix, created_at=iso(key.created_at), last_used_at=last_used)
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="The full key (`sk-gpt-…`), shown this once: the server keeps only a hash.")
+
+
+class ApiKeyListOut(BaseModel):
+    data: list[ApiKeyOut]
 
 
 # conversations

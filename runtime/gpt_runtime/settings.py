@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,8 +44,7 @@ class RuntimeSettings(BaseSettings):
     model_cache_dir: Path | None = None
 
     # Auth
-    dev_mode: bool = True
-    jwt_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = None  # default: a random secret kept in the data directory (one replica only)
     jwt_issuer: str = "gpt-runtime"
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
@@ -52,8 +52,31 @@ class RuntimeSettings(BaseSettings):
     require_verified_email: bool = False
     password_min_length: int = Field(default=8, ge=6)
     admin_emails: Annotated[set[str], NoDecode] = Field(
-        default_factory=set, description="Accounts that sign up with these are admins."
+        default_factory=set, description="Accounts with these addresses become admins once the address is verified."
     )
+    api_key_max_per_user: int = Field(default=20, gt=0)
+
+    # Account mail (gpt_runtime/mail): smtp when smtp_url is set, else log (printed to the server log)
+    mail_transport: Literal["", "log", "smtp", "ses"] = ""
+    smtp_url: SecretStr | None = Field(default=None, description="smtp://user:pass@host:587?starttls=true, smtps://")
+    mail_from: str = "gpt-runtime <no-reply@localhost>"
+    public_url: str = Field(default="", description="Base of the links in account mail; default http://host:port")
+    mail_per_address_per_hour: int = Field(default=5, ge=0, description="Account mails to one address (0 = no cap)")
+
+    # Clients behind a proxy: X-Forwarded-For is trusted only from these addresses or networks (comma-separated
+    # IPs/CIDRs, "*" for any); default none: the socket's peer is the client.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                if item != "*":
+                    ipaddress.ip_network(item, strict=False)  # ValueError names a bad entry at start
+        return value
 
     @field_validator("admin_emails", mode="before")
     @classmethod

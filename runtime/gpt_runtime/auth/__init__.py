@@ -2,43 +2,91 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
-from gpt_runtime.auth.email import EmailSender
+from gpt_runtime.auth.account_mail import AccountMail
+from gpt_runtime.auth.api_keys import ApiKeys, is_api_key
 from gpt_runtime.auth.local import LocalAuth, TokenPair
 from gpt_runtime.auth.tokens import TokenSigner, load_or_create_secret
+from gpt_runtime.backends import WindowCounter
+from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import Store, User
+
+log = logging.getLogger("gpt_runtime.auth")
 
 
 class AuthProvider(Protocol):
     """What the routers need from an identity provider (local accounts, Cognito, any OIDC issuer)."""
 
-    async def signup(self, email: str, password: str) -> tuple[User, str | None]: ...
+    async def signup(self, email: str, password: str) -> User: ...
     async def login(self, email: str, password: str) -> TokenPair: ...
     async def refresh(self, refresh_token: str) -> TokenPair: ...
     async def verify_email(self, token: str) -> User: ...
-    async def forgot_password(self, email: str) -> str | None: ...
+    async def forgot_password(self, email: str) -> None: ...
     async def reset_password(self, token: str, new_password: str) -> None: ...
     async def authenticate(self, access_token: str) -> User: ...
     def forget_user(self, user_id: str) -> None: ...
 
 
+class WithApiKeys:
+    """An AuthProvider that also takes the account's API keys (`sk-gpt-…`) as bearer tokens."""
+
+    def __init__(self, provider: AuthProvider, keys: ApiKeys):
+        self.provider = provider
+        self.keys = keys
+
+    async def authenticate(self, access_token: str) -> User:
+        if is_api_key(access_token):
+            return await self.keys.authenticate(access_token)
+        return await self.provider.authenticate(access_token)
+
+    def forget_user(self, user_id: str) -> None:
+        self.provider.forget_user(user_id)
+        self.keys.forget_user(user_id)
+
+    async def signup(self, email: str, password: str) -> User:
+        return await self.provider.signup(email, password)
+
+    async def login(self, email: str, password: str) -> TokenPair:
+        return await self.provider.login(email, password)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        return await self.provider.refresh(refresh_token)
+
+    async def verify_email(self, token: str) -> User:
+        return await self.provider.verify_email(token)
+
+    async def forgot_password(self, email: str) -> None:
+        await self.provider.forgot_password(email)
+
+    async def reset_password(self, token: str, new_password: str) -> None:
+        await self.provider.reset_password(token, new_password)
+
+
 def jwt_secret(settings: RuntimeSettings) -> str:
-    """The signing secret: GPT_JWT_SECRET, or in dev mode one kept in the data directory."""
+    """The signing secret: GPT_JWT_SECRET, else a random one kept in the data directory.
+
+    A kept secret is for one replica: every replica must share GPT_JWT_SECRET (the operator's Secret
+    <name>-jwt), or a token from one is refused by the others.
+    """
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
-    if not settings.dev_mode:
-        raise RuntimeError("GPT_JWT_SECRET must be set when GPT_DEV_MODE is false")
-    return load_or_create_secret(settings.data_dir / ".jwt_secret")
+    path = settings.data_dir / ".jwt_secret"
+    log.warning("GPT_JWT_SECRET is not set: signing with a secret kept in the data directory (one replica only)")
+    return load_or_create_secret(path)
 
 
-def build_auth(settings: RuntimeSettings, store: Store, email: EmailSender) -> AuthProvider:
-    """The provider the settings ask for: local accounts (default), Cognito, or any OIDC issuer."""
+def build_auth(
+    settings: RuntimeSettings, store: Store, outbox: Outbox, keys: ApiKeys, counter: WindowCounter | None = None
+) -> WithApiKeys:
+    """The provider the settings ask for (local accounts by default, Cognito, or any OIDC issuer), with API keys."""
+    provider: AuthProvider
     if settings.auth_provider == "cognito":
         from gpt_runtime.auth.cognito import CognitoAuth
 
-        return CognitoAuth(
+        provider = CognitoAuth(
             store,
             user_pool_id=settings.cognito_user_pool_id,
             client_id=settings.cognito_client_id,
@@ -49,7 +97,7 @@ def build_auth(settings: RuntimeSettings, store: Store, email: EmailSender) -> A
             jwks_cache_s=settings.oidc_jwks_cache_s,
             leeway_s=settings.oidc_leeway_s,
         )
-    if settings.auth_provider == "oidc":
+    elif settings.auth_provider == "oidc":
         from gpt_runtime.auth.oidc import OIDCAuth, OIDCVerifier
 
         verifier = OIDCVerifier(
@@ -60,5 +108,8 @@ def build_auth(settings: RuntimeSettings, store: Store, email: EmailSender) -> A
             cache_s=settings.oidc_jwks_cache_s,
             leeway_s=settings.oidc_leeway_s,
         )
-        return OIDCAuth(store, verifier, groups_claim=settings.oidc_groups_claim)
-    return LocalAuth(store, TokenSigner(jwt_secret(settings), settings.jwt_issuer), email, settings)
+        provider = OIDCAuth(store, verifier, groups_claim=settings.oidc_groups_claim)
+    else:
+        signer = TokenSigner(jwt_secret(settings), settings.jwt_issuer)
+        provider = LocalAuth(store, signer, AccountMail(outbox, settings, counter), settings, keys)
+    return WithApiKeys(provider, keys)

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gpt_runtime.auth.local import TokenPair, normalize_email
-from gpt_runtime.auth.oidc import EXTERNAL_PASSWORD, OIDCVerifier, SubjectLinker
+from gpt_runtime.auth.oidc import EXTERNAL_PASSWORD, OIDCVerifier, SubjectLinker, is_true
 from gpt_runtime.errors import APIError, BadRequest, Conflict, Forbidden, ServiceUnavailable, Unauthorized
 from gpt_runtime.storage import AlreadyExists, Store, User
 
@@ -117,8 +117,8 @@ class CognitoAuth:
                 raise
             return user
 
-    async def signup(self, email: str, password: str) -> tuple[User, str | None]:
-        """Register with Cognito (it emails the confirmation code); no token of ours to hand back."""
+    async def signup(self, email: str, password: str) -> User:
+        """Register with Cognito (it emails the confirmation code itself)."""
         email = normalize_email(email)
         try:
             await self._call(
@@ -132,7 +132,7 @@ class CognitoAuth:
             if _code(exc) == "UsernameExistsException":
                 raise Conflict("an account with this email already exists", param="email", code="email_taken") from exc
             raise _common(exc) from exc
-        return await self._local_user(email), None
+        return await self._local_user(email)
 
     def _pair(self, result: dict[str, Any], refresh_token: str | None = None) -> TokenPair:
         return TokenPair(
@@ -183,14 +183,13 @@ class CognitoAuth:
         user = await self._local_user(email)
         return await self.store.update_user(user.id, email_verified=True) or user
 
-    async def forgot_password(self, email: str) -> str | None:
+    async def forgot_password(self, email: str) -> None:
         """Cognito emails a reset code; unknown accounts answer the same, so emails cannot be probed."""
         try:
             await self._call("forgot_password", ClientId=self.client_id, Username=email.strip().lower())
         except ClientError as exc:
             if _code(exc) not in ("UserNotFoundException", "InvalidParameterException", "NotAuthorizedException"):
                 raise _common(exc) from exc
-        return None
 
     async def reset_password(self, token: str, new_password: str) -> None:
         email, code = _split_token(token)
@@ -208,7 +207,10 @@ class CognitoAuth:
             raise _common(exc) from exc
 
     async def _email_of(self, access_token: str, claims: dict[str, Any]) -> str | None:
-        """Cognito access tokens carry no email: ask the pool (once per subject; the linker remembers)."""
+        """Cognito access tokens carry no email: ask the pool (once per subject; the linker remembers).
+
+        Only a verified address counts: a user may set their email attribute to anything, and Cognito
+        marks it unverified until they confirm the code it mails."""
         try:
             response = await self._call("get_user", AccessToken=access_token)
         except ClientError as exc:
@@ -216,7 +218,7 @@ class CognitoAuth:
                 raise Unauthorized("token was revoked or its user no longer exists", code="invalid_token") from exc
             raise _common(exc) from exc
         attributes = {a["Name"]: a["Value"] for a in response.get("UserAttributes", [])}
-        return attributes.get("email")
+        return attributes.get("email") if is_true(attributes.get("email_verified")) else None
 
     async def authenticate(self, access_token: str) -> User:
         claims = await self.verifier.verify(access_token)

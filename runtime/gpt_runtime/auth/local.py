@@ -6,12 +6,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from gpt_runtime.auth.email import EmailSender
+from gpt_runtime.auth.account_mail import AccountMail
+from gpt_runtime.auth.api_keys import ApiKeys
 from gpt_runtime.auth.passwords import hash_password, verify_password
 from gpt_runtime.auth.tokens import TokenError, TokenSigner, password_version
 from gpt_runtime.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import AlreadyExists, Store, User
+from gpt_runtime.storage.base import Role
 
 USER_CACHE_TTL_S = 10.0
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -35,13 +37,25 @@ class TokenPair:
 
 
 class LocalAuth:
-    """Account flows on our own Store with argon2 hashes and HS256 tokens."""
+    """Account flows on our own Store with argon2 hashes and HS256 tokens.
 
-    def __init__(self, store: Store, signer: TokenSigner, email: EmailSender, settings: RuntimeSettings):
+    Tokens for email verification and password reset only ever travel by mail (AccountMail); the
+    answers to signup and forgot-password carry none.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: TokenSigner,
+        mail: AccountMail,
+        settings: RuntimeSettings,
+        api_keys: ApiKeys | None = None,
+    ):
         self.store = store
         self.signer = signer
-        self.email = email
+        self.mail = mail
         self.settings = settings
+        self.api_keys = api_keys
         self._users: dict[str, tuple[float, User]] = {}
 
     def _check_password(self, password: str) -> None:
@@ -54,24 +68,27 @@ class LocalAuth:
 
     def _pair(self, user: User) -> TokenPair:
         ttl = self.settings.access_token_ttl_s
-        access = self.signer.issue(user.id, "access", ttl, role=user.role)
+        access = self.signer.issue(user.id, "access", ttl, role=user.role, password_hash=user.password_hash)
         refresh = self.signer.issue(
             user.id, "refresh", self.settings.refresh_token_ttl_s, password_hash=user.password_hash
         )
         return TokenPair(access, refresh, ttl)
 
-    async def signup(self, email: str, password: str) -> tuple[User, str]:
-        """Create a free account; returns the user and its email-verification token."""
+    def _verified_role(self, user: User) -> Role | None:
+        """The role an address in GPT_ADMIN_EMAILS earns once it is proven (None: no change)."""
+        return "admin" if user.email in self.settings.admin_emails and user.role != "admin" else None
+
+    async def signup(self, email: str, password: str) -> User:
+        """Create a free account and mail it a verification link (admin addresses become admins there)."""
         email = normalize_email(email)
         self._check_password(password)
         try:
-            role = "admin" if email in self.settings.admin_emails else "free"
-            user = await self.store.create_user(email, hash_password(password), role)
+            user = await self.store.create_user(email, hash_password(password), "free")
         except AlreadyExists as exc:
             raise Conflict("an account with this email already exists", param="email", code="email_taken") from exc
         token = self.signer.issue(user.id, "verify_email", self.settings.email_token_ttl_s)
-        await self.email.send(email, "Verify your email", f"Your verification token: {token}")
-        return user, token
+        self.mail.verification(email, token)
+        return user
 
     async def login(self, email: str, password: str) -> TokenPair:
         user = await self.store.get_user_by_email(email.strip().lower())
@@ -93,30 +110,42 @@ class LocalAuth:
 
     async def verify_email(self, token: str) -> User:
         claims = self._verify(token, "verify_email", status=BadRequest)
-        self.forget_user(claims.subject)
-        user = await self.store.update_user(claims.subject, email_verified=True)
+        user = await self.store.get_user(claims.subject)
         if user is None:
             raise BadRequest("token is no longer valid", param="token", code="invalid_token")
+        if not user.email_verified or self._verified_role(user):
+            user = await self.store.update_user(user.id, email_verified=True, role=self._verified_role(user)) or user
+        self.forget_user(user.id)
         return user
 
-    async def forgot_password(self, email: str) -> str | None:
-        """Send a reset token if the account exists; the caller answers the same either way."""
-        user = await self.store.get_user_by_email(email.strip().lower())
-        if user is None:
-            return None
-        token = self.signer.issue(
-            user.id, "reset_password", self.settings.email_token_ttl_s, password_hash=user.password_hash
-        )
-        await self.email.send(user.email, "Reset your password", f"Your password reset token: {token}")
-        return token
+    async def forgot_password(self, email: str) -> None:
+        """Mail a reset link if the account exists. The lookup happens off the request path
+        (AccountMail), so the answer is the same, in the same time, for every address."""
+        email = normalize_email(email)
+
+        async def reset_token() -> str | None:
+            user = await self.store.get_user_by_email(email)
+            if user is None:
+                return None
+            return self.signer.issue(
+                user.id, "reset_password", self.settings.email_token_ttl_s, password_hash=user.password_hash
+            )
+
+        self.mail.password_reset(email, reset_token)
 
     async def reset_password(self, token: str, new_password: str) -> None:
+        """Set a new password: every refresh token and API key of the account dies with the old one, and
+        the mailed token proves the address, so it counts as verified."""
         claims = self._verify(token, "reset_password", status=BadRequest)
         self._check_password(new_password)
         user = await self.store.get_user(claims.subject)
         if user is None or claims.password_version != password_version(user.password_hash):
             raise BadRequest("reset token was already used or is no longer valid", param="token", code="invalid_token")
-        await self.store.update_user(user.id, password_hash=hash_password(new_password))
+        await self.store.update_user(
+            user.id, password_hash=hash_password(new_password), email_verified=True, role=self._verified_role(user)
+        )
+        if self.api_keys is not None:
+            await self.api_keys.revoke_all(user.id)
         self.forget_user(user.id)
 
     async def authenticate(self, access_token: str) -> User:
@@ -129,13 +158,16 @@ class LocalAuth:
         now = time.monotonic()
         entry = self._users.get(claims.subject)
         if entry is not None and entry[0] > now:
-            return entry[1]
-        user = await self.store.get_user(claims.subject)
-        if user is None:
-            raise Unauthorized("account no longer exists", code="invalid_token")
-        if len(self._users) > 10_000:
-            self._users.clear()
-        self._users[user.id] = (now + USER_CACHE_TTL_S, user)
+            user = entry[1]
+        else:
+            user = await self.store.get_user(claims.subject)
+            if user is None:
+                raise Unauthorized("account no longer exists", code="invalid_token")
+            if len(self._users) > 10_000:
+                self._users.clear()
+            self._users[user.id] = (now + USER_CACHE_TTL_S, user)
+        if claims.password_version != password_version(user.password_hash):
+            raise Unauthorized("the password changed since this token was issued", code="invalid_token")
         return user
 
     def forget_user(self, user_id: str) -> None:

@@ -146,6 +146,11 @@ class OIDCVerifier:
         return claims
 
 
+def is_true(value: object) -> bool:
+    """A boolean claim: JSON true, or the string "true" that Cognito puts in ID tokens and user attributes."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 EmailLookup = Callable[[str, dict[str, Any]], Awaitable[str | None]]
 
 
@@ -194,8 +199,10 @@ class SubjectLinker:
     async def _link(
         self, subject: str, claims: dict[str, Any], token: str, email_lookup: EmailLookup | None, role: str
     ) -> User:
+        # Link to an existing account by email only when the issuer vouches for the address: anyone
+        # can put any email on their profile at most issuers. Otherwise the subject gets its own account.
         email = None
-        if claims.get("email") and claims.get("email_verified") in (True, "true"):
+        if claims.get("email") and is_true(claims.get("email_verified")):
             email = str(claims["email"])
         elif email_lookup is not None:
             email = await email_lookup(token, claims)
@@ -236,7 +243,7 @@ class OIDCAuth:
     def forget_user(self, user_id: str) -> None:
         self.linker.forget_user(user_id)
 
-    async def signup(self, email: str, password: str) -> tuple[User, str | None]:
+    async def signup(self, email: str, password: str) -> User:
         raise _managed_elsewhere(self.verifier.issuer)
 
     async def login(self, email: str, password: str) -> TokenPair:
@@ -248,7 +255,7 @@ class OIDCAuth:
     async def verify_email(self, token: str) -> User:
         raise _managed_elsewhere(self.verifier.issuer)
 
-    async def forgot_password(self, email: str) -> str | None:
+    async def forgot_password(self, email: str) -> None:
         raise _managed_elsewhere(self.verifier.issuer)
 
     async def reset_password(self, token: str, new_password: str) -> None:

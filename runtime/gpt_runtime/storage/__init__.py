@@ -2,6 +2,7 @@
 
 from gpt_runtime.storage.base import (
     AlreadyExists,
+    ApiKey,
     Conversation,
     Job,
     JobStatus,
@@ -15,6 +16,7 @@ from gpt_runtime.storage.base import (
 
 __all__ = [
     "AlreadyExists",
+    "ApiKey",
     "Conversation",
     "Job",
     "JobStatus",

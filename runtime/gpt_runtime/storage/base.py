@@ -36,6 +36,19 @@ class User:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """A long-lived bearer key of a user's: only its SHA-256 is stored, and a prefix to recognise it by."""
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    key_hash: str
+    created_at: int
+    last_used_at: int | None = None
+
+
+@dataclass(frozen=True)
 class Conversation:
     id: str
     user_id: str
@@ -153,6 +166,15 @@ class Store(Protocol):
         email_verified: bool | None = None,
         role: Role | None = None,
     ) -> User | None: ...
+
+    async def create_api_key(self, user_id: str, name: str, prefix: str, key_hash: str) -> ApiKey: ...
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """A user's keys, oldest first."""
+        ...
+
+    async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    async def delete_api_key(self, user_id: str, key_id: str) -> bool: ...
+    async def touch_api_key(self, user_id: str, key_id: str, used_at: int) -> None: ...
 
     async def create_conversation(self, user_id: str, title: str) -> Conversation: ...
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None: ...

@@ -18,6 +18,10 @@ conversation           USER#<uid> /        title, created_at, updated_at, messag
 message                CONV#<cid> /        id, role, content, tokens, finish_reason, created_at
                        MSG#<seq, padded>
 job                    JOB#<id> / JOB      user_id, status, request/result (JSON text), ...
+api key                USER#<uid> /        id, name, prefix, key_hash, created_at, last_used_at
+                       APIKEY#<id>
+api key lookup         APIKEYHASH#<sha256> user_id, id (written and deleted in one transaction with the key)
+                       / APIKEY
 =====================  ==================  ====================================================
 
 * Scoping is by key: a conversation lives under its owner's partition, so another user's id simply
@@ -56,6 +60,7 @@ from botocore.exceptions import ClientError
 from gpt_runtime.storage.base import (
     FINISHED,
     AlreadyExists,
+    ApiKey,
     Conversation,
     ConversationGone,
     Job,
@@ -130,6 +135,30 @@ def _user(item: dict[str, Any]) -> User:
         item["role"],
         bool(item["email_verified"]),
         int(item["created_at"]),
+    )
+
+
+def _api_key_fields(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "key_hash": key.key_hash,
+        "created_at": key.created_at,
+    }
+
+
+def _api_key(item: dict[str, Any]) -> ApiKey:
+    last_used = item.get("last_used_at")
+    return ApiKey(
+        item["id"],
+        item["user_id"],
+        item["name"],
+        item["prefix"],
+        item["key_hash"],
+        int(item["created_at"]),
+        None if last_used is None else int(last_used),
     )
 
 
@@ -336,6 +365,90 @@ class DynamoDBStore:
                 return None
             raise
         return _user(_de(response["Attributes"]))
+
+    # api keys
+
+    async def create_api_key(self, user_id: str, name: str, prefix: str, key_hash: str) -> ApiKey:
+        key = ApiKey(uuid.uuid4().hex, user_id, name, prefix, key_hash, self.clock(), None)
+        item = {"pk": f"USER#{user_id}", "sk": f"APIKEY#{key.id}", **_api_key_fields(key)}
+        lookup = {"pk": f"APIKEYHASH#{key_hash}", "sk": "APIKEY", "user_id": user_id, "id": key.id}
+        not_there = "attribute_not_exists(pk)"
+        await self._call(
+            "transact_write_items",
+            TransactItems=[
+                {"Put": {"TableName": self.table, "Item": _ser(item), "ConditionExpression": not_there}},
+                {"Put": {"TableName": self.table, "Item": _ser(lookup), "ConditionExpression": not_there}},
+            ],
+        )
+        return key
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": _ser({":pk": f"USER#{user_id}", ":prefix": "APIKEY#"}),
+            "ConsistentRead": True,
+        }
+        while True:
+            response = await self._call("query", **kwargs)
+            items += [_de(item) for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return sorted((_api_key(item) for item in items), key=lambda k: (k.created_at, k.id))
+
+    async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        lookup = await self._get(f"APIKEYHASH#{key_hash}", "APIKEY")
+        if lookup is None:
+            return None
+        item = await self._get(f"USER#{lookup['user_id']}", f"APIKEY#{lookup['id']}")
+        return _api_key(item) if item else None
+
+    async def delete_api_key(self, user_id: str, key_id: str) -> bool:
+        item = await self._get(f"USER#{user_id}", f"APIKEY#{key_id}")
+        if item is None:
+            return False
+        try:
+            await self._call(
+                "transact_write_items",
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _ser({"pk": f"USER#{user_id}", "sk": f"APIKEY#{key_id}"}),
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _ser({"pk": f"APIKEYHASH#{item['key_hash']}", "sk": "APIKEY"}),
+                        }
+                    },
+                ],
+            )
+        except ClientError as exc:
+            if _code(exc) == "TransactionCanceledException" and "ConditionalCheckFailed" in _cancelled_by(exc):
+                return False  # revoked concurrently
+            raise
+        return True
+
+    async def touch_api_key(self, user_id: str, key_id: str, used_at: int) -> None:
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": f"APIKEY#{key_id}"}),
+                UpdateExpression="SET last_used_at = :used",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :used)"
+                ),
+                ExpressionAttributeValues=_ser({":used": used_at}),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # revoked, or a later use was recorded
+                raise
 
     # conversations
 

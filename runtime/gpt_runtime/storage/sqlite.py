@@ -15,6 +15,7 @@ import aiosqlite
 from gpt_runtime.storage.base import (
     FINISHED,
     AlreadyExists,
+    ApiKey,
     Conversation,
     ConversationGone,
     Job,
@@ -40,6 +41,16 @@ CREATE TABLE IF NOT EXISTS users (
     email_verified INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_user ON api_keys(user_id, created_at);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -77,6 +88,7 @@ CREATE TABLE IF NOT EXISTS user_versions (
 );
 """
 
+_API_KEY_COLUMNS = "id, user_id, name, prefix, key_hash, created_at, last_used_at"
 _CONVERSATION_COLUMNS = (
     "c.id, c.user_id, c.title, c.created_at, c.updated_at,"
     " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
@@ -185,6 +197,46 @@ class SQLiteStore:
             await self.db.execute(f"UPDATE users SET {assignments} WHERE id = ?", (*changes.values(), user_id))
             await self.db.commit()
         return await self.get_user(user_id)
+
+    # api keys
+
+    @_serialized
+    async def create_api_key(self, user_id: str, name: str, prefix: str, key_hash: str) -> ApiKey:
+        key = ApiKey(uuid.uuid4().hex, user_id, name, prefix, key_hash, self.clock(), None)
+        try:
+            await self.db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (key.id, user_id, name, prefix, key_hash, key.created_at),
+            )
+            await self.db.commit()
+        except aiosqlite.IntegrityError:
+            await self.db.rollback()
+            raise
+        return key
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        query = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
+        async with self.db.execute(query, (user_id,)) as cur:
+            return [ApiKey(*row) for row in await cur.fetchall()]
+
+    async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        async with self.db.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)) as cur:
+            row = await cur.fetchone()
+        return ApiKey(*row) if row else None
+
+    @_serialized
+    async def delete_api_key(self, user_id: str, key_id: str) -> bool:
+        cur = await self.db.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?", (key_id, user_id))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    @_serialized
+    async def touch_api_key(self, user_id: str, key_id: str, used_at: int) -> None:
+        await self.db.execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND user_id = ? AND COALESCE(last_used_at, 0) < ?",
+            (used_at, key_id, user_id, used_at),
+        )
+        await self.db.commit()
 
     # conversations
 

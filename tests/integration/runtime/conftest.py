@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,17 +39,50 @@ class RuntimeServer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
-    def signup_and_login(self, email: str | None = None, password: str = "correct horse battery") -> str:
-        """A fresh account's access token."""
+    def signup_and_login(
+        self, email: str | None = None, password: str = "correct horse battery", *, verify: bool = False
+    ) -> str:
+        """A fresh account's access token; `verify` follows the mailed link first (admin addresses need it)."""
         email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
         with self.client() as client:
             assert client.post("/auth/signup", json={"email": email, "password": password}).status_code == 201
+            if verify:
+                token = mailed_token(self.wait_for_mail(email, "Verify"))
+                assert client.post("/auth/verify-email", json={"token": token}).status_code == 200
             response = client.post("/auth/login", json={"email": email, "password": password})
             assert response.status_code == 200, response.text
             return response.json()["access_token"]
 
     def logs(self) -> str:
         return self.log_path.read_text()
+
+    def mails(self, to: str) -> list[dict]:
+        """The mails to `to` that the runtime printed to its log (no mail transport configured), oldest first."""
+        found = []
+        for line in self.logs().splitlines():
+            if '"mail"' in line:
+                with contextlib.suppress(ValueError):
+                    mail = json.loads(line).get("mail")
+                    if isinstance(mail, dict) and mail.get("to") == to:
+                        found.append(mail)
+        return found
+
+    def wait_for_mail(self, to: str, subject_has: str, *, after: int = 0, timeout_s: float = 10) -> dict:
+        """The first logged mail to `to` whose subject contains `subject_has`, past the first `after` mails."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            matching = [m for m in self.mails(to) if subject_has in m["subject"]]
+            if len(matching) > after:
+                return matching[after]
+            time.sleep(0.05)
+        raise AssertionError(f"no mail {subject_has!r} to {to} in the runtime's log")
+
+
+def mailed_token(mail: dict) -> str:
+    """The one-time token in a mail's link."""
+    match = re.search(r"https?://\S+[?&]token=([^\s&]+)", mail["body"])
+    assert match, mail["body"]
+    return urllib.parse.unquote(match.group(1))
 
 
 def start_runtime(tmp: Path, **env: str) -> RuntimeServer:

@@ -32,6 +32,14 @@ class Pool:
     def jwks_url(self) -> str:
         return f"{self.endpoint}/{self.pool_id}/.well-known/jwks.json"
 
+    def mark_verified(self, email: str, verified: bool = True) -> None:
+        """What Cognito does when a code for the email attribute is confirmed (moto's pool does not)."""
+        self.idp.admin_update_user_attributes(
+            UserPoolId=self.pool_id,
+            Username=email,
+            UserAttributes=[{"Name": "email_verified", "Value": "true" if verified else "false"}],
+        )
+
 
 @dataclass
 class CognitoRuntime:
@@ -47,6 +55,7 @@ class CognitoRuntime:
         with self.client() as client:
             assert client.post("/auth/signup", json={"email": email, "password": password}).status_code == 201
             assert client.post("/auth/verify-email", json={"token": f"{email}:123456"}).status_code == 200
+            self.pool.mark_verified(email)
             response = client.post("/auth/login", json={"email": email, "password": password})
         assert response.status_code == 200, response.text
         return email, response.json()

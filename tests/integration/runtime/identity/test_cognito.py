@@ -32,10 +32,11 @@ def test_signup_confirm_login_and_use_the_token(cognito: CognitoRuntime):
         signup = client.post("/auth/signup", json={"email": email, "password": PASSWORD})
         assert signup.status_code == 201, signup.text
         assert signup.json()["user"]["email"] == email and signup.json()["user"]["role"] == "free"
-        assert signup.json()["verification_token"] is None  # Cognito emails the code itself
+        assert set(signup.json()) == {"user"}  # no token in the answer: Cognito emails the code itself
         _error(client.post("/auth/login", json={"email": email, "password": PASSWORD}), 403, "email_not_verified")
         verified = client.post("/auth/verify-email", json={"token": f"{email}:123456"})
         assert verified.status_code == 200 and verified.json()["email_verified"] is True
+        cognito.pool.mark_verified(email)
         login = client.post("/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         tokens = login.json()
@@ -86,6 +87,30 @@ def test_forgot_and_reset_password(cognito: CognitoRuntime):
         assert reset.status_code == 200, reset.text
         _error(client.post("/auth/login", json={"email": email, "password": PASSWORD}), 401, "invalid_credentials")
         assert client.post("/auth/login", json={"email": email, "password": new_password}).status_code == 200
+
+
+def test_an_unverified_email_attribute_does_not_link_to_the_account_with_that_email(cognito: CognitoRuntime):
+    """A Cognito user sets their email attribute to someone else's address (Cognito leaves it unverified until a
+    mailed code is confirmed): they must not land in the local account, and conversations, of that address."""
+    victim, victim_tokens = cognito.register()
+    with cognito.client(victim_tokens["access_token"]) as api:
+        victim_id = api.get("/auth/me").json()["id"]
+        secret = api.post("/conversations", json={"title": "victim's"}).json()["id"]
+    # the victim's pool user goes away (left, or the pool was rebuilt); the local account and its data stay
+    cognito.pool.idp.admin_delete_user(UserPoolId=cognito.pool.pool_id, Username=victim)
+    attacker, _ = cognito.register()
+    cognito.pool.idp.admin_update_user_attributes(
+        UserPoolId=cognito.pool.pool_id,
+        Username=attacker,
+        UserAttributes=[{"Name": "email", "Value": victim}, {"Name": "email_verified", "Value": "false"}],
+    )
+    with cognito.client() as client:
+        tokens = client.post("/auth/login", json={"email": victim, "password": PASSWORD}).json()
+    with cognito.client(tokens["access_token"]) as api:
+        me = api.get("/auth/me").json()
+        assert me["id"] != victim_id and me["email"] != victim
+        assert api.get(f"/conversations/{secret}").status_code == 404
+        assert api.get("/conversations").json()["items"] == []
 
 
 def test_cognito_groups_become_roles(cognito: CognitoRuntime):

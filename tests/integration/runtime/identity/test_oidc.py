@@ -46,7 +46,10 @@ def test_issuer_tokens_work_and_groups_map_to_roles(oidc: CognitoRuntime):
         assert api.get(f"/conversations/{conversation}").status_code == 404
 
 
-def test_a_verified_email_claim_links_the_account_by_email(oidc: CognitoRuntime):
+@pytest.mark.parametrize(("verified", "unverified"), [(True, False), ("true", "false"), ("True", None)])
+def test_a_verified_email_claim_links_the_account_by_email(oidc: CognitoRuntime, verified, unverified):
+    """Linking needs `email_verified` true: JSON true or the string Cognito's ID tokens carry; anything else,
+    or no claim at all, keeps the identities apart."""
     key = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(load_resource("cognitoidp/resources/jwks-private.json")))
     now, email = int(time.time()), f"linked-{uuid.uuid4().hex[:6]}@example.com"
     claims = {
@@ -56,19 +59,27 @@ def test_a_verified_email_claim_links_the_account_by_email(oidc: CognitoRuntime)
         "iat": now,
         "exp": now + 300,
     }
-    verified = jwt.encode({**claims, "email": email, "email_verified": True}, key, "RS256", headers={"kid": "dummy"})
-    with oidc.client(verified) as api:
+    first = jwt.encode({**claims, "email": email, "email_verified": verified}, key, "RS256", headers={"kid": "dummy"})
+    with oidc.client(first) as api:
         me = api.get("/auth/me").json()
+        conversation = api.post("/conversations", json={"title": "mine"}).json()["id"]
     assert (me["email"], me["email_verified"]) == (email, True)
-    unverified = jwt.encode(
-        {**claims, "sub": uuid.uuid4().hex, "email": email, "email_verified": False},
+    second_subject = {**claims, "sub": uuid.uuid4().hex, "email": email, "email_verified": unverified}
+    unverified_token = jwt.encode(
+        {k: v for k, v in second_subject.items() if v is not None}, key, "RS256", headers={"kid": "dummy"}
+    )
+    with oidc.client(unverified_token) as api:
+        other = api.get("/auth/me").json()
+        assert api.get(f"/conversations/{conversation}").status_code == 404
+    assert other["id"] != me["id"] and other["email"] != email  # an unverified email claims nothing
+    relinked = jwt.encode(
+        {**claims, "sub": uuid.uuid4().hex, "email": email, "email_verified": True},
         key,
         "RS256",
         headers={"kid": "dummy"},
     )
-    with oidc.client(unverified) as api:
-        other = api.get("/auth/me").json()
-    assert other["id"] != me["id"] and other["email"] != email  # an unverified email claims nothing
+    with oidc.client(relinked) as api:
+        assert api.get("/auth/me").json()["id"] == me["id"]  # another verified identity of the same address
 
 
 def test_account_routes_point_to_the_issuer(oidc: CognitoRuntime):

@@ -80,6 +80,50 @@ async def test_update_user_changes_only_given_fields(backend: Backend):
     assert await store.get_user("no-such-id") is None
 
 
+# api keys
+
+
+async def test_api_keys_round_trip_by_hash_and_stay_with_their_owner(backend: Backend):
+    store = backend.store
+    ann, bob = await _user(store, "ann"), await _user(store, "bob")
+    first = await store.create_api_key(ann.id, "laptop", "sk-gpt-abcd", "hash-1")
+    second = await store.create_api_key(ann.id, "ci", "sk-gpt-efgh", "hash-2")
+    bobs = await store.create_api_key(bob.id, "bob's", "sk-gpt-ijkl", "hash-3")
+    assert (first.user_id, first.name, first.prefix, first.key_hash, first.last_used_at) == (
+        ann.id,
+        "laptop",
+        "sk-gpt-abcd",
+        "hash-1",
+        None,
+    )
+    assert await store.list_api_keys(ann.id) == [first, second]  # oldest first
+    assert await store.list_api_keys(bob.id) == [bobs]
+    assert await store.get_api_key_by_hash("hash-2") == second
+    assert await store.get_api_key_by_hash("no-such-hash") is None
+    # another user's id addresses nothing
+    assert await store.delete_api_key(bob.id, first.id) is False
+    assert await store.get_api_key_by_hash("hash-1") == first
+    assert await store.delete_api_key(ann.id, first.id) is True
+    assert await store.delete_api_key(ann.id, first.id) is False
+    assert await store.get_api_key_by_hash("hash-1") is None
+    assert await store.list_api_keys(ann.id) == [second]
+
+
+async def test_touching_an_api_key_records_its_latest_use(backend: Backend):
+    store = backend.store
+    ann = await _user(store)
+    key = await store.create_api_key(ann.id, "k", "sk-gpt-abcd", "hash-1")
+    await store.touch_api_key(ann.id, key.id, 2_000)
+    await store.touch_api_key(ann.id, key.id, 1_000)  # an older use arriving late changes nothing
+    touched = await store.get_api_key_by_hash("hash-1")
+    assert touched is not None and touched.last_used_at == 2_000
+    assert (await store.list_api_keys(ann.id))[0].last_used_at == 2_000
+    await store.delete_api_key(ann.id, key.id)
+    await store.touch_api_key(ann.id, key.id, 3_000)  # a revoked key: no error, nothing comes back
+    assert await store.get_api_key_by_hash("hash-1") is None
+    assert await store.list_api_keys(ann.id) == []
+
+
 # conversations
 
 
