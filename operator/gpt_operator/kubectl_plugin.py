@@ -40,11 +40,16 @@ def parse_duration(text: str) -> timedelta:
 def annotation_changes(
     command: str, *, full: bool = False, wake_for: str = "2h", now: datetime
 ) -> dict[str, str | None]:
-    """The annotations a command sets (a value) or removes (None)."""
+    """The annotations a command sets (a value) or removes (None).
+
+    promote and abort write a value unique to the request (`step@<time>`, `full@<time>`, `<time>`): the
+    operator records the value it acted on, so two requests in a row are two actions, and one request seen
+    twice (after an operator crash) is one."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if command == "promote":
-        return {PROMOTE_ANNOTATION: "full" if full else "true"}
+        return {PROMOTE_ANNOTATION: f"{'full' if full else 'step'}@{stamp}"}
     if command == "abort":
-        return {ABORT_ANNOTATION: "true"}
+        return {ABORT_ANNOTATION: stamp}
     if command == "pause":
         return {PAUSED_ANNOTATION: "true"}
     if command == "resume":

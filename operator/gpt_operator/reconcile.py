@@ -29,6 +29,8 @@ from gpt_operator.spec import AnalysisSpec, parse_spec, problems_from_error, val
 from gpt_operator.status import build_status, invalid_status, rollout_state_from_status, with_state_condition
 
 TRUE_VALUES = ("true", "yes", "1", "on")
+# The one-shot annotations, and the action each asks for.
+ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ def actions_from_annotations(annotations: dict[str, str] | None) -> Actions:
     promote = annotations.get(PROMOTE_ANNOTATION)
     promote_action = None
     if promote is not None:
-        promote_action = "full" if promote.strip().lower() == "full" else "step"
+        # "full", or "full@<time>" as `kubectl gptd promote --full` writes it (a unique value per request)
+        promote_action = "full" if promote.strip().lower().partition("@")[0] == "full" else "step"
     return Actions(
         promote=promote_action,
         abort=ABORT_ANNOTATION in annotations,
@@ -128,15 +131,25 @@ def desire(
     except ValidationError as exc:
         problems = problems_from_error(exc)
     if problems:
+        status = invalid_status(problems, previous, now, generation)
+        reported = (
+            _condition(previous, "Degraded") == _condition(status, "Degraded")
+            and previous.get("observedGeneration") == generation
+        )
         return Desired(
             objects=None,
-            status=invalid_status(problems, previous, now, generation),
-            events=[Event("Warning", "InvalidSpec", "; ".join(problems))],
+            status=status,
+            # once per generation and message: the timer re-checks every few seconds, the event is not repeated
+            events=[] if reported else [Event("Warning", "InvalidSpec", "; ".join(problems))],
             problems=problems,
         )
 
     annotations = meta.get("annotations") or {}
-    actions = actions_from_annotations(annotations)
+    # A one-shot annotation whose action status already records was acted on by an earlier reconcile: it is
+    # removed now, and not acted on again (see one_shot_bookkeeping).
+    recorded = previous.get("lastActions") or {}
+    applied = [key for key, _ in ACTION_ANNOTATIONS if key in annotations and recorded.get(key) == annotations[key]]
+    actions = actions_from_annotations({k: v for k, v in annotations.items() if k not in applied})
     analysis = assess(spec, previous, measurements, actions, now)
     actions = analysis.actions
     sleep = evaluate(
@@ -170,22 +183,42 @@ def desire(
         events.append(Event("Normal", "Sleeping", sleep.message))
     elif not sleep.asleep and was_sleeping:
         events.append(Event("Normal", "Woken", f"{sleep.message}; restoring {spec.desired_replicas} replicas"))
-    consumed = [
-        key
-        for key, action in ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"))
-        if action in rollout.consumed and key in annotations
-    ]
+    acted = [key for key, action in ACTION_ANNOTATIONS if action in rollout.consumed and key in annotations]
+    remove = list(applied)
     # A one-shot annotation with nothing to act on is dropped too, so it cannot fire on a later rollout.
     idle = not rollout.progressing and not rollout.paused
-    for key in (PROMOTE_ANNOTATION, ABORT_ANNOTATION):
-        if key in annotations and key not in consumed and idle:
-            consumed.append(key)
+    for key, _ in ACTION_ANNOTATIONS:
+        if key in annotations and key not in acted and key not in applied and idle:
+            remove.append(key)
             events.append(Event("Warning", "AnnotationIgnored", f"{key}: no rollout in progress"))
+    status["lastActions"] = one_shot_bookkeeping(recorded, annotations, acted)
     requeue = [t for t in (rollout.requeue_at, sleep.next_transition) if t is not None]
     return Desired(
         objects=objects,
         status=status,
         events=events,
         requeue_at=min(requeue) if requeue else None,
-        consumed_annotations=consumed,
+        consumed_annotations=remove,
     )
+
+
+def one_shot_bookkeeping(recorded: dict[str, str], annotations: dict[str, str], acted: list[str]) -> dict | None:
+    """status.lastActions: the one-shot annotations acted on whose removal is still to come, by value.
+
+    An action and the removal of its annotation cannot be one write (status is a subresource), so they are
+    ordered to survive a crash anywhere: (1) act and record the annotation's value in status, keeping the
+    annotation; (2) next reconcile: the recorded value means "done": remove the annotation, then (3) forget
+    the record once the annotation is gone. A crash before (1) acts again from the same state (the same
+    result); after (1), the record stops a second action. The main.py write order is: children, status,
+    then annotations.
+    """
+    kept = {key: value for key, value in recorded.items() if annotations.get(key) == value}
+    kept.update({key: annotations[key] for key in acted})
+    return kept or None
+
+
+def _condition(status: dict[str, Any], kind: str) -> tuple[Any, Any] | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond.get("status"), cond.get("message")
+    return None

@@ -23,7 +23,23 @@ class OperatorSettings(BaseSettings):
     watch_server_timeout_s: int = Field(default=300, gt=0)
     watch_client_timeout_s: int = Field(default=330, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
-    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # How many GPTDeployments one resync reconciles at once.
+    resync_concurrency: int = Field(default=16, gt=0)
+    # How often the resync looks again for each `<name>-jwt` Secret (a GET by name); a change of the
+    # GPTDeployment looks at once.
+    secret_check_interval_s: float = Field(default=300.0, gt=0)
+    # How long startup waits for the first LIST of every child kind.
+    cache_sync_timeout_s: float = Field(default=120.0, gt=0)
+    # Where GET /healthz answers (liveness and readiness): loopback by default, so a laptop run opens no
+    # port to the network; the operator's Deployment sets http://0.0.0.0:8080/healthz. Empty: no endpoint.
+    liveness_endpoint: str = "http://127.0.0.1:8080/healthz"
+    # Leader election on a Lease (several replicas, one active). Off: this process acts at once, alone.
+    leader_election: bool = True
+    lease_name: str = "gpt-operator"
+    lease_namespace: str = ""  # empty: the pod's namespace (POD_NAMESPACE or the service account's), or default
+    lease_duration_s: float = Field(default=15.0, gt=0)
+    lease_renew_deadline_s: float = Field(default=10.0, gt=0)
+    lease_retry_period_s: float = Field(default=2.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 

@@ -290,7 +290,13 @@ def clock() -> Clock:
 async def operator(cluster: Emulator, clock: Clock) -> AsyncIterator[OperatorState]:
     """The operator in its own thread and event loop, as in production: kopf cancels every task started
     after it in its loop when it stops, which would include the test's own tasks."""
-    settings = OperatorSettings(server=str(cluster.url), resync_seconds=0.2)  # cluster-wide
+    settings = OperatorSettings(  # cluster-wide, alone (no Lease), no health port
+        server=str(cluster.url),
+        resync_seconds=0.2,
+        secret_check_interval_s=0.5,
+        leader_election=False,
+        liveness_endpoint="",
+    )
     state = OperatorState(settings=settings, clock=clock)
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []

@@ -174,7 +174,16 @@ async def test_canary_abort_annotation_is_consumed_and_returns_traffic_to_stable
     await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary") is None)
     aborted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"]["phase"] == "Degraded" and o)
     assert condition(aborted, "Degraded")["reason"] == "RolloutAborted"
-    assert "serving.gpt-operator.dev/abort" not in (aborted["metadata"].get("annotations") or {})
+    # The annotation goes once status records the abort (the next reconcile), then the record goes too.
+    cleared = await eventually(
+        lambda: (
+            "serving.gpt-operator.dev/abort"
+            not in ((o := cluster.get(GPTD, "chat"))["metadata"].get("annotations") or {})
+            and not o["status"].get("lastActions")
+            and o
+        )
+    )
+    assert condition(cleared, "Degraded")["reason"] == "RolloutAborted"
     assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
 
 

@@ -9,18 +9,19 @@ import kubernetes_validate
 import pytest
 from gpt_operator.apply import (
     CHILD_KINDS,
-    ApiError,
-    Credentials,
-    KubeClient,
-    _path,
+    SecretsSeen,
     ensure_jwt_secret,
+    is_applied,
     is_subset,
     jwt_secret,
+    quantity,
     status_changes,
     with_owner,
 )
+from gpt_operator.kube import ApiError, KubeClient, resource_path
 from gpt_operator.schema import structural_problems
 from gpt_operator.settings import OperatorSettings
+from kubernetes_asyncio.client import Configuration
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +50,54 @@ def test_live_object_with_server_defaults_counts_as_unchanged() -> None:
 def test_changed_fields_are_detected(live: dict) -> None:
     wanted = {"spec": {"replicas": 2, "ports": [1, 2]}}
     assert not is_subset(wanted, live)
+
+
+def test_list_items_without_apiversion_and_kind_count_as_applied() -> None:
+    """The bug behind 553 PATCHes in 3 idle minutes: list items carry no apiVersion/kind, rendered children do."""
+    wanted = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "chat"}, "spec": {"type": "ClusterIP"}}
+    listed = {"metadata": {"name": "chat", "uid": "u"}, "spec": {"type": "ClusterIP", "clusterIP": "198.19.0.9"}}
+    assert not is_subset(wanted, listed)  # what the operator compared before
+    assert is_applied(wanted, listed)
+    assert not is_applied(wanted, {**listed, "spec": {"type": "NodePort"}})
+    assert not is_applied(wanted, None)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "stored"),
+    [("0.5", "500m"), ("2048Mi", "2Gi"), ("1", "1"), (1, "1"), ("1000m", "1"), ("1e3", "1k"), ("100M", "1e8")],
+)
+def test_quantities_compare_in_canonical_form(wanted, stored) -> None:
+    container = {"resources": {"limits": {"cpu": wanted}, "requests": {"memory": wanted}}}
+    live = {"resources": {"limits": {"cpu": stored}, "requests": {"memory": stored}}}
+    assert is_subset(container, live)
+    assert is_subset({"emptyDir": {"sizeLimit": wanted}}, {"emptyDir": {"sizeLimit": stored}})
+
+
+def test_quantities_that_differ_are_changes_and_other_strings_are_not_quantities() -> None:
+    assert not is_subset({"resources": {"limits": {"cpu": "0.5"}}}, {"resources": {"limits": {"cpu": "1"}}})
+    # an env value "1000" is a string, not a quantity: "1e3" is a change there
+    assert not is_subset({"env": [{"name": "N", "value": "1000"}]}, {"env": [{"name": "N", "value": "1e3"}]})
+    assert quantity("2Gi") == 2 * 1024**3 and quantity("500m") == quantity("0.5")
+    assert quantity("abc") is None and quantity(True) is None and quantity("5 Gi") is None
+
+
+def test_empty_wanted_fields_match_their_absence_as_the_server_drops_them() -> None:
+    wanted = {"spec": {"tolerations": [], "nodeSelector": {}, "volumeMounts": [{"name": "m", "readOnly": False}]}}
+    assert is_subset(wanted, {"spec": {"volumeMounts": [{"name": "m"}]}})
+    assert not is_subset({"spec": {"tolerations": [{"key": "k"}]}}, {"spec": {}})
+
+
+def test_secret_existence_is_looked_at_once_per_ttl_unless_asked() -> None:
+    client = FakeSecrets(200)
+    owner = {"metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"}}
+    seen = SecretsSeen(ttl_s=60)
+    for _ in range(5):
+        asyncio.run(ensure_jwt_secret(client, owner, seen))
+    assert len(client.calls) == 1
+    asyncio.run(ensure_jwt_secret(client, owner, seen, look=True))
+    assert len(client.calls) == 2
+    asyncio.run(ensure_jwt_secret(client, owner, SecretsSeen(ttl_s=0)))
+    assert len(client.calls) == 3
 
 
 def test_owner_reference_is_a_controller_reference() -> None:
@@ -84,7 +133,9 @@ class FakeSecrets(KubeClient):
     """Answers GET and POST of secrets as the API server would, recording what was sent."""
 
     def __init__(self, get_status: int, post_status: int = 201) -> None:
-        super().__init__(Credentials(server="http://unused"), field_manager="gpt-operator")
+        configuration = Configuration()
+        configuration.host = "http://unused"
+        super().__init__(configuration, field_manager="gpt-operator")
         self.get_status, self.post_status = get_status, post_status
         self.calls: list[tuple[str, str]] = []
 
@@ -126,6 +177,16 @@ def test_status_patch_has_only_changes_and_removals() -> None:
     assert status_changes(wanted | {"ready": "2/2"}, wanted) == {}
 
 
+def test_status_patch_replaces_nested_maps_key_by_key() -> None:
+    previous = {"lastActions": {"serving.gpt-operator.dev/promote": "a"}}
+    wanted = {"lastActions": {"serving.gpt-operator.dev/abort": "b"}}
+    assert status_changes(previous, wanted) == {
+        "lastActions": {"serving.gpt-operator.dev/abort": "b", "serving.gpt-operator.dev/promote": None}
+    }
+    assert status_changes(previous, {"lastActions": None}) == {"lastActions": None}
+    assert status_changes(previous, previous) == {}
+
+
 @pytest.mark.parametrize(
     ("api_version", "plural", "namespace", "name", "path"),
     [
@@ -141,7 +202,7 @@ def test_status_patch_has_only_changes_and_removals() -> None:
     ],
 )
 def test_api_paths(api_version: str, plural: str, namespace: str, name: str | None, path: str) -> None:
-    assert _path(api_version, plural, namespace, name) == path
+    assert resource_path(api_version, plural, namespace, name) == path
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

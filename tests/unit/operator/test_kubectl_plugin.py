@@ -11,9 +11,10 @@ GROUP = "serving.gpt-operator.dev"
 
 
 def test_commands_map_to_the_operators_annotations():
-    assert annotation_changes("promote", now=NOW) == {f"{GROUP}/promote": "true"}
-    assert annotation_changes("promote", full=True, now=NOW) == {f"{GROUP}/promote": "full"}
-    assert annotation_changes("abort", now=NOW) == {f"{GROUP}/abort": "true"}
+    stamp = NOW.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert annotation_changes("promote", now=NOW) == {f"{GROUP}/promote": f"step@{stamp}"}
+    assert annotation_changes("promote", full=True, now=NOW) == {f"{GROUP}/promote": f"full@{stamp}"}
+    assert annotation_changes("abort", now=NOW) == {f"{GROUP}/abort": stamp}
     assert annotation_changes("pause", now=NOW) == {f"{GROUP}/paused": "true"}
     assert annotation_changes("resume", now=NOW) == {f"{GROUP}/paused": None}
     assert annotation_changes("wake", wake_for="90m", now=NOW) == {f"{GROUP}/wake-until": "2026-03-06T23:00:00Z"}

@@ -100,11 +100,18 @@ def test_base_objects_are_valid_kubernetes() -> None:
         kubernetes_validate.validate(obj, K8S, strict=True)
 
 
-def test_operator_deployment_is_single_replica_recreate_with_probes_and_limits() -> None:
+def test_operator_deployment_is_two_replicas_with_a_lease_probes_and_limits() -> None:
     dep = next(o for o in base_objects() if o["kind"] == "Deployment")
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
     c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["GPT_OPERATOR_LIVENESS_ENDPOINT"]["value"] == "http://0.0.0.0:8080/healthz"
+    role = next(o for o in base_objects() if o["kind"] == "Role" and o["metadata"]["name"].endswith("leader-election"))
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["limits"]["memory"]
@@ -166,9 +173,13 @@ def test_kustomize_base_builds_with_the_crd_in_the_operator_namespace() -> None:
             "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
         ]
     )
+    role = next(o for o in objects if o["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "gpt-operator-system"  # the Lease's namespace, from kustomize
     dep = next(o for o in objects if o["kind"] == "Deployment")
     assert dep["metadata"]["namespace"] == "gpt-operator-system"
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/gpt-operator/gpt-operator:0.1.0"

@@ -95,6 +95,18 @@ def test_invalid_spec_leaves_children_alone_and_says_why() -> None:
     assert d.events[0].type == "Warning" and d.events[0].reason == "InvalidSpec"
 
 
+def test_invalid_spec_event_is_posted_once_per_generation() -> None:
+    """Every resync used to post a new Warning (every 10 s, forever)."""
+    bad = {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}
+    first = desire(body(bad), [], WEDNESDAY_NOON)
+    assert [e.reason for e in first.events] == ["InvalidSpec"]
+    again = desire(body(bad, status=first.status), [], WEDNESDAY_NOON)
+    assert again.events == [] and again.status == first.status
+    worse = {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}
+    changed = desire(body(worse, status=first.status, generation=2), [], WEDNESDAY_NOON)
+    assert [e.reason for e in changed.events] == ["InvalidSpec"]
+
+
 def test_schema_error_is_reported_with_its_field() -> None:
     d = desire(body({"model": {"source": "ftp://x"}}), [], WEDNESDAY_NOON)
     assert d.objects is None
@@ -169,8 +181,74 @@ def test_promote_annotation_is_consumed_when_used() -> None:
     done = desire(
         body(new_spec, status=waiting.status, annotations=promote), cluster_from(waiting.objects), WEDNESDAY_NOON
     )
-    assert done.consumed_annotations == ["serving.gpt-operator.dev/promote"]
+    # (1) acted on and recorded in status; the annotation stays until status holds the record
+    assert done.consumed_annotations == []
     assert done.status["activeTrack"] == "green"
+    assert done.status["lastActions"] == promote
+    assert done.objects is not None
+    # (2) the record says "done": the annotation goes, nothing is acted on twice
+    again = desire(body(new_spec, status=done.status, annotations=promote), cluster_from(done.objects), WEDNESDAY_NOON)
+    assert again.consumed_annotations == ["serving.gpt-operator.dev/promote"]
+    assert again.status["activeTrack"] == "green" and again.status["lastActions"] == promote
+    assert not [e for e in again.events if e.reason == "AnnotationIgnored"]
+    # (3) the annotation is gone: so is the record
+    assert again.objects is not None
+    after = desire(body(new_spec, status=again.status), cluster_from(again.objects), WEDNESDAY_NOON)
+    assert after.status["lastActions"] is None and after.consumed_annotations == []
+
+
+def canary_at_first_pause() -> tuple[dict, object]:
+    """A 4-step canary, paused at its first step: (spec, desired)."""
+    steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 75}, {"pause": {}}]
+    spec = {"environment": "staging", "replicas": 4, "rollout": {"strategy": "Canary", "canary": {"steps": steps}}}
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    new_spec = {**spec, "model": {"source": "builtin:other"}}
+    assert steady.objects is not None
+    paused = desire(body(new_spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert paused.objects is not None
+    paused = desire(body(new_spec, status=paused.status), cluster_from(paused.objects), WEDNESDAY_NOON)
+    return new_spec, paused
+
+
+def test_a_step_promote_replayed_after_a_crash_moves_one_step_only() -> None:
+    """A crash after status recorded the promote, before the annotation went: the restarted operator sees
+    the annotation again and must not promote a second step."""
+    spec, paused = canary_at_first_pause()
+    step = paused.status["currentStep"]
+    promote = {"serving.gpt-operator.dev/promote": "2026-03-04T12:00:00Z"}
+    acted = desire(body(spec, status=paused.status, annotations=promote), cluster_from(paused.objects), WEDNESDAY_NOON)
+    assert acted.status["currentStep"] > step
+    replayed = desire(body(spec, status=acted.status, annotations=promote), cluster_from(acted.objects), WEDNESDAY_NOON)
+    assert replayed.status["currentStep"] == acted.status["currentStep"]
+    assert replayed.consumed_annotations == ["serving.gpt-operator.dev/promote"]
+
+
+def test_a_step_promote_lost_before_status_is_acted_on_again_with_the_same_result() -> None:
+    """A crash after the children were applied, before status: the same state and annotation give the same
+    children and status, so acting again changes nothing that was already done."""
+    spec, paused = canary_at_first_pause()
+    promote = {"serving.gpt-operator.dev/promote": "x"}
+    args = (body(spec, status=paused.status, annotations=promote), cluster_from(paused.objects), WEDNESDAY_NOON)
+    first, second = desire(*args), desire(*args)
+    assert first.objects == second.objects and first.status == second.status
+
+
+def test_a_new_promote_with_another_value_is_acted_on() -> None:
+    spec, paused = canary_at_first_pause()
+    one = {"serving.gpt-operator.dev/promote": "one"}
+    acted = desire(body(spec, status=paused.status, annotations=one), cluster_from(paused.objects), WEDNESDAY_NOON)
+    assert acted.objects is not None
+    settled = acted
+    for _ in range(3):  # the canary scales to its new weight, then pauses again
+        assert settled.objects is not None
+        settled = desire(body(spec, status=settled.status), cluster_from(settled.objects), WEDNESDAY_NOON)
+    assert settled.objects is not None and settled.status["phase"] == "Paused"
+    two = {"serving.gpt-operator.dev/promote": "two"}
+    again = desire(body(spec, status=settled.status, annotations=two), cluster_from(settled.objects), WEDNESDAY_NOON)
+    assert again.status["currentStep"] > settled.status["currentStep"]
+    assert again.status["lastActions"] == two and again.consumed_annotations == []
 
 
 def test_stray_promote_annotation_is_dropped_with_a_warning() -> None:
@@ -199,7 +277,7 @@ def test_aborted_canary_is_degraded() -> None:
     d = desire(body(new_spec, status=canary.status, annotations=abort), cluster_from(canary.objects), WEDNESDAY_NOON)
     assert d.status["phase"] == "Degraded"
     assert conditions(d.status)["Degraded"]["reason"] == "RolloutAborted"
-    assert d.consumed_annotations == ["serving.gpt-operator.dev/abort"]
+    assert d.consumed_annotations == [] and d.status["lastActions"] == abort
 
 
 def test_track_state_reads_deployment_status() -> None:
@@ -284,3 +362,13 @@ def test_apply_failure_keeps_rollout_state_and_reports_degraded() -> None:
     )
     assert cond["Ready"]["status"] == "False"
     assert cond["Sleeping"] == conditions(good.status)["Sleeping"]  # untouched
+
+
+def test_promote_values_written_by_the_plugin_are_understood() -> None:
+    from gpt_operator.reconcile import actions_from_annotations
+
+    key = "serving.gpt-operator.dev/promote"
+    assert actions_from_annotations({key: "full@2026-03-04T12:00:00.000000Z"}).promote == "full"
+    assert actions_from_annotations({key: "full"}).promote == "full"
+    assert actions_from_annotations({key: "step@2026-03-04T12:00:00.000000Z"}).promote == "step"
+    assert actions_from_annotations({key: "true"}).promote == "step"
