@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 log = logging.getLogger("gpt_runtime.errors")
 
@@ -153,8 +155,23 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal server error", "api_error", None, "internal_error"), 500)
 
 
+def _json_websocket_not_found(default: ASGIApp) -> ASGIApp:
+    """A WebSocket to no route is refused with a JSON 404 (Starlette's own is a 403 with an empty body),
+    where the server lets the app answer the handshake (the websocket.http.response extension)."""
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and "websocket.http.response" in scope.get("extensions", {}):
+            response = JSONResponse(error_body("Not Found", "not_found_error", None, "route_not_found"), 404)
+            await WebSocket(scope, receive, send).send_denial_response(response)
+            return
+        await default(scope, receive, send)
+
+    return not_found
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers so no response ever carries FastAPI's default {"detail": ...}."""
+    app.router.default = _json_websocket_not_found(app.router.default)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

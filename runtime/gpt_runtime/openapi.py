@@ -6,6 +6,7 @@
   with an external identity provider (Cognito, OIDC) also 503 there and on /auth/*.
 - The error answers of every route with a body: 400 (not JSON, unparsable form), 413 (over the body limit)
   and 422 (validation).
+- The `model` of /v1 bodies: the one model this server serves (known once the lifespan loaded it).
 - FastAPI's default 422 (`{"detail": [...]}`, HTTPValidationError) is never sent (gpt_runtime.errors answers
   with ErrorOut), so it is replaced and its schemas dropped.
 
@@ -37,7 +38,18 @@ def _is_default_422(response: dict[str, Any] | None) -> bool:
     return schema.get("$ref") == _DEFAULT_422
 
 
-def complete_schema(schema: dict[str, Any], public_paths: Iterable[str], identity_provider: bool) -> dict[str, Any]:
+def _pin_served_model(schema: dict[str, Any], operation: dict[str, Any], model_id: str) -> None:
+    """An OpenAI-style body's `model` must name the served model (any other answers 404 model_not_found)."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    component = schema["components"]["schemas"].get(body.get("$ref", "").rsplit("/", 1)[-1], {})
+    model = component.get("properties", {}).get("model")
+    if model is not None and model.get("type") == "string":
+        model["enum"] = [model_id]
+
+
+def complete_schema(
+    schema: dict[str, Any], public_paths: Iterable[str], identity_provider: bool, served_model: str | None = None
+) -> dict[str, Any]:
     """Add security, the shared error answers and the ErrorOut schema to a document FastAPI built."""
     public = set(public_paths)
     components = schema.setdefault("components", {})
@@ -64,6 +76,8 @@ def complete_schema(schema: dict[str, Any], public_paths: Iterable[str], identit
                 responses.setdefault(str(status), _error(status))
             if _is_default_422(responses.get("422")):
                 responses["422"] = _error(422)
+            if served_model and path.startswith("/v1/"):
+                _pin_served_model(schema, operation, served_model)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     return schema
@@ -75,8 +89,15 @@ def install_openapi(app: FastAPI, *, public_paths: Iterable[str], identity_provi
     public = tuple(public_paths)
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = complete_schema(build(), public, identity_provider)
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        runtime = getattr(app.state, "runtime", None)  # set once the lifespan has loaded the model
+        served_model = runtime.engine.model_id if runtime is not None else None
+        schema = complete_schema(build(), public, identity_provider, served_model)
+        if runtime is not None:
+            app.openapi_schema = schema  # complete: kept
+        else:
+            app.openapi_schema = None  # build() caches FastAPI's part; ours is redone until the model is known
+        return schema
 
     app.openapi = openapi

@@ -14,7 +14,7 @@ from gpt_model.protocol import Finished, TextDelta
 from starlette.background import BackgroundTask
 
 from gpt_runtime import sse
-from gpt_runtime.api.responses import errors
+from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
 from gpt_runtime.errors import BadRequest, error_body
 from gpt_runtime.schemas import GenerateIn, GenerateOut, JobAcceptedOut, MessageOut, UsageOut
@@ -31,7 +31,7 @@ SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_pe
 @router.post(
     "/generate",
     response_model=GenerateOut,
-    responses={200: {"content": {"text/event-stream": {}}}, 202: {"model": JobAcceptedOut}} | errors(404, 503),
+    responses=EVENT_STREAM | {202: {"model": JobAcceptedOut}} | errors(404, 500, 503),
 )
 async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     """Generate a reply to `prompt`, continuing `conversation_id` when given (a new one otherwise)."""

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 
 from gpt_runtime import sse
 from gpt_runtime.api.generate import cache_headers, collect_events, finished_unless_disconnected, stream_sse
-from gpt_runtime.api.responses import errors
+from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
 from gpt_runtime.errors import BadRequest, NotFound, error_body
 
@@ -71,7 +71,7 @@ async def models(_: CurrentUser, runtime: RuntimeDep) -> dict:
     }
 
 
-@router.post("/chat/completions", responses=errors(404, 503))
+@router.post("/chat/completions", responses=EVENT_STREAM | errors(404, 500, 503))
 async def chat_completions(body: ChatCompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     model = runtime.engine.model_id
     if body.model != model:

@@ -21,11 +21,22 @@ DESCRIPTIONS: dict[int, str] = {
     415: "Unsupported media type (code unsupported_media_type).",
     422: "A field is missing, has the wrong type or is out of range; `param` names it.",
     429: "Rate limit or token quota exceeded (type requests, tokens or insufficient_quota); see Retry-After.",
+    500: "The model failed while generating (engine_error); nothing of the exchange was stored.",
     503: "Overloaded, or a dependency is unavailable; see Retry-After.",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
 _HEADERS = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER, 503: RETRY_AFTER}
+# `"stream": true`: the 200 is server-sent events, each `data:` a JSON chunk (or an error body), then [DONE]
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "A JSON chunk, a JSON error body, or [DONE]."},
+        "event": {"type": "string"},
+    },
+}
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 
 
 def error_response(status: int, description: str | None = None) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from .conftest import RuntimeServer
 from .wsclient import ws_connect
@@ -175,6 +177,8 @@ def test_openapi_has_the_constraints_the_server_enforces(openapi):
     upload = dict(operations(openapi))["POST /upload"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     body = schemas[upload["$ref"].rsplit("/", 1)[-1]]
     assert body["properties"]["file"]["minLength"] == 1
+    chat = dict(operations(openapi))["POST /v1/chat/completions"]["requestBody"]["content"]["application/json"]
+    assert schemas[chat["schema"]["$ref"].rsplit("/", 1)[-1]]["properties"]["model"]["enum"] == ["fake-echo"]
 
 
 def test_documented_constraints_are_what_the_server_answers(api):
@@ -203,6 +207,15 @@ def test_websocket_validation_error_carries_the_frames_request_id(server, token)
         ws.send(json.dumps({"type": "generate", "request_id": "ok", "content": "hello"}))
         while (frame := json.loads(ws.recv(timeout=10)))["type"] != "done":
             assert frame["type"] == "delta", frame
+
+
+def test_websocket_to_no_route_is_refused_with_a_json_404(server):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{server.ws_url}/ws/no-such-route", open_timeout=10)
+    response = refused.value.response
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert json.loads(response.body)["error"]["code"] == "route_not_found"
 
 
 # /docs offline
