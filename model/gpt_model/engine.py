@@ -453,6 +453,7 @@ class _Request:
     done: bool = False  # the worker has finished with it
     closed: bool = False  # a Finished was delivered (loop thread only)
     first_token_at: float | None = None
+    failure: str | None = None  # why its token selection failed (it then finishes with "error")
     json: JSONPrefix | None = None  # the output so far, under a response_format constraint
     forced: list[int] = field(default_factory=list)  # the closing tokens when the constraint force-closes
     step_logprob: TokenLogprob | None = None  # the logprob entry of the token being accepted
@@ -889,7 +890,8 @@ class ModelEngine:
             self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
 
     def _pick(self, reqs: Sequence[_Request], logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
-        """The next token of each request (rows of `logits` [n, V]); -1: append the forced closing.
+        """The next token of each request (rows of `logits` [n, V]); -1: append the forced closing,
+        -2: this request's selection failed.
 
         Plain requests take the batched path. Others get OpenAI's penalties and logit_bias on their
         row, a JSON constraint picks their token, and their logprob entry is kept for _accept.
@@ -912,24 +914,35 @@ class ModelEngine:
         tokens = sample_rows(logits, free, generators).tolist()
         table = self._table()
         for i in special:
-            req, row = reqs[i], logits[i]
-            if req.json is not None:
-                remaining = req.budget - len(req.generated) - 1
-                choice = constrained.choose(row, req.json, req.params, req.generator, remaining, table)
-                if choice is None:  # nothing fits: close the document now
-                    req.forced = table.encode(req.json.closing())[: max(1, remaining + 1)]
-                    tokens[i] = -1
-                else:
-                    tokens[i], req.json = choice
-            if req.params.logprobs is not None:
-                token = tokens[i] if tokens[i] >= 0 else req.forced[0]
-                req.step_logprob = constrained.token_logprob(
-                    torch.log_softmax(row, dim=-1), token, req.params.logprobs, table
-                )
+            try:
+                tokens[i] = self._pick_special(reqs[i], logits[i], tokens[i], table)
+            except Exception as exc:  # this request fails alone; the batch goes on
+                log.exception("token selection failed for %s", reqs[i].request_id)
+                reqs[i].failure = f"{type(exc).__name__}: {exc}"
+                tokens[i] = -2
         return tokens
+
+    def _pick_special(self, req: _Request, row: torch.Tensor, token: int, table: constrained.TokenTable) -> int:
+        """The constrained token (or -1: force-close) and the logprob entry of a non-plain request."""
+        if req.json is not None:
+            remaining = req.budget - len(req.generated) - 1
+            choice = constrained.choose(row, req.json, req.params, req.generator, remaining, table)
+            if choice is None:  # nothing fits: close the document now
+                req.forced = table.encode(req.json.closing())[: max(1, remaining + 1)]
+                token = -1
+            else:
+                token, req.json = choice
+        if req.params.logprobs is not None:
+            req.step_logprob = constrained.token_logprob(
+                torch.log_softmax(row, dim=-1), token if token >= 0 else req.forced[0], req.params.logprobs, table
+            )
+        return token
 
     def _accept(self, req: _Request, slot: int, token: int) -> None:
         if req.cancelled:
+            return
+        if token == -2:
+            self._finish(req, "error", req.failure)
             return
         if token < 0:
             self._accept_forced(req, slot)

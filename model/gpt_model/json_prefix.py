@@ -14,9 +14,10 @@ The schema subset (anything else is refused by `compile_schema` with Unsupported
   properties, so the output also fits `additionalProperties: false`);
   array: items;  any type: enum, const;  annotations: title, description, default, examples,
   $schema, $comment, strict (ignored).  The root must be an object.
-Generated text differs from general JSON in three ways: whitespace outside strings comes in runs
-of at most MAX_WHITESPACE characters, numbers have at most MAX_NUMBER_CHARS characters and at
-most two exponent digits, and keys of declared properties are written as json.dumps writes them.
+Accepted text is narrower than JSON in a few ways: whitespace outside strings comes in runs of at
+most MAX_WHITESPACE characters (none before the root), objects and arrays nest at most MAX_DEPTH
+deep, numbers have at most MAX_NUMBER_CHARS characters and two exponent digits, and keys of
+declared properties are written as json.dumps writes them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_WHITESPACE = 8
+MAX_DEPTH = 32  # objects and arrays nested at most this deep (a random model could nest forever)
 MAX_NUMBER_CHARS = 24
 MAX_SCHEMA_NODES = 256
 MAX_SCHEMA_DEPTH = 12
@@ -264,7 +266,9 @@ def _step(stack: Stack, c: str) -> Stack | None:
             if c in WHITESPACE:
                 return (*stack[:-1], ("V", node, ws + 1)) if ws < MAX_WHITESPACE else None
             frame = _value_start(node, c)
-            return None if frame is None else (*stack[:-1], frame)
+            if frame is None or (frame[0] in ("O", "A") and len(stack) > MAX_DEPTH):
+                return None
+            return (*stack[:-1], frame)
         if kind == "N":
             integer_only, state, n, exp = top[1], top[2], top[3], top[4]
             nxt = _num_next(state, c, integer_only) if n < MAX_NUMBER_CHARS else -1
@@ -319,7 +323,9 @@ def _step(stack: Stack, c: str) -> Stack | None:
                 return (*stack[:-1], ("A", node, 1, 0))
             if phase in (0, 1):
                 frame = _value_start(node.items or ANY, c)
-                return None if frame is None else (*stack[:-1], ("A", node, 3, 0), frame)
+                if frame is None or (frame[0] in ("O", "A") and len(stack) >= MAX_DEPTH):
+                    return None
+                return (*stack[:-1], ("A", node, 3, 0), frame)
             return None
         raise AssertionError(kind)
 

@@ -184,3 +184,20 @@ def test_what_cannot_be_honoured_is_refused_before_queueing(engine, params, para
         return refused.value
 
     assert asyncio.run(main()).param == param
+
+
+def test_a_failing_constrained_pick_fails_that_request_alone(engine, monkeypatch):
+    from gpt_model import constrained
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(constrained, "choose", broken)
+    json_request = GenerationRequest(
+        "f1", msgs("a"), SamplingParams(temperature=0, max_tokens=10, response_format=JSON_OBJECT)
+    )
+    plain = GenerationRequest("f2", msgs("b"), SamplingParams(temperature=0, max_tokens=10))
+    (_, failed), (text, ok) = run_all(engine, [json_request, plain])
+    assert failed.finish_reason == "error" and "boom" in failed.error
+    assert ok.finish_reason == "length" and ok.usage.completion_tokens == 10
+    assert engine.error is None

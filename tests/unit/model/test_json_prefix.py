@@ -190,3 +190,10 @@ def test_huge_or_deep_schemas_are_refused():
         deep = {"type": "object", "properties": {"a": deep}}
     with pytest.raises(UnsupportedSchema, match="deeper"):
         compile_schema(deep)
+
+
+def test_nesting_is_capped_so_a_model_cannot_nest_forever():
+    state = JSONPrefix.start().feed('{"a":' + "[" * 30)
+    assert state is not None
+    assert state.feed("[" * 10) is None
+    assert json.loads('{"a":' + "[" * 30 + state.closing())
