@@ -55,7 +55,6 @@ def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
         "GPT_DATA_DIR": DATA_DIR,
         "GPT_MODEL_CACHE_DIR": IMAGE_MODELS_DIR if source.startswith("builtin:") else f"{DATA_DIR}/models",
         "GPT_LOG_FORMAT": "json",
-        "GPT_DEV_MODE": "false" if spec.environment in ("staging", "prod") else "true",
         "GPT_MODEL_SOURCE": source,
         "GPT_MODEL_DTYPE": spec.model.dtype,
     }

@@ -71,7 +71,14 @@ def test_config_map_holds_gpt_runtime_settings_and_is_immutable() -> None:
     assert data["GPT_MAX_CONTEXT_TOKENS"] == "2048"
     assert data["GPT_PORT"] == "8000"
     assert data["GPT_HOST"] == "0.0.0.0"
-    assert data["GPT_DEV_MODE"] == "false"
+    assert "GPT_DEV_MODE" not in data
+
+
+@pytest.mark.parametrize("environment", ["dev", "test", "staging", "prod"])
+def test_no_environment_puts_a_pod_in_development_mode(environment: str) -> None:
+    """Dev and test pods ran with GPT_DEV_MODE=true, which answered password-reset tokens to whoever asked."""
+    spec = parse_spec({"environment": environment, "model": {"source": "builtin:tiny"}})
+    assert "GPT_DEV_MODE" not in config_map("demo", "ml", spec.pod_template_spec(), spec.revision)["data"]
 
 
 @pytest.mark.parametrize(
