@@ -4,8 +4,10 @@ A request uvicorn cannot parse (a malformed request line or header, broken chunk
 Content-Length and Transfer-Encoding) never reaches the app: uvicorn answers 400 with a text/plain
 "Invalid HTTP request received.". These subclasses send {"error": {..., "code": "invalid_http"}} instead.
 
-What stays uvicorn's or the websockets library's own (not reachable from here): a WebSocket handshake that the
-library rejects (400 text/plain), and a WebSocket closed by the app before accepting it (403, empty body).
+What stays the websockets library's own (uvicorn hands it the handshake before the app sees it): a WebSocket
+upgrade it rejects, e.g. without Sec-WebSocket-Key, answers 400 text/plain. (A WebSocket to no route gets a JSON
+404 from the app: gpt_runtime.errors.) uvicorn's own 500 (the app raised before answering) and 503
+(limit_concurrency) are never sent: the app's outermost handler answers every exception, and no limit is set.
 """
 
 from __future__ import annotations
