@@ -71,7 +71,7 @@ def test_higher_tiers_are_served_first(tmp_path):
         GPT_ADMIN_EMAILS="vip@example.com",
     )
     try:
-        free, vip = server.signup_and_login(), server.signup_and_login("vip@example.com")
+        free, vip = server.signup_and_login(), server.signup_and_login("vip@example.com", verify=True)
         finished: list[str] = []
 
         def generate(token, name, prompt):

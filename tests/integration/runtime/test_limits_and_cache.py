@@ -34,7 +34,7 @@ def limited(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def admin(limited):
-    with limited.client(limited.signup_and_login(ADMIN)) as client:
+    with limited.client(limited.signup_and_login(ADMIN, verify=True)) as client:
         yield client
 
 
