@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -77,9 +78,23 @@ async def get_current_user(request: Request) -> User:
     return user
 
 
+def client_bucket(host: str) -> str:
+    """The per-address limit's key: an IPv4 address, or an IPv6 client's whole /64 (one subscriber gets a /64
+    or more, so per-address buckets would let them rotate through 2^64 of them)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 async def limit_by_ip(request: Request, runtime: RuntimeDep) -> None:
-    """Rate limit for routes without a user (signup, login, ...): per client address."""
-    state = await runtime.limits.check_ip(request.client.host if request.client else "unknown")
+    """Rate limit for routes without a user (signup, login, ...): per client address (IPv6: per /64)."""
+    state = await runtime.limits.check_ip(client_bucket(request.client.host) if request.client else "unknown")
     if state is not None:
         set_response_headers(request, rate_headers(state))
 

@@ -96,6 +96,7 @@ def build_auth(
             groups_claim=settings.oidc_groups_claim,
             jwks_cache_s=settings.oidc_jwks_cache_s,
             leeway_s=settings.oidc_leeway_s,
+            outbox=outbox,
         )
     elif settings.auth_provider == "oidc":
         from gpt_runtime.auth.oidc import OIDCAuth, OIDCVerifier

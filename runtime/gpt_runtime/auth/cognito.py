@@ -11,6 +11,7 @@ pool id's prefix), aws_endpoint_url (emulators), oidc_jwks_url (default: the poo
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import boto3
@@ -20,7 +21,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gpt_runtime.auth.local import TokenPair, normalize_email
 from gpt_runtime.auth.oidc import EXTERNAL_PASSWORD, OIDCVerifier, SubjectLinker, is_true
 from gpt_runtime.errors import APIError, BadRequest, Conflict, Forbidden, ServiceUnavailable, Unauthorized
+from gpt_runtime.mail.log_sender import LogEmailSender
+from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.storage import AlreadyExists, Store, User
+
+log = logging.getLogger("gpt_runtime.auth")
 
 
 def cognito_issuer(region: str, user_pool_id: str) -> str:
@@ -77,10 +82,12 @@ class CognitoAuth:
         groups_claim: str = "cognito:groups",
         jwks_cache_s: float = 3600,
         leeway_s: int = 30,
+        outbox: Outbox | None = None,
     ):
         if not user_pool_id or not client_id:
             raise ValueError("cognito needs GPT_COGNITO_USER_POOL_ID and GPT_COGNITO_CLIENT_ID")
         self.store = store
+        self.outbox = outbox or Outbox(LogEmailSender())
         self.user_pool_id = user_pool_id
         self.client_id = client_id
         self.region = region or user_pool_id.split("_", 1)[0]
@@ -184,12 +191,18 @@ class CognitoAuth:
         return await self.store.update_user(user.id, email_verified=True) or user
 
     async def forgot_password(self, email: str) -> None:
-        """Cognito emails a reset code; unknown accounts answer the same, so emails cannot be probed."""
-        try:
-            await self._call("forgot_password", ClientId=self.client_id, Username=email.strip().lower())
-        except ClientError as exc:
-            if _code(exc) not in ("UserNotFoundException", "InvalidParameterException", "NotAuthorizedException"):
-                raise _common(exc) from exc
+        """Cognito mails the reset code. The call is made after the answer (on the Outbox), so known and unknown
+        addresses, and a slow or throttling pool, all answer the same 202 in the same time."""
+        email = normalize_email(email)
+
+        async def request_code() -> None:
+            try:
+                await self._call("forgot_password", ClientId=self.client_id, Username=email)
+            except ClientError as exc:
+                if _code(exc) not in ("UserNotFoundException", "InvalidParameterException", "NotAuthorizedException"):
+                    log.warning("Cognito refused a password reset request", extra={"error": _code(exc)})
+
+        self.outbox.submit(request_code)
 
     async def reset_password(self, token: str, new_password: str) -> None:
         email, code = _split_token(token)

@@ -206,6 +206,8 @@ class SubjectLinker:
             email = str(claims["email"])
         elif email_lookup is not None:
             email = await email_lookup(token, claims)
+        if email is not None and email.strip().lower().endswith(f"@{self.issuer_host}"):
+            email = None  # the form of the keys below: an address there must not stand in for another subject
         verified = email is not None
         key = (email or f"{subject}@{self.issuer_host}").strip().lower()
         user = await self.store.get_user_by_email(key)

@@ -29,6 +29,19 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(tmp_path):
         stop_runtime(runtime)
 
 
+def test_ipv6_clients_count_per_64(tmp_path):
+    """One subscriber holds a /64 or more: per-address buckets would let it rotate through them."""
+    runtime = start_runtime(tmp_path, GPT_RATE_LIMIT_ANONYMOUS="3", GPT_FORWARDED_ALLOW_IPS="127.0.0.1")
+    try:
+        with runtime.client() as proxy:
+            assert [_login(proxy, f"2001:db8:0:7::{i}") for i in range(1, 5)] == [401, 401, 401, 429]
+            assert _login(proxy, "2001:db8:0:8::1") == 401  # the next /64 is someone else
+            assert _login(proxy, "::ffff:198.51.100.9") == 401  # an IPv4-mapped address counts as its IPv4
+            assert [_login(proxy, "198.51.100.9") for _ in range(3)] == [401, 401, 429]
+    finally:
+        stop_runtime(runtime)
+
+
 @pytest.mark.parametrize("trusted", ["", "10.0.0.0/8"], ids=["default", "other-network"])
 def test_a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(tmp_path, trusted: str):
     runtime = start_runtime(tmp_path, GPT_RATE_LIMIT_ANONYMOUS="3", GPT_FORWARDED_ALLOW_IPS=trusted)

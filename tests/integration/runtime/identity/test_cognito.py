@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.utilities.utils import load_resource
 
+from ..conftest import free_port, start_runtime, stop_runtime
 from .conftest import PASSWORD, CognitoRuntime
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,31 @@ def test_an_unverified_email_attribute_does_not_link_to_the_account_with_that_em
         assert me["id"] != victim_id and me["email"] != victim
         assert api.get(f"/conversations/{secret}").status_code == 404
         assert api.get("/conversations").json()["items"] == []
+
+
+def test_forgot_password_answers_alike_and_at_once_whatever_the_pool_says(cognito: CognitoRuntime, tmp_path):
+    """The Cognito call happens after the answer: a known or unknown address, or a pool that cannot be reached,
+    all get the same 202 at once (no probing accounts by answer or by time; no 503 to learn the pool is down)."""
+    email, _ = cognito.register()
+    with cognito.client() as client:
+        known = client.post("/auth/forgot-password", json={"email": email})
+        unknown = client.post("/auth/forgot-password", json={"email": "nobody@example.com"})
+    assert (known.status_code, known.content) == (unknown.status_code, unknown.content) == (202, unknown.content)
+    unreachable = start_runtime(
+        tmp_path,
+        GPT_AUTH_PROVIDER="cognito",
+        GPT_COGNITO_USER_POOL_ID="us-east-1_Nowhere",
+        GPT_COGNITO_CLIENT_ID="no-client",
+        GPT_AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    try:
+        with unreachable.client() as client:
+            started = time.monotonic()
+            response = client.post("/auth/forgot-password", json={"email": email})
+            assert response.status_code == 202 and response.content == known.content
+            assert time.monotonic() - started < 1.0
+    finally:
+        stop_runtime(unreachable)
 
 
 def test_cognito_groups_become_roles(cognito: CognitoRuntime):

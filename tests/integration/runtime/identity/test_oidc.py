@@ -82,6 +82,22 @@ def test_a_verified_email_claim_links_the_account_by_email(oidc: CognitoRuntime,
         assert api.get("/auth/me").json()["id"] == me["id"]  # another verified identity of the same address
 
 
+def test_an_email_shaped_like_a_subject_key_does_not_take_that_subjects_account(oidc: CognitoRuntime):
+    """Subjects without a verified email get the account `<sub>@<issuer host>`: a verified email of that form
+    from another subject must not open it."""
+    key = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(load_resource("cognitoidp/resources/jwks-private.json")))
+    now, victim_sub = int(time.time()), uuid.uuid4().hex
+    claims = {"iss": oidc.pool.issuer, "aud": oidc.pool.client_id, "sub": victim_sub, "iat": now, "exp": now + 300}
+    with oidc.client(jwt.encode(claims, key, "RS256", headers={"kid": "dummy"})) as api:
+        victim = api.get("/auth/me").json()
+        api.post("/conversations", json={"title": "victim's"})
+    assert victim["email"] == f"{victim_sub}@cognito-idp.us-east-1.amazonaws.com"
+    forged = {**claims, "sub": uuid.uuid4().hex, "email": victim["email"], "email_verified": True}
+    with oidc.client(jwt.encode(forged, key, "RS256", headers={"kid": "dummy"})) as api:
+        assert api.get("/auth/me").json()["id"] != victim["id"]
+        assert api.get("/conversations").json()["items"] == []
+
+
 def test_account_routes_point_to_the_issuer(oidc: CognitoRuntime):
     with oidc.client() as client:
         for path, body in [
