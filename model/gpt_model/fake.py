@@ -3,23 +3,32 @@
 Selected by the model source `fake:echo` (optionally `fake:echo?delay_ms=20&context=2048`).
 It replies "You said: <last user message>" word by word, counts a word as a token and
 honours max_tokens, stop sequences and cancellation like a real engine.
+Under a response_format it replies with JSON instead ({"reply": ...}, or the smallest document a
+json_schema allows); with logprobs each word comes with log-probability 0 (it is certain).
+Penalties and logit_bias change nothing. A raw (text completion) prompt is echoed the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from gpt_model.json_prefix import JSONPrefix, UnsupportedSchema, compile_schema
 from gpt_model.protocol import (
     ChatMessage,
     ContextTooLong,
     EngineHealth,
     Finished,
     GenerationRequest,
+    InvalidParameter,
+    ResponseFormat,
     StreamEvent,
     TextDelta,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 
@@ -32,10 +41,24 @@ def word_tokens(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def fake_reply(messages: Sequence[ChatMessage]) -> str:
+def fake_reply(messages: Sequence[ChatMessage], response_format: ResponseFormat | None = None) -> str:
     """The reply the fake engine gives to a conversation."""
     last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    return f"You said: {last_user}"
+    if response_format is None:
+        return f"You said: {last_user}"
+    if response_format.type == "json_object":
+        return json.dumps({"reply": f"You said: {last_user}"})
+    try:
+        return JSONPrefix.start(compile_schema(json.loads(response_format.schema or "null"))).closing()
+    except (UnsupportedSchema, ValueError) as exc:
+        raise InvalidParameter("response_format", f"json_schema: {exc}") from exc
+
+
+def _logprobs(token: str, top: int | None) -> tuple[TokenLogprob, ...]:
+    if top is None:
+        return ()
+    raw = tuple(token.encode())
+    return (TokenLogprob(token, 0.0, raw, (TopLogprob(token, 0.0, raw),) if top else ()),)
 
 
 class FakeEngine:
@@ -62,6 +85,9 @@ class FakeEngine:
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(len(word_tokens(m.content)) + MESSAGE_OVERHEAD_TOKENS for m in messages)
 
+    def count_text_tokens(self, text: str) -> int:
+        return max(1, len(word_tokens(text)))
+
     async def start(self) -> None:
         self._started = True
 
@@ -74,9 +100,13 @@ class FakeEngine:
         return EngineHealth(ready=self._started, model_id=self.model_id, running=len(self._tasks))
 
     async def submit(self, request: GenerationRequest) -> str:
-        prompt_tokens = self.count_prompt_tokens(request.messages)
+        if request.raw:
+            prompt_tokens = self.count_text_tokens("".join(m.content for m in request.messages))
+        else:
+            prompt_tokens = self.count_prompt_tokens(request.messages)
         if prompt_tokens >= self.context_window:
             raise ContextTooLong(f"prompt takes {prompt_tokens} tokens; the context window is {self.context_window}")
+        fake_reply(request.messages, request.params.response_format)  # raises InvalidParameter before queueing
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._queues[request.request_id] = queue
         self._progress[request.request_id] = Usage(prompt_tokens, 0)
@@ -89,7 +119,8 @@ class FakeEngine:
         text = ""
         finish = "stop"
         produced = 0
-        for token in word_tokens(fake_reply(request.messages)):
+        top = params.logprobs
+        for token in word_tokens(fake_reply(request.messages, params.response_format)):
             if produced >= budget:
                 finish = "length"
                 break
@@ -102,9 +133,9 @@ class FakeEngine:
             if cut is not None:
                 piece = token[: max(0, len(token) - (len(text) - cut))]
                 if piece:
-                    queue.put_nowait(TextDelta(piece))
+                    queue.put_nowait(TextDelta(piece, _logprobs(token, top)))
                 break
-            queue.put_nowait(TextDelta(token))
+            queue.put_nowait(TextDelta(token, _logprobs(token, top)))
         queue.put_nowait(Finished(finish, Usage(prompt_tokens, produced)))
         self._tasks.pop(request.request_id, None)
         self._progress.pop(request.request_id, None)

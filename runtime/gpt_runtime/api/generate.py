@@ -137,7 +137,8 @@ async def stream_sse(
             if event is None:
                 yield sse.PING
             elif isinstance(event, TextDelta):
-                yield sse.sse_data(sse.chunk(gen_id, model, created, delta={"content": event.text}, extra=extra))
+                delta = {"content": event.text}
+                yield sse.sse_data(sse.chunk(gen_id, model, created, delta=delta, extra=extra, logprobs=event.logprobs))
             elif isinstance(event, Finished):
                 if event.finish_reason == "error":
                     yield sse.sse_data(

@@ -1,66 +1,40 @@
-"""OpenAI-compatible routes, so existing clients and SDKs work: GET /v1/models, POST /v1/chat/completions.
+"""OpenAI-compatible routes, so existing clients and SDKs work: GET /v1/models, POST /v1/chat/completions,
+POST /v1/completions (legacy text completions).
 
 The caller's access token is the API key. Requests carry their own history and are not stored as
 conversations; limits, quotas, the response cache and the waiting room apply as for /generate.
+Which of OpenAI's fields are honoured, and which are refused with a 400 naming them: openai_schemas.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Literal
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from gpt_model.protocol import ChatMessage
-from pydantic import BaseModel, ConfigDict, Field
+from gpt_model.protocol import Finished, TextDelta
 from starlette.background import BackgroundTask
 
 from gpt_runtime import sse
-from gpt_runtime.api.generate import cache_headers, collect_events, finished_unless_disconnected, stream_sse
+from gpt_runtime.api.generate import (
+    PING_INTERVAL_S,
+    cache_headers,
+    collect_events,
+    finished_unless_disconnected,
+    stream_sse,
+)
+from gpt_runtime.api.openai_schemas import ChatCompletionIn, CompletionIn, SamplingIn
 from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
-from gpt_runtime.errors import BadRequest, NotFound, error_body
+from gpt_runtime.errors import NotFound, error_body
+from gpt_runtime.services.generation import Generation, GenerationService
+from gpt_runtime.services.streaming import with_heartbeats
 
+log = logging.getLogger("gpt_runtime.openai")
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def plain(self) -> ChatMessage:
-        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
-        return ChatMessage("system" if self.role == "developer" else self.role, text)
-
-
-class StreamOptionsIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    """The fields of OpenAI's request that this server honours; others (penalties, user, ...) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-    model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stream: bool = False
-    stream_options: StreamOptionsIn | None = None
 
 
 @router.get("/models")
@@ -71,8 +45,8 @@ async def models(_: CurrentUser, runtime: RuntimeDep) -> dict:
     }
 
 
-@router.post("/chat/completions", responses=EVENT_STREAM | errors(404, 500, 503))
-async def chat_completions(body: ChatCompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
+def _check(body: SamplingIn, runtime) -> str:
+    """The served model's id, after the checks every /v1 generation shares."""
     model = runtime.engine.model_id
     if body.model != model:
         raise NotFound(
@@ -80,23 +54,16 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: Curre
             param="model",
             code="model_not_found",
         )
-    if body.n != 1:
-        raise BadRequest("only n=1 is supported", param="n", code="unsupported_parameter")
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stop) > 4:
-        raise BadRequest("at most 4 stop sequences", param="stop", code="too_many_stop_sequences")
+    body.check_fields()
+    return model
+
+
+@router.post("/chat/completions", responses=EVENT_STREAM | errors(400, 404, 500, 503))
+async def chat_completions(body: ChatCompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
+    model = _check(body, runtime)
+    messages, params = body.chat_messages(), body.sampling()
     service = runtime.generation
-    generation = service.prepare_chat(
-        user,
-        [message.plain() for message in body.messages],
-        {
-            "max_tokens": body.max_completion_tokens or body.max_tokens,
-            "temperature": body.temperature,
-            "top_p": body.top_p,
-            "seed": body.seed,
-            "stop": stop,
-        },
-    )
+    generation = service.prepare_chat(user, messages, params)
     await service.start(generation)
     set_response_headers(request, generation.headers | cache_headers(generation))
     if body.stream:
@@ -107,12 +74,9 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: Curre
             headers=sse.SSE_HEADERS,
             background=BackgroundTask(service.abort, generation, "openai"),
         )
-    task = asyncio.create_task(collect_events(service, generation, "openai"))
-    if not await finished_unless_disconnected(request, task):
-        await service.abort(generation, "openai")
-        return JSONResponse(
-            error_body("client closed the request", "invalid_request_error", None, "client_closed_request"), 499
-        )
+    closed = await _run_to_end(service, generation, request)
+    if closed is not None:
+        return closed
     finished = generation.finished
     assert finished is not None
     return {
@@ -123,9 +87,99 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: Curre
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": generation.content},
+                "message": {"role": "assistant", "content": generation.content, "refusal": None},
+                "logprobs": sse.chat_logprobs(generation.logprobs) if params["logprobs"] is not None else None,
                 "finish_reason": finished.finish_reason,
             }
         ],
         "usage": sse.usage_dict(finished.usage),
     }
+
+
+@router.post("/completions", responses=EVENT_STREAM | errors(400, 404, 500, 503))
+async def completions(body: CompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
+    """OpenAI's legacy text completions: the prompt is continued as is, without a chat template."""
+    model = _check(body, runtime)
+    prompt, params = body.prompt_text(), body.sampling()
+    service = runtime.generation
+    generation = service.prepare_completion(user, prompt, params)
+    await service.start(generation)
+    set_response_headers(request, generation.headers | cache_headers(generation))
+    want_logprobs = params["logprobs"] is not None
+    if body.stream:
+        include_usage = body.stream_options.include_usage if body.stream_options else False
+        return StreamingResponse(
+            _stream_completion(service, generation, model, include_usage, want_logprobs, len(prompt)),
+            media_type="text/event-stream",
+            headers=sse.SSE_HEADERS,
+            background=BackgroundTask(service.abort, generation, "openai"),
+        )
+    closed = await _run_to_end(service, generation, request)
+    if closed is not None:
+        return closed
+    finished = generation.finished
+    assert finished is not None
+    choice = {
+        "text": generation.content,
+        "index": 0,
+        "logprobs": sse.completion_logprobs(generation.logprobs, len(prompt)) if want_logprobs else None,
+        "finish_reason": finished.finish_reason,
+    }
+    return _completion(generation.request.request_id, model, int(time.time()), [choice]) | {
+        "usage": sse.usage_dict(finished.usage)
+    }
+
+
+async def _run_to_end(service: GenerationService, generation: Generation, request: Request) -> JSONResponse | None:
+    """Run a started generation to its end; a 499 answer when the client left first."""
+    task = asyncio.create_task(collect_events(service, generation, "openai"))
+    if not await finished_unless_disconnected(request, task):
+        await service.abort(generation, "openai")
+        return JSONResponse(
+            error_body("client closed the request", "invalid_request_error", None, "client_closed_request"), 499
+        )
+    return None
+
+
+def _completion(completion_id: str, model: str, created: int, choices: list[dict]) -> dict:
+    return {"id": completion_id, "object": "text_completion", "created": created, "model": model, "choices": choices}
+
+
+async def _stream_completion(
+    service: GenerationService,
+    generation: Generation,
+    model: str,
+    include_usage: bool,
+    want_logprobs: bool,
+    offset: int,
+) -> AsyncIterator[str]:
+    """A started text completion as server-sent text_completion chunks, then [DONE]."""
+    created = int(time.time())
+    gen_id = generation.request.request_id
+    events = with_heartbeats(service.events(generation, "openai"), PING_INTERVAL_S)
+    try:
+        async for event in events:
+            if event is None:
+                yield sse.PING
+            elif isinstance(event, TextDelta):
+                logprobs = sse.completion_logprobs(event.logprobs, offset) if want_logprobs else None
+                offset += len(event.text)
+                choice = {"text": event.text, "index": 0, "logprobs": logprobs, "finish_reason": None}
+                yield sse.sse_data(_completion(gen_id, model, created, [choice]))
+            elif isinstance(event, Finished):
+                if event.finish_reason == "error":
+                    yield sse.sse_data(
+                        error_body(event.error or "generation failed", "api_error", None, "engine_error")
+                    )
+                    break
+                choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": event.finish_reason}
+                yield sse.sse_data(_completion(gen_id, model, created, [choice]))
+                if include_usage:
+                    usage = {"usage": sse.usage_dict(event.usage)}
+                    yield sse.sse_data(_completion(gen_id, model, created, []) | usage)
+    except Exception:
+        log.exception("completion stream failed")
+        yield sse.sse_data(error_body("generation failed", "api_error", None, "internal_error"))
+    finally:
+        await events.aclose()
+    yield sse.DONE

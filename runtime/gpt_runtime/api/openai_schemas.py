@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpt_runtime.errors import BadRequest
 
-HARMLESS = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "parallel_tool_calls"}
+# extra="allow" keeps unknown fields for a 400 that names them; the document still says they are not allowed
+CLOSED = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 NO_TOOLS = "the served model's chat template has no tools"
 UNSUPPORTED = {  # field -> why it is refused
     "tools": NO_TOOLS,
@@ -37,7 +38,6 @@ UNSUPPORTED = {  # field -> why it is refused
     "best_of": "only one completion is generated",
 }
 DEFAULTS = {"modalities": ["text"], "echo": False, "best_of": 1}  # values that ask for nothing unsupported
-MESSAGE_HARMLESS = {"name", "refusal"}
 MAX_LOGIT_BIAS = 300
 
 
@@ -47,17 +47,23 @@ class StreamOptionsIn(BaseModel):
 
 
 class ContentPartIn(BaseModel):
-    """A part of a message's content; only "text" parts are supported."""
+    """A part of a message's content; only "text" parts are supported (others answer 400)."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str = Field(max_length=64)
-    text: str | None = None
+    model_config = CLOSED
+    type: str = Field(max_length=64, json_schema_extra={"enum": ["text"]})
+    text: str | None = Field(default=None, description="required")
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str = Field(max_length=64, description="system, developer, user or assistant (no tool messages)")
-    content: str | list[ContentPartIn] | None = None
+    model_config = CLOSED
+    role: str = Field(
+        max_length=64,
+        description="no tool or function messages (400)",
+        json_schema_extra={"enum": ["system", "developer", "user", "assistant"]},
+    )
+    content: str | list[ContentPartIn] | None = Field(default=None, description="null only for assistant messages")
+    name: str | None = Field(default=None, description="accepted, without effect")
+    refusal: str | None = Field(default=None, description="accepted, without effect")
 
 
 class JSONSchemaIn(BaseModel):
@@ -77,25 +83,39 @@ class ResponseFormatIn(BaseModel):
 class SamplingIn(BaseModel):
     """Fields both /v1/chat/completions and /v1/completions take."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = CLOSED
     model: str = Field(min_length=1, max_length=200)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default=None, description="up to 4 sequences")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptionsIn | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = Field(
-        default=None, description="token id -> bias in [-100, 100]; -100 bans the token"
+        default=None,
+        description=f"token id -> bias in [-100, 100]; -100 bans the token; at most {MAX_LOGIT_BIAS} entries",
+        json_schema_extra={
+            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+            "maxProperties": MAX_LOGIT_BIAS,
+        },
     )
+    # accepted, without effect here
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    parallel_tool_calls: bool | None = None
 
     def check_fields(self) -> None:
         """400 for a field this server does not honour (named in `param`)."""
         for name, value in (self.model_extra or {}).items():
-            if name in HARMLESS or value is None:
+            if value is None:
                 continue
             if name in UNSUPPORTED:
                 if value == DEFAULTS.get(name, ...):
@@ -162,7 +182,7 @@ class ChatCompletionIn(SamplingIn):
                     code="unsupported_value",
                 )
             for name, value in (message.model_extra or {}).items():
-                if name not in MESSAGE_HARMLESS and value is not None:
+                if value is not None:
                     raise BadRequest(
                         f"{where}.{name} is not supported (no tool calls here)",
                         param=f"{where}.{name}",

@@ -20,9 +20,11 @@ from gpt_model.protocol import (
     EngineOverloaded,
     Finished,
     GenerationRequest,
+    InvalidParameter,
     SamplingParams,
     StreamEvent,
     TextDelta,
+    TokenLogprob,
     Usage,
 )
 
@@ -58,6 +60,7 @@ class Generation:
     persist: bool = True  # False: an OpenAI-style request that carries its own history; nothing is stored
     store_prompt_first: bool = True
     text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when the request asked for them
     finished: Finished | None = None
     reply: Message | None = None
     cached: dict | None = None  # an answer from the cache: {"content", "finish_reason", "usage"}
@@ -73,6 +76,12 @@ class Generation:
     @property
     def content(self) -> str:
         return "".join(self.text)
+
+
+def cacheable(request: GenerationRequest) -> bool:
+    """Only plain chat answers are cached: a cached answer has no logprobs, and keys do not carry
+    response formats, penalties, biases or the raw/chat distinction."""
+    return request.params.plain and not request.raw
 
 
 class GenerationService:
@@ -145,6 +154,30 @@ class GenerationService:
         generation.persist = False
         return generation
 
+    def prepare_completion(self, user: User, prompt: str, params: dict | None = None) -> Generation:
+        """A stateless text completion (OpenAI's /v1/completions): the prompt as is, no chat template."""
+        if len(prompt) > self.settings.max_prompt_chars:
+            raise PayloadTooLarge(
+                f"prompt is {len(prompt)} characters; the limit is {self.settings.max_prompt_chars}",
+                param="prompt",
+                code="prompt_too_large",
+            )
+        params = dict(params or {})
+        wanted = min(params.pop("max_tokens", None) or self.settings.default_max_tokens, self.settings.max_new_tokens)
+        used = self.engine.count_text_tokens(prompt)
+        if used >= self.context_window:
+            raise BadRequest(
+                f"the prompt takes {used} tokens; the model's context window is {self.context_window}",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        params["stop"] = tuple(params.get("stop") or ())
+        sampling = SamplingParams(max_tokens=min(wanted, self.context_window - used), **params)
+        request = GenerationRequest(f"cmpl-{uuid.uuid4().hex}", (ChatMessage("user", prompt),), sampling, raw=True)
+        generation = Generation(user, None, request, prompt, PRIORITY_BY_ROLE.get(user.role, "medium"))
+        generation.persist = False
+        return generation
+
     def _request(self, context: list[ChatMessage], params: dict | None, *, param: str) -> GenerationRequest:
         """Fit the context to the window (oldest turns first) and clip max_tokens to the room left."""
         params = dict(params or {})
@@ -166,11 +199,12 @@ class GenerationService:
         try:
             generation.headers = await self.limits.check_quota(generation.user)
         except RateLimited:
-            fallback = await self.cache.get("fallback", fallback_key(self.engine.model_id, request.messages))
+            key = fallback_key(self.engine.model_id, request.messages)
+            fallback = await self.cache.get("fallback", key) if cacheable(request) else None
             if fallback is None:
                 raise
             generation.cached, generation.cache_source = fallback, "quota-fallback"
-        if generation.cached is None and request.params.deterministic:
+        if generation.cached is None and request.params.deterministic and cacheable(request):
             hit = await self.cache.get("response", self._response_key(generation))
             if hit is not None:
                 generation.cached, generation.cache_source = hit, "cache"
@@ -206,6 +240,8 @@ class GenerationService:
                 ) from exc
             if isinstance(exc, ContextTooLong):
                 raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
+            if isinstance(exc, InvalidParameter):
+                raise BadRequest(str(exc), param=exc.param, code="invalid_value") from exc
             raise
 
     def _release(self, generation: Generation) -> None:
@@ -217,6 +253,11 @@ class GenerationService:
         if generation.cached is None:
             await self.engine.cancel(generation.request.request_id)
         self._release(generation)
+
+    def _prompt_tokens(self, request: GenerationRequest) -> int:
+        if request.raw:
+            return self.engine.count_text_tokens("".join(m.content for m in request.messages))
+        return self.engine.count_prompt_tokens(request.messages)
 
     def _response_key(self, generation: Generation) -> str:
         return response_key(self.engine.model_id, generation.request.messages, generation.request.params)
@@ -240,6 +281,7 @@ class GenerationService:
             async for event in self._source(generation):
                 if isinstance(event, TextDelta):
                     generation.text.append(event.text)
+                    generation.logprobs.extend(event.logprobs)
                 else:
                     generation.finished = event
                     await self._record(generation, transport)
@@ -258,7 +300,7 @@ class GenerationService:
             return
         with anyio.CancelScope(shield=True):
             await self._free(generation)
-            prompt_tokens = self.engine.count_prompt_tokens(generation.request.messages)
+            prompt_tokens = self._prompt_tokens(generation.request)
             generation.finished = Finished("cancelled", Usage(prompt_tokens, len(generation.text)))
             await self._record(generation, transport)
 
@@ -317,6 +359,8 @@ class GenerationService:
             "usage": usage_dict(finished.usage),
         }
         ttl = self.settings.cache_response_ttl_s
+        if not cacheable(generation.request):
+            return
         if generation.request.params.deterministic:
             await self.cache.set(self._response_key(generation), answer, ttl)
         await self.cache.set(fallback_key(self.engine.model_id, generation.request.messages), answer, ttl)

@@ -197,7 +197,7 @@ def test_a_failing_constrained_pick_fails_that_request_alone(engine, monkeypatch
         "f1", msgs("a"), SamplingParams(temperature=0, max_tokens=10, response_format=JSON_OBJECT)
     )
     plain = GenerationRequest("f2", msgs("b"), SamplingParams(temperature=0, max_tokens=10))
-    (_, failed), (text, ok) = run_all(engine, [json_request, plain])
+    (_, failed), (_, ok) = run_all(engine, [json_request, plain])
     assert failed.finish_reason == "error" and "boom" in failed.error
     assert ok.finish_reason == "length" and ok.usage.completion_tokens == 10
     assert engine.error is None
