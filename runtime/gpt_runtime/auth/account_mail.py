@@ -8,6 +8,7 @@ at most GPT_MAIL_PER_ADDRESS_PER_HOUR mails, however many clients ask (no mail b
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.settings import RuntimeSettings
 
 HOUR_S = 3600
+log = logging.getLogger("gpt_runtime.mail")
 
 
 def public_url(settings: RuntimeSettings) -> str:
@@ -32,6 +34,8 @@ class AccountMail:
         self.settings = settings
         self.counter = counter
         self.base_url = public_url(settings)
+        if not settings.public_url and settings.host in ("0.0.0.0", "::"):
+            log.warning("GPT_PUBLIC_URL is not set: links in account mail point at %s", self.base_url)
         self.valid_for = _duration(settings.email_token_ttl_s)
 
     async def _allowed(self, email: str) -> bool:
@@ -39,7 +43,11 @@ class AccountMail:
         if self.counter is None or limit <= 0:
             return True
         digest = hashlib.sha256(email.encode()).hexdigest()[:32]  # no addresses in counter keys
-        return (await self.counter.hit(f"mail:{digest}", limit, HOUR_S)).allowed
+        try:
+            return (await self.counter.hit(f"mail:{digest}", limit, HOUR_S)).allowed
+        except Exception:  # the counter's backend is down: send rather than lose account mail
+            log.warning("mail cap unavailable; sending without it", exc_info=True)
+            return True
 
     def verification(self, email: str, token: str) -> None:
         async def compose() -> Email | None:

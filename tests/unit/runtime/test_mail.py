@@ -134,3 +134,29 @@ def test_forwarded_allow_ips_are_checked_at_start(monkeypatch):
     monkeypatch.setenv("GPT_FORWARDED_ALLOW_IPS", "10.0.0.0/33")
     with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
         RuntimeSettings()
+
+
+def test_account_mail_goes_out_when_the_mail_cap_backend_is_down():
+    from gpt_runtime.auth.account_mail import AccountMail
+
+    sent: list[Email] = []
+
+    class Recorder:
+        async def send(self, to: str, subject: str, body: str) -> None:
+            sent.append(Email(to, subject, body))
+
+    class DownCounter:
+        async def hit(self, key: str, limit: int, window_s: int, cost: int = 1):
+            raise ConnectionError("redis is down")
+
+    async def scenario() -> None:
+        outbox = Outbox(Recorder())
+        mail = AccountMail(outbox, RuntimeSettings(public_url="https://chat.example.com/"), DownCounter())
+        mail.verification("ann@example.com", "tok.en")
+        await outbox.drain()
+        await outbox.close()
+
+    asyncio.run(scenario())
+    (email,) = sent
+    assert email.to == "ann@example.com"
+    assert "https://chat.example.com/auth/verify-email?token=tok.en" in email.body
