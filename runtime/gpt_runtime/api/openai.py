@@ -98,36 +98,52 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: Curre
 
 @router.post("/completions", responses=EVENT_STREAM | errors(400, 404, 500, 503))
 async def completions(body: CompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
-    """OpenAI's legacy text completions: the prompt is continued as is, without a chat template."""
+    """OpenAI's legacy text completions: each prompt is continued as is, without a chat template.
+
+    Several prompts give one choice each (index = the prompt's place); they are admitted together
+    (quota and waiting room per prompt, all or none) and generated side by side.
+    """
     model = _check(body, runtime)
-    prompt, params = body.prompt_text(), body.sampling()
+    prompts, params = body.prompt_texts(), body.sampling()
     service = runtime.generation
-    generation = service.prepare_completion(user, prompt, params)
-    await service.start(generation)
-    set_response_headers(request, generation.headers | cache_headers(generation))
+    generations = [service.prepare_completion(user, prompt, params) for prompt in prompts]
+    started: list[Generation] = []
+    try:
+        for generation in generations:
+            await service.start(generation)
+            started.append(generation)
+    except BaseException:
+        for generation in started:
+            await service.abort(generation, "openai")
+        raise
+    set_response_headers(request, generations[-1].headers | cache_headers(generations[-1]))
     want_logprobs = params["logprobs"] is not None
+    offsets = [len(prompt) for prompt in prompts]
     if body.stream:
         include_usage = body.stream_options.include_usage if body.stream_options else False
         return StreamingResponse(
-            _stream_completion(service, generation, model, include_usage, want_logprobs, len(prompt)),
+            _stream_completions(service, generations, model, include_usage, want_logprobs, offsets),
             media_type="text/event-stream",
             headers=sse.SSE_HEADERS,
-            background=BackgroundTask(service.abort, generation, "openai"),
+            background=BackgroundTask(_abort_all, service, generations),
         )
-    closed = await _run_to_end(service, generation, request)
+    closed = await _run_all_to_end(service, generations, request)
     if closed is not None:
         return closed
-    finished = generation.finished
-    assert finished is not None
-    choice = {
-        "text": generation.content,
-        "index": 0,
-        "logprobs": sse.completion_logprobs(generation.logprobs, len(prompt)) if want_logprobs else None,
-        "finish_reason": finished.finish_reason,
-    }
-    return _completion(generation.request.request_id, model, int(time.time()), [choice]) | {
-        "usage": sse.usage_dict(finished.usage)
-    }
+    choices = []
+    for index, (generation, offset) in enumerate(zip(generations, offsets, strict=True)):
+        finished = generation.finished
+        assert finished is not None
+        choices.append(
+            {
+                "text": generation.content,
+                "index": index,
+                "logprobs": sse.completion_logprobs(generation.logprobs, offset) if want_logprobs else None,
+                "finish_reason": finished.finish_reason,
+            }
+        )
+    completion = _completion(generations[0].request.request_id, model, int(time.time()), choices)
+    return completion | {"usage": _usage_sum(generations)}
 
 
 async def _run_to_end(service: GenerationService, generation: Generation, request: Request) -> JSONResponse | None:
@@ -141,45 +157,75 @@ async def _run_to_end(service: GenerationService, generation: Generation, reques
     return None
 
 
+async def _run_all_to_end(
+    service: GenerationService, generations: list[Generation], request: Request
+) -> JSONResponse | None:
+    """Run started generations to their ends together; a 499 answer when the client left first."""
+
+    async def collect_all() -> None:
+        await asyncio.gather(*(collect_events(service, g, "openai") for g in generations))
+
+    if not await finished_unless_disconnected(request, asyncio.create_task(collect_all())):
+        await _abort_all(service, generations)
+        return JSONResponse(
+            error_body("client closed the request", "invalid_request_error", None, "client_closed_request"), 499
+        )
+    return None
+
+
+async def _abort_all(service: GenerationService, generations: list[Generation]) -> None:
+    for generation in generations:
+        await service.abort(generation, "openai")
+
+
+def _usage_sum(generations: list[Generation]) -> dict[str, int]:
+    usages = [g.finished.usage for g in generations if g.finished is not None]
+    prompt, completion = sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 def _completion(completion_id: str, model: str, created: int, choices: list[dict]) -> dict:
     return {"id": completion_id, "object": "text_completion", "created": created, "model": model, "choices": choices}
 
 
-async def _stream_completion(
+async def _stream_completions(
     service: GenerationService,
-    generation: Generation,
+    generations: list[Generation],
     model: str,
     include_usage: bool,
     want_logprobs: bool,
-    offset: int,
+    offsets: list[int],
 ) -> AsyncIterator[str]:
-    """A started text completion as server-sent text_completion chunks, then [DONE]."""
+    """Started text completions as server-sent text_completion chunks (one prompt after the other;
+    the engine generates them side by side), an optional usage chunk, then [DONE]."""
     created = int(time.time())
-    gen_id = generation.request.request_id
-    events = with_heartbeats(service.events(generation, "openai"), PING_INTERVAL_S)
-    try:
-        async for event in events:
-            if event is None:
-                yield sse.PING
-            elif isinstance(event, TextDelta):
-                logprobs = sse.completion_logprobs(event.logprobs, offset) if want_logprobs else None
-                offset += len(event.text)
-                choice = {"text": event.text, "index": 0, "logprobs": logprobs, "finish_reason": None}
-                yield sse.sse_data(_completion(gen_id, model, created, [choice]))
-            elif isinstance(event, Finished):
-                if event.finish_reason == "error":
-                    yield sse.sse_data(
-                        error_body(event.error or "generation failed", "api_error", None, "engine_error")
-                    )
-                    break
-                choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": event.finish_reason}
-                yield sse.sse_data(_completion(gen_id, model, created, [choice]))
-                if include_usage:
-                    usage = {"usage": sse.usage_dict(event.usage)}
-                    yield sse.sse_data(_completion(gen_id, model, created, []) | usage)
-    except Exception:
-        log.exception("completion stream failed")
-        yield sse.sse_data(error_body("generation failed", "api_error", None, "internal_error"))
-    finally:
-        await events.aclose()
+    gen_id = generations[0].request.request_id
+    for index, (generation, offset) in enumerate(zip(generations, offsets, strict=True)):
+        events = with_heartbeats(service.events(generation, "openai"), PING_INTERVAL_S)
+        try:
+            async for event in events:
+                if event is None:
+                    yield sse.PING
+                elif isinstance(event, TextDelta):
+                    logprobs = sse.completion_logprobs(event.logprobs, offset) if want_logprobs else None
+                    offset += len(event.text)
+                    choice = {"text": event.text, "index": index, "logprobs": logprobs, "finish_reason": None}
+                    yield sse.sse_data(_completion(gen_id, model, created, [choice]))
+                elif isinstance(event, Finished):
+                    if event.finish_reason == "error":
+                        message = event.error or "generation failed"
+                        yield sse.sse_data(error_body(message, "api_error", None, "engine_error"))
+                        yield sse.DONE
+                        return
+                    choice = {"text": "", "index": index, "logprobs": None, "finish_reason": event.finish_reason}
+                    yield sse.sse_data(_completion(gen_id, model, created, [choice]))
+        except Exception:
+            log.exception("completion stream failed")
+            yield sse.sse_data(error_body("generation failed", "api_error", None, "internal_error"))
+            yield sse.DONE
+            return
+        finally:
+            await events.aclose()
+    if include_usage:
+        yield sse.sse_data(_completion(gen_id, model, created, []) | {"usage": _usage_sum(generations)})
     yield sse.DONE

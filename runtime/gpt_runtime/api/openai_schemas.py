@@ -39,6 +39,7 @@ UNSUPPORTED = {  # field -> why it is refused
 }
 DEFAULTS = {"modalities": ["text"], "echo": False, "best_of": 1}  # values that ask for nothing unsupported
 MAX_LOGIT_BIAS = 300
+MAX_PROMPTS = 16
 
 
 class StreamOptionsIn(BaseModel):
@@ -219,16 +220,17 @@ class ChatCompletionIn(SamplingIn):
 class CompletionIn(SamplingIn):
     """POST /v1/completions, OpenAI's legacy text completions: one prompt, no chat template."""
 
-    prompt: str | list[str] = Field(description="the text to continue (a list of one string is accepted)")
+    prompt: str | list[str] = Field(
+        description=f"the text to continue, or up to {MAX_PROMPTS} texts (one choice each); not token ids"
+    )
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=5, description="the k most likely alternatives per token")
 
-    def prompt_text(self) -> str:
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
-            raise BadRequest("exactly one prompt per request is supported", param="prompt", code="unsupported_value")
-        return self.prompt[0]
+    def prompt_texts(self) -> list[str]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if not 1 <= len(prompts) <= MAX_PROMPTS:
+            raise BadRequest(f"give 1 to {MAX_PROMPTS} prompts", param="prompt", code="invalid_value")
+        return prompts
 
     def sampling(self) -> dict[str, Any]:
         return super().sampling() | {"logprobs": self.logprobs, "max_tokens": self.max_tokens}

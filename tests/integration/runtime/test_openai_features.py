@@ -264,6 +264,25 @@ def test_text_completions_with_and_without_streaming(fake):
     assert default.usage.completion_tokens == 16  # OpenAI's default max_tokens for text completions
 
 
+def test_several_prompts_give_one_choice_each(fake):
+    prompts = ["first prompt", "second one here", "third"]
+    completion = fake.completions.create(model="fake-echo", prompt=prompts, max_tokens=50)
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert [c.text for c in completion.choices] == [f"You said: {p}" for p in prompts]
+    assert completion.usage.prompt_tokens == 2 + 3 + 1
+    assert completion.usage.completion_tokens == sum(2 + len(p.split()) for p in prompts)
+    stream = fake.completions.create(
+        model="fake-echo", prompt=prompts, max_tokens=50, stream=True, stream_options={"include_usage": True}
+    )
+    texts = ["", "", ""]
+    chunks = list(stream)
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+    assert texts == [c.text for c in completion.choices]
+    assert chunks[-1].usage.total_tokens == completion.usage.total_tokens
+
+
 def test_text_completions_continue_the_raw_prompt_with_logprobs(tiny):
     model = tiny_model(tiny)
     completion = tiny.completions.create(model=model, prompt="Once upon", max_tokens=8, temperature=0, logprobs=3)
@@ -280,7 +299,8 @@ def test_text_completions_continue_the_raw_prompt_with_logprobs(tiny):
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"prompt": ["one", "two"]}, "prompt"),
+        ({"prompt": ["p"] * 17}, "prompt"),
+        ({"prompt": []}, "prompt"),
         ({"echo": True}, "echo"),
         ({"suffix": "end"}, "suffix"),
         ({"best_of": 3}, "best_of"),
