@@ -38,6 +38,7 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "Service": ("v1", "services"),
     "Deployment": ("apps/v1", "deployments"),
     "ConfigMap": ("v1", "configmaps"),
+    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),  # model.cache; pruned after the pods' Deployments
 }
 OPTIONAL_KINDS = {"ServiceMonitor", "HTTPRoute"}  # their CRDs may be missing in a cluster
 

@@ -57,7 +57,7 @@ RESERVED_KEY_PREFIX = f"{GROUP}/"
 # extra volume must use another name. Likewise for the paths the runtime container mounts.
 RESERVED_VOLUME_NAMES: frozenset[str] = frozenset({"data", "tmp", "model"})
 RESERVED_VOLUME_PREFIX = "gpt-"
-RESERVED_MOUNT_PATHS: tuple[str, ...] = ("/data", "/tmp", "/models")
+RESERVED_MOUNT_PATHS: tuple[str, ...] = ("/data", "/tmp", "/models", "/model-cache")
 # How long a stopping pod may take (preStop sleep, then the runtime's drain of open streams), by capacity:
 # a spot node gives about 2 minutes' notice (AWS), so spot pods get more than on-demand ones.
 GRACE_SECONDS_ON_DEMAND = 60
@@ -74,11 +74,34 @@ class _Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class ModelCacheSpec(_Model):
+    """One PersistentVolumeClaim for the model, shared by every pod of the GPTDeployment and filled once by
+    the pods' `fetch-model` init container (s3:// and hf: sources)."""
+
+    size: str
+    storage_class_name: str | None = Field(default=None, min_length=1, max_length=253)
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+
+    @field_validator("size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not QUANTITY_RE.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity")
+        return value
+
+
 class ModelSpec(_Model):
     source: str = Field(min_length=1)
     revision: str | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     max_context_tokens: int | None = Field(default=None, ge=16, le=1_048_576)
+    cache: ModelCacheSpec | None = None
+
+    @model_validator(mode="after")
+    def _cache_needs_a_download(self) -> ModelSpec:
+        if self.cache is not None and not self.source.startswith(("s3://", "hf:")):
+            raise ValueError("model.cache is for s3:// and hf: sources (the others need no copy)")
+        return self
 
     @field_validator("source")
     @classmethod

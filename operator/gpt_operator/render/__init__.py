@@ -12,7 +12,7 @@ from gpt_operator.render.disruption import pdb
 from gpt_operator.render.network import network_policy
 from gpt_operator.render.routes import http_route
 from gpt_operator.render.services import service, service_monitor
-from gpt_operator.render.workload import config_map, deployment
+from gpt_operator.render.workload import config_map, deployment, model_cache_claim
 from gpt_operator.rollout import Plan
 from gpt_operator.spec import GPTDeploymentSpec
 
@@ -29,6 +29,9 @@ def render_children(
     """
     objects: list[dict[str, Any]] = []
     seen_revisions: set[str] = set()
+    claim = model_cache_claim(name, namespace, spec)
+    if claim is not None:
+        objects.append(claim)
     for track in plan.tracks:
         if track.revision not in seen_revisions:
             seen_revisions.add(track.revision)

@@ -25,6 +25,8 @@ RUNTIME_UID = 10001
 # The runtime image converts the built-in models at build time into its read-only /models; other sources
 # (hf:, s3:) are converted at start into the pod's writable data volume.
 IMAGE_MODELS_DIR = "/models"
+MODEL_CACHE_DIR = "/model-cache"  # model.cache's claim, in the init container and the runtime alike
+MODEL_CACHE_VOLUME = "gpt-model-cache"
 # After a pod is told to stop, kube-proxy and every other node take a moment to drop it from the Service; it
 # keeps serving meanwhile, so no new connection lands on a closed port during a rollout.
 PRESTOP_SLEEP_SECONDS = 5
@@ -46,6 +48,33 @@ def _model_source(source: str) -> tuple[str, dict[str, Any] | None]:
     return f"{MODELS_DIR}/{claim}/{path}".rstrip("/"), volume
 
 
+def _cache_dir(spec: GPTDeploymentSpec, source: str) -> str:
+    """Where the model is copied: the image's own (built-ins), the shared claim, or the pod's emptyDir."""
+    if source.startswith("builtin:"):
+        return IMAGE_MODELS_DIR
+    return MODEL_CACHE_DIR if spec.model.cache is not None else f"{DATA_DIR}/models"
+
+
+def model_cache_claim(name: str, namespace: str, spec: GPTDeploymentSpec) -> dict[str, Any] | None:
+    """The PersistentVolumeClaim of `model.cache`, shared by every pod of every track (None without one)."""
+    cache = spec.model.cache
+    if cache is None:
+        return None
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": model_cache_claim_name(name), "namespace": namespace, "labels": common_labels(name)},
+        "spec": {"accessModes": [cache.access_mode], "resources": {"requests": {"storage": cache.size}}},
+    }
+    if cache.storage_class_name:
+        claim["spec"]["storageClassName"] = cache.storage_class_name
+    return claim
+
+
+def model_cache_claim_name(name: str) -> str:
+    return f"{name}-model-cache"
+
+
 def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
     """The runtime's settings (GPT_* environment) for one revision."""
     source, _ = _model_source(spec.model.source)
@@ -53,11 +82,13 @@ def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
         "GPT_HOST": "0.0.0.0",
         "GPT_PORT": str(RUNTIME_PORT),
         "GPT_DATA_DIR": DATA_DIR,
-        "GPT_MODEL_CACHE_DIR": IMAGE_MODELS_DIR if source.startswith("builtin:") else f"{DATA_DIR}/models",
+        "GPT_MODEL_CACHE_DIR": _cache_dir(spec, source),
         "GPT_LOG_FORMAT": "json",
         "GPT_MODEL_SOURCE": source,
         "GPT_MODEL_DTYPE": spec.model.dtype,
     }
+    if spec.model.cache is not None and source.startswith("hf:"):
+        data["HF_HUB_CACHE"] = f"{MODEL_CACHE_DIR}/hf"  # where the init container puts the snapshot
     if spec.model.revision:
         data["GPT_MODEL_REVISION"] = spec.model.revision
     if spec.model.max_context_tokens:
@@ -163,6 +194,29 @@ def _pod_options(spec: GPTDeploymentSpec) -> dict[str, Any]:
     return out
 
 
+def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount: dict[str, str]) -> dict[str, Any]:
+    """The init container that fills the shared model cache once (gpt_model.fetch): the runtime's image,
+    settings and Secrets (S3 credentials, HF_TOKEN), no GPU."""
+    resources = _resources(spec.resources or ResourcesSpec())
+    for part in ("requests", "limits"):
+        resources.get(part, {}).pop("nvidia.com/gpu", None)
+    return {
+        "name": "fetch-model",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["python", "-m", "gpt_model.fetch"],
+        "envFrom": _env_from(name, revision, spec),
+        "env": [e.wire() for e in spec.env or []],
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [cache_mount, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
     spec = spec_from_template(template)
     resources = spec.resources or ResourcesSpec()
@@ -173,6 +227,14 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         claim = model_volume["persistentVolumeClaim"]["claimName"]
         mounts.append({"name": "model", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True})
         volumes.append(model_volume)
+    init_containers: list[dict[str, Any]] = []
+    if spec.model.cache is not None:
+        cache_mount = {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR}
+        volumes.append(
+            {"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": model_cache_claim_name(name)}}
+        )
+        mounts.append(cache_mount)
+        init_containers.append(_fetch_model(name, revision, spec, cache_mount))
     # The user's extra volumes and mounts come last; spec.py refuses the names and paths used above.
     mounts += [m.wire() for m in spec.volume_mounts]
     volumes += [v.wire() for v in spec.volumes]
@@ -197,6 +259,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
+        **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
         # The preStop sleep, then the runtime's drain (GPT_SHUTDOWN_TIMEOUT_S), then SIGKILL: longer on spot.
         "terminationGracePeriodSeconds": spec.effective_termination_grace_seconds,

@@ -96,3 +96,48 @@ def test_object_keys_cannot_escape_the_cache_directory(tmp_path, s3_env):
     assert not list(tmp_path.rglob("escaped.txt"))
     with pytest.raises(ValueError, match="relative path segment"):
         download_prefix("s3://models/../../etc", tmp_path / "cache")
+
+
+def test_a_shared_cache_is_filled_once_by_concurrent_fetches(tmp_path, s3_env, s3_endpoint):
+    """What the fetch-model init containers of several pods do at once on one PersistentVolumeClaim: one
+    copies every object, the others wait on the lock and copy nothing; the runtime then loads from it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model, tok = build_tiny(seed=7)
+    save_checkpoint(tmp_path / "ckpt", model, tok)
+    keys = upload_dir(tmp_path / "ckpt", "s3://models/tiny/shared")
+    cache = tmp_path / "pvc"
+    env = {**os.environ, "GPT_MODEL_SOURCE": "s3://models/tiny/shared", "GPT_MODEL_CACHE_DIR": str(cache)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "gpt_model.fetch"], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    reports = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(r["written"] for r in reports)[:2] == [0, 0], reports  # two found it done
+    assert sum(r["written"] for r in reports) == len(keys) + 1, reports  # every object once, + the ETag record
+    loaded = load_source("s3://models/tiny/shared", cache_dir=str(cache))
+    idx = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(idx), model(idx))
+
+    s3_env.put_object(
+        Bucket="models", Key="tiny/shared/config.json", Body=(tmp_path / "ckpt/config.json").read_bytes() + b" "
+    )
+    changed = subprocess.run([sys.executable, "-m", "gpt_model.fetch"], env=env, capture_output=True, text=True)
+    assert json.loads(changed.stdout)["written"] == 2  # the changed object (its ETag moved), and the record
+
+
+def test_a_failed_fetch_says_why_in_one_line(tmp_path, s3_env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GPT_MODEL_SOURCE": "s3://models/absent", "GPT_MODEL_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "gpt_model.fetch"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert json.loads(result.stderr.strip().splitlines()[-1])["error"].startswith("FileNotFoundError: no objects")

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from gpt_operator.__main__ import main, render_documents
+from gpt_operator.apply import CHILD_KINDS
 from gpt_operator.schema import crd_version_schema, validation_problems
 
 pytestmark = pytest.mark.unit
@@ -142,6 +143,9 @@ def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> 
         kinds |= {o["kind"] for o in objects}
     for kind in kinds:
         assert {"get", "list", "create", "patch", "delete"} <= allowed[plural[kind]], kind
+    for kind, (api_version, resource) in CHILD_KINDS.items():  # every kind the informer watches and prunes
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        assert {"get", "list", "watch", "create", "patch", "delete"} <= allowed.get((group, resource), set()), kind
     assert allowed[("serving.gpt-operator.dev", "gptdeployments/status")] == {"get", "patch"}
     assert "delete" not in allowed[("serving.gpt-operator.dev", "gptdeployments")]
     assert not any("*" in verbs for verbs in allowed.values())
