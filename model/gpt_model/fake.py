@@ -2,7 +2,9 @@
 
 Selected by the model source `fake:echo` (optionally `fake:echo?delay_ms=20&context=2048`).
 It replies "You said: <last user message>" word by word, counts a word as a token and
-honours max_tokens, stop sequences and cancellation like a real engine.
+honours max_tokens, stop sequences and cancellation like a real engine. With `fail_on=TEXT`
+it fails like a real engine does (a Finished event with finish_reason "error") half-way through
+any reply to a last user message that contains TEXT, for tests of failure handling.
 Under a response_format it replies with JSON instead ({"reply": ...}, or the smallest document a
 json_schema allows); with logprobs each word comes with log-probability 0 (it is certain).
 Penalties and logit_bias change nothing. A raw (text completion) prompt is echoed the same way.
@@ -64,10 +66,18 @@ def _logprobs(token: str, top: int | None) -> tuple[TokenLogprob, ...]:
 class FakeEngine:
     """Deterministic in-process engine implementing EngineClient."""
 
-    def __init__(self, *, delay_s: float = 0.0, context_window: int = 2048, model_id: str = "fake-echo"):
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        context_window: int = 2048,
+        model_id: str = "fake-echo",
+        fail_on: str | None = None,
+    ):
         self.model_id = model_id
         self.context_window = context_window
         self.delay_s = delay_s
+        self.fail_on = fail_on
         self.cancelled: list[str] = []
         self._queues: dict[str, asyncio.Queue[StreamEvent]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -80,7 +90,8 @@ class FakeEngine:
         query = parse_qs(urlsplit(source).query)
         delay_ms = float(query.get("delay_ms", ["0"])[0])
         context = int(query.get("context", ["2048"])[0])
-        return cls(delay_s=delay_ms / 1000.0, context_window=context)
+        fail_on = query.get("fail_on", [None])[0]
+        return cls(delay_s=delay_ms / 1000.0, context_window=context, fail_on=fail_on)
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(len(word_tokens(m.content)) + MESSAGE_OVERHEAD_TOKENS for m in messages)
@@ -119,8 +130,15 @@ class FakeEngine:
         text = ""
         finish = "stop"
         produced = 0
+        tokens = word_tokens(fake_reply(request.messages, params.response_format))
         top = params.logprobs
-        for token in word_tokens(fake_reply(request.messages, params.response_format)):
+        fail_at = len(tokens) // 2 if self.fail_on and self.fail_on in fake_reply(request.messages) else None
+        for token in tokens:
+            if produced == fail_at:
+                queue.put_nowait(Finished("error", Usage(prompt_tokens, produced), "fake engine failure"))
+                self._tasks.pop(request.request_id, None)
+                self._progress.pop(request.request_id, None)
+                return
             if produced >= budget:
                 finish = "length"
                 break

@@ -30,6 +30,7 @@ from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.api_keys import ApiKeys
 from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
 from gpt_runtime.backends.files import open_file_store
+from gpt_runtime.backends.memory import MemoryCache
 from gpt_runtime.deps import Runtime
 from gpt_runtime.docs import install_docs
 from gpt_runtime.errors import install_error_handlers
@@ -71,9 +72,12 @@ async def build_runtime(
     )
     await model.start()
     counter = open_counter(settings.ratelimit_url)
-    cache = CacheService(open_cache(settings.cache_url), metrics)
+    cache_backend = open_cache(settings.cache_url)
+    # A per-process cache keeps its users' data versions in the store, so every process sees every write.
+    versions = store if isinstance(cache_backend, MemoryCache) else None
+    cache = CacheService(cache_backend, metrics, versions)
     queue = open_queue(
-        settings.queue_url,
+        settings.resolved_queue_url,
         visibility_timeout_s=settings.job_visibility_timeout_s,
         max_receives=settings.job_max_receives,
     )
@@ -140,12 +144,14 @@ def create_app(
         runtime = await build_runtime(settings, metrics, engine=engine, email=email)
         app.state.runtime = runtime
         worker_task = None
+        app.state.worker = None
         in_process = settings.worker_in_process
         if in_process is None:
-            in_process = settings.queue_url.startswith("memory")
+            in_process = settings.embedded_queue
         if in_process:
             worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives)
             worker_task = asyncio.create_task(worker.run())
+            app.state.worker = worker
         log.info(
             "runtime ready",
             extra={

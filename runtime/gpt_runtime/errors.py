@@ -87,6 +87,17 @@ class ServiceUnavailable(APIError):
     type = "overloaded"
 
 
+class EngineFailed(APIError):
+    """The model failed while generating; nothing of the exchange was stored."""
+
+    status_code = 500
+    type = "api_error"
+
+    def __init__(self, message: str = "the model failed to generate a reply; nothing was stored", **kwargs: Any):
+        kwargs.setdefault("code", "engine_error")
+        super().__init__(message, **kwargs)
+
+
 class ErrorDetail(BaseModel):
     message: str = Field(description="What went wrong, for people.")
     type: str = Field(description="The class of error, e.g. invalid_request_error, authentication_error, overloaded.")

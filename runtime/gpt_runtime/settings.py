@@ -34,7 +34,7 @@ class RuntimeSettings(BaseSettings):
     database_url: str = ""  # default: sqlite:///<data_dir>/gpt.db
     cache_url: str = "memory://"
     ratelimit_url: str = "memory://"
-    queue_url: str = "memory://"
+    queue_url: str = ""  # default: sqlite:///<data_dir>/queue.db (durable, for the in-process worker)
     files_url: str = ""  # default: file://<data_dir>/files
 
     # Model
@@ -137,6 +137,16 @@ class RuntimeSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The storage URL, defaulting to a SQLite file in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'gpt.db'}"
+
+    @property
+    def resolved_queue_url(self) -> str:
+        """The job queue URL, defaulting to a durable SQLite queue in the data directory."""
+        return self.queue_url.strip() or f"sqlite:///{self.data_dir / 'queue.db'}"
+
+    @property
+    def embedded_queue(self) -> bool:
+        """memory:// and sqlite:// queues serve only this process: its in-process worker runs the jobs."""
+        return self.resolved_queue_url.startswith(("memory", "sqlite"))
 
     @property
     def resolved_files_url(self) -> str:

@@ -1,7 +1,8 @@
 """`python -m gpt_runtime.worker`: process async generation jobs from GPT_QUEUE_URL until SIGTERM.
 
 Uses the same settings, store and engine as the API; run as many as you like beside it
-(redis:// or sqs:// queues; the memory:// queue is served by the API's in-process worker).
+(redis:// or sqs:// queues; the embedded sqlite:// and memory:// queues are served by the API's
+in-process worker).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import signal
 
 from gpt_runtime.app import build_runtime, close_runtime
-from gpt_runtime.logging_setup import configure_logging
+from gpt_runtime.logging_setup import configure_logging, redact
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.jobs import Worker
 from gpt_runtime.settings import RuntimeSettings
@@ -26,7 +27,7 @@ async def serve(settings: RuntimeSettings, concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
-    log.info("worker started", extra={"queue": settings.queue_url.split("?", 1)[0], "concurrency": concurrency})
+    log.info("worker started", extra={"queue": redact(settings.resolved_queue_url), "concurrency": concurrency})
     try:
         await worker.run()
     finally:
@@ -39,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="jobs processed at once")
     args = parser.parse_args(argv)
     settings = RuntimeSettings()
-    if settings.queue_url.startswith("memory"):
-        parser.error("GPT_QUEUE_URL is memory://: jobs are processed inside the API; set a redis:// or sqs:// URL")
+    if settings.embedded_queue:
+        parser.error(
+            "GPT_QUEUE_URL is embedded (unset, sqlite:// or memory://): jobs are processed inside the API;"
+            " set a redis:// or sqs:// URL"
+        )
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings, args.concurrency))
 

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from gpt_runtime import sse
 from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
-from gpt_runtime.errors import BadRequest, error_body
+from gpt_runtime.errors import BadRequest, EngineFailed, error_body
 from gpt_runtime.schemas import GenerateIn, GenerateOut, JobAcceptedOut, MessageOut, UsageOut
 from gpt_runtime.services.generation import Generation, GenerationService
 from gpt_runtime.services.streaming import with_heartbeats
@@ -75,7 +75,14 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
             error_body("client closed the request", "invalid_request_error", None, "client_closed_request"),
             status_code=499,
         )
+    raise_if_failed(generation)
     return _reply(generation, runtime.engine.model_id)
+
+
+def raise_if_failed(generation: Generation) -> None:
+    """An engine failure answers 500 with the JSON error body (nothing was stored for it)."""
+    if generation.finished is not None and generation.finished.finish_reason == "error":
+        raise EngineFailed()
 
 
 async def collect_events(service: GenerationService, generation: Generation, transport: str = "rest") -> None:
@@ -141,9 +148,8 @@ async def stream_sse(
                 yield sse.sse_data(sse.chunk(gen_id, model, created, delta=delta, extra=extra, logprobs=event.logprobs))
             elif isinstance(event, Finished):
                 if event.finish_reason == "error":
-                    yield sse.sse_data(
-                        error_body(event.error or "generation failed", "api_error", None, "engine_error")
-                    )
+                    failed = EngineFailed()
+                    yield sse.sse_data(error_body(failed.message, failed.type, None, failed.code))
                     break
                 reply_extra = extra | (
                     {"message_id": generation.reply.id if generation.reply else None} if extra else {}

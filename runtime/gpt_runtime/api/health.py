@@ -29,18 +29,24 @@ async def health(runtime: RuntimeDep) -> dict:
 
 @router.get("/ready", responses={503: error_response(503, "Not ready: the body's `checks` name what fails.")})
 async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
-    """Readiness: the model is loaded and the backends answer. 503 from SIGTERM on: the pod drains (shutdown.py)."""
+    """Readiness: the model is loaded, the backends answer and the in-process job worker (if any) runs.
+    503 from SIGTERM on: the pod drains (shutdown.py)."""
     drain = getattr(request.app.state, "drain", None)
     if drain is not None and drain.draining:
         body = error_body("shutting down: finishing open requests", "overloaded", None, "shutting_down")
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     engine = await runtime.engine.health()
     checks = {"engine": engine.ready, "database": await runtime.store.ping(), "files": await runtime.files.ping()}
+    worker = getattr(request.app.state, "worker", None)
+    worker_problem = worker.problem() if worker is not None else None
+    if worker is not None:
+        checks["worker"] = worker_problem is None
     body = {"status": "ready", "model": engine.model_id, "checks": checks}
     if all(checks.values()):
         return JSONResponse(body)
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    body = error_body(f"not ready: {failing}", "overloaded", None, "not_ready") | {"checks": checks}
+    reason = f"not ready: {failing}" + (f" ({worker_problem})" if worker_problem else "")
+    body = error_body(reason, "overloaded", None, "not_ready") | {"checks": checks}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 

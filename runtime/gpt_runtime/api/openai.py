@@ -24,12 +24,13 @@ from gpt_runtime.api.generate import (
     cache_headers,
     collect_events,
     finished_unless_disconnected,
+    raise_if_failed,
     stream_sse,
 )
 from gpt_runtime.api.openai_schemas import ChatCompletionIn, CompletionIn, SamplingIn
 from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
-from gpt_runtime.errors import NotFound, error_body
+from gpt_runtime.errors import EngineFailed, NotFound, error_body
 from gpt_runtime.services.generation import Generation, GenerationService
 from gpt_runtime.services.streaming import with_heartbeats
 
@@ -147,13 +148,14 @@ async def completions(body: CompletionIn, request: Request, user: CurrentUser, r
 
 
 async def _run_to_end(service: GenerationService, generation: Generation, request: Request) -> JSONResponse | None:
-    """Run a started generation to its end; a 499 answer when the client left first."""
+    """Run a started generation to its end; a 499 answer when the client left first (500 if the engine failed)."""
     task = asyncio.create_task(collect_events(service, generation, "openai"))
     if not await finished_unless_disconnected(request, task):
         await service.abort(generation, "openai")
         return JSONResponse(
             error_body("client closed the request", "invalid_request_error", None, "client_closed_request"), 499
         )
+    raise_if_failed(generation)
     return None
 
 
@@ -170,6 +172,8 @@ async def _run_all_to_end(
         return JSONResponse(
             error_body("client closed the request", "invalid_request_error", None, "client_closed_request"), 499
         )
+    for generation in generations:
+        raise_if_failed(generation)
     return None
 
 
@@ -213,8 +217,8 @@ async def _stream_completions(
                     yield sse.sse_data(_completion(gen_id, model, created, [choice]))
                 elif isinstance(event, Finished):
                     if event.finish_reason == "error":
-                        message = event.error or "generation failed"
-                        yield sse.sse_data(error_body(message, "api_error", None, "engine_error"))
+                        failed = EngineFailed()
+                        yield sse.sse_data(error_body(failed.message, failed.type, None, failed.code))
                         yield sse.DONE
                         return
                     choice = {"text": "", "index": index, "logprobs": None, "finish_reason": event.finish_reason}

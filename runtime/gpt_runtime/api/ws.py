@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnected
 
 from gpt_runtime import sse
 from gpt_runtime.deps import Runtime
-from gpt_runtime.errors import APIError, error_body
+from gpt_runtime.errors import APIError, EngineFailed, error_body
 from gpt_runtime.schemas import GenerationParamsIn, Strict
 from gpt_runtime.services.generation import Generation
 from gpt_runtime.services.limits import RateLimited
@@ -137,7 +137,7 @@ class Session:
                 if isinstance(event, TextDelta):
                     await self.send({"type": "delta", "request_id": request_id, "content": event.text})
                 elif isinstance(event, Finished) and event.finish_reason == "error":
-                    await self.error(request_id, APIError(event.error or "generation failed", code="engine_error"))
+                    await self.error(request_id, EngineFailed())
                 elif isinstance(event, Finished):
                     await self.send(
                         {

@@ -60,10 +60,20 @@ class Delivery:
 
 
 class JobQueue(Protocol):
-    """At-least-once delivery of job messages with a visibility timeout and a dead-letter queue."""
+    """At-least-once delivery of job messages with a visibility timeout and a dead-letter queue.
+
+    A received message is leased for `visibility_timeout_s`; a worker that is still on it calls
+    `extend` well before the lease ends, so only a dead worker's message is delivered again.
+    """
+
+    visibility_timeout_s: float
 
     async def enqueue(self, body: str) -> None: ...
     async def receive(self, wait_s: float) -> Delivery | None: ...
+    async def extend(self, delivery: Delivery) -> None:
+        """Renew the lease for another `visibility_timeout_s` (a no-op once the message is gone)."""
+        ...
+
     async def ack(self, delivery: Delivery) -> None: ...
     async def retry(self, delivery: Delivery) -> None:
         """Give the message back for another delivery (or to the DLQ after max receives)."""

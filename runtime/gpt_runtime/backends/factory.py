@@ -42,10 +42,17 @@ def open_counter(url: str) -> WindowCounter:
 
 
 def open_queue(url: str, *, visibility_timeout_s: int, max_receives: int) -> JobQueue:
-    """memory:// (in-process workers only), redis://host:port/db, or sqs://name?region=…&endpoint_url=…"""
+    """sqlite:///path or memory:// (in-process workers only), redis://host:port/db, or sqs://name?region=…"""
     scheme = _scheme(url)
     if scheme == "memory":
         return MemoryJobQueue(visibility_timeout_s, max_receives)
+    if scheme == "sqlite":
+        from gpt_runtime.backends.sqlite_queue import SQLiteJobQueue
+
+        path = url.split("?", 1)[0].removeprefix("sqlite:///")  # as for the store: sqlite:////abs or sqlite:///rel
+        if not path or path.startswith("sqlite:"):
+            raise ValueError("a sqlite:// queue URL needs a file: sqlite:///path/to/queue.db")
+        return SQLiteJobQueue(path, visibility_timeout_s, max_receives)
     if scheme in ("redis", "rediss"):
         from gpt_runtime.backends.redis import RedisJobQueue, connect
 

@@ -143,6 +143,11 @@ class MemoryJobQueue:
         self._in_flight[receipt] = (body, count + 1, time.monotonic() + self.visibility_timeout_s)
         return Delivery(body, receipt, count + 1)
 
+    async def extend(self, delivery: Delivery) -> None:
+        entry = self._in_flight.get(delivery.receipt)
+        if entry is not None:
+            self._in_flight[delivery.receipt] = (entry[0], entry[1], time.monotonic() + self.visibility_timeout_s)
+
     async def ack(self, delivery: Delivery) -> None:
         self._in_flight.pop(delivery.receipt, None)
 

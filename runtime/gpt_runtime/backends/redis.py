@@ -81,6 +81,13 @@ end
 return moved
 """
 
+# Renew a lease while the message is still in flight (not yet given back by a reaper).
+_EXTEND_LUA = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) == false then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
+
 
 def connect(url: str, timeout_s: float = 0.5) -> aioredis.Redis:
     """A client with short timeouts, so a dead Redis costs milliseconds, not seconds."""
@@ -231,6 +238,7 @@ class RedisJobQueue(RedisBacked):
         self.poll_s = poll_s
         self._receive = client.register_script(_RECEIVE_LUA)
         self._reap = client.register_script(_REAP_LUA)
+        self._extend = client.register_script(_EXTEND_LUA)
         self._last_reap = 0.0
 
     async def enqueue(self, body: str) -> None:
@@ -260,6 +268,14 @@ class RedisJobQueue(RedisBacked):
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+
+    async def extend(self, delivery: Delivery) -> None:
+        """Renew the lease while the message is still in flight (one already given back stays given back)."""
+        message_id = json.loads(delivery.receipt)["id"]
+        await self._extend(
+            keys=[self.keys["processing"], self.keys["lease"] + message_id],
+            args=[delivery.receipt, int(self.visibility_timeout_s * 1000)],
+        )
 
     async def ack(self, delivery: Delivery) -> None:
         message_id = json.loads(delivery.receipt)["id"]

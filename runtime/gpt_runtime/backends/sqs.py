@@ -88,6 +88,16 @@ class SQSJobQueue:
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         return Delivery(message["Body"], message["ReceiptHandle"], count)
 
+    async def extend(self, delivery: Delivery) -> None:
+        """ChangeMessageVisibility: the message stays hidden for another visibility timeout."""
+
+        def renew() -> None:
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=delivery.receipt, VisibilityTimeout=self.visibility_timeout_s
+            )
+
+        await self._call(renew)
+
     async def ack(self, delivery: Delivery) -> None:
         await self._call(lambda: self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=delivery.receipt))
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 from gpt_model.protocol import ChatMessage, SamplingParams
 
@@ -13,9 +14,16 @@ from gpt_runtime.backends import Cache
 from gpt_runtime.metrics import Metrics
 
 
-def response_key(model_id: str, messages: Sequence[ChatMessage], params: SamplingParams, revision: str = "") -> str:
-    """sha256 of canonical JSON: model and revision, every message, every sampling parameter."""
+def response_key(
+    model_id: str, messages: Sequence[ChatMessage], params: SamplingParams, revision: str = "", *, user_id: str
+) -> str:
+    """sha256 of canonical JSON: the user, model and revision, every message, every sampling parameter.
+
+    Scoped per user: another user's identical prompt is a miss, so a hit never tells one user what
+    another asked.
+    """
     payload = {
+        "user": user_id,
         "model": model_id,
         "revision": revision,
         "messages": [[m.role, m.content] for m in messages],
@@ -33,18 +41,31 @@ def response_key(model_id: str, messages: Sequence[ChatMessage], params: Samplin
     return "resp:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def fallback_key(model_id: str, messages: Sequence[ChatMessage]) -> str:
-    """The last answer to these messages whatever the sampling: served only when a quota is exhausted."""
-    canonical = json.dumps([model_id, [[m.role, m.content] for m in messages]], separators=(",", ":"))
+def fallback_key(model_id: str, messages: Sequence[ChatMessage], *, user_id: str) -> str:
+    """The user's last answer to these messages whatever the sampling: served only when their quota is exhausted."""
+    canonical = json.dumps([user_id, model_id, [[m.role, m.content] for m in messages]], separators=(",", ":"))
     return "fallback:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class CacheService:
-    """JSON values by kind (responses, lists), counted as hits and misses."""
+class UserVersions(Protocol):
+    """Where the version of each user's data lives (the Store implements it)."""
 
-    def __init__(self, backend: Cache, metrics: Metrics):
+    async def user_version(self, user_id: str) -> int: ...
+    async def bump_user_version(self, user_id: str) -> None: ...
+
+
+class CacheService:
+    """JSON values by kind (responses, lists), counted as hits and misses.
+
+    Cached conversation reads live under a per-user version that every write changes. With a shared
+    cache (Redis) the version lives there; with a per-process cache (memory://) it lives in the store
+    (`versions`), so a write by any process (a separate worker, another pod) reaches every reader.
+    """
+
+    def __init__(self, backend: Cache, metrics: Metrics, versions: UserVersions | None = None):
         self.backend = backend
         self.metrics = metrics
+        self.versions = versions
         self.hits: dict[str, int] = {}
         self.misses: dict[str, int] = {}
 
@@ -77,11 +98,16 @@ class CacheService:
 
     async def user_namespace(self, user_id: str) -> str:
         """Prefix of a user's conversation entries; it changes on every write, which invalidates them all."""
+        if self.versions is not None:
+            return f"conv:{user_id}:s{await self.versions.user_version(user_id)}:"
         version = await self.backend.get(f"ver:{user_id}")
         return f"conv:{user_id}:{version.decode() if version else '0'}:"
 
     async def invalidate_user(self, user_id: str) -> None:
         """Drop a user's cached conversation lists and details (after any write to them): O(1), no scan."""
+        if self.versions is not None:
+            await self.versions.bump_user_version(user_id)
+            return
         await self.backend.set(f"ver:{user_id}", uuid.uuid4().hex[:12].encode(), 7 * 86_400)
 
     async def invalidate(self, pattern: str) -> int:

@@ -2,7 +2,10 @@
 
 `prepare` checks the input and fits the context; `start` applies the quota, answers from the
 cache when it can, otherwise waits for an engine slot and submits; `events` streams and stores;
-`abort` ends a generation whose client went away. Nothing is stored before `start` succeeds.
+`abort` ends a generation whose client went away. Nothing is stored before `start` succeeds; the
+prompt and its reply are stored together when the generation ends (a cancelled one keeps what was
+said). When the engine fails nothing of the exchange is stored, and a conversation `start` made for
+it is removed again. Cached answers are per user: one user's prompts never show in another's timing.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class Generation:
     request: GenerationRequest
     prompt: str
     priority: str = "medium"
-    persist: bool = True  # False: an OpenAI-style request that carries its own history; nothing is stored
-    store_prompt_first: bool = True
+    persist: bool = True  # False: nothing is stored (OpenAI-style history in the request, or a job)
+    created_conversation: bool = False  # start() made the conversation: removed again if the engine fails
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # when the request asked for them
     finished: Finished | None = None
@@ -199,8 +202,7 @@ class GenerationService:
         try:
             generation.headers = await self.limits.check_quota(generation.user)
         except RateLimited:
-            key = fallback_key(self.engine.model_id, request.messages)
-            fallback = await self.cache.get("fallback", key) if cacheable(request) else None
+            fallback = await self.cache.get("fallback", self._fallback_key(generation)) if cacheable(request) else None
             if fallback is None:
                 raise
             generation.cached, generation.cache_source = fallback, "quota-fallback"
@@ -217,11 +219,8 @@ class GenerationService:
                 generation.conversation = await self.store.create_conversation(
                     generation.user.id, title_from_prompt(generation.prompt)
                 )
-            if generation.store_prompt_first:
-                await self.store.add_messages(
-                    generation.user.id, generation.conversation.id, [NewMessage("user", generation.prompt)]
-                )
-            await self.cache.invalidate_user(generation.user.id)
+                generation.created_conversation = True
+                await self.cache.invalidate_user(generation.user.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._free(generation)
@@ -260,7 +259,11 @@ class GenerationService:
         return self.engine.count_prompt_tokens(request.messages)
 
     def _response_key(self, generation: Generation) -> str:
-        return response_key(self.engine.model_id, generation.request.messages, generation.request.params)
+        request = generation.request
+        return response_key(self.engine.model_id, request.messages, request.params, user_id=generation.user.id)
+
+    def _fallback_key(self, generation: Generation) -> str:
+        return fallback_key(self.engine.model_id, generation.request.messages, user_id=generation.user.id)
 
     async def _source(self, generation: Generation) -> AsyncIterator[StreamEvent]:
         if generation.cached is not None:
@@ -278,14 +281,23 @@ class GenerationService:
         """Stream a started generation; the reply is stored when it ends, also a partial one on cancel."""
         self.metrics.active_streams.inc()
         try:
-            async for event in self._source(generation):
-                if isinstance(event, TextDelta):
-                    generation.text.append(event.text)
-                    generation.logprobs.extend(event.logprobs)
-                else:
-                    generation.finished = event
-                    await self._record(generation, transport)
-                yield event
+            try:
+                async for event in self._source(generation):
+                    if isinstance(event, TextDelta):
+                        generation.text.append(event.text)
+                        generation.logprobs.extend(event.logprobs)
+                    else:
+                        generation.finished = event
+                        await self._record(generation, transport)
+                    yield event
+            except Exception as exc:  # the engine raised: end as an engine error, like one it reports
+                if generation.finished is not None:
+                    raise
+                log.exception("engine failed", extra={"error": type(exc).__name__})
+                prompt_tokens = self._prompt_tokens(generation.request)
+                generation.finished = Finished("error", Usage(prompt_tokens, len(generation.text)), "engine failed")
+                await self._record(generation, transport)
+                yield generation.finished
         finally:
             self.metrics.active_streams.dec()
             await self.abort(generation, transport)
@@ -316,6 +328,10 @@ class GenerationService:
         assert finished is not None
         usage = finished.usage
         self.metrics.generations.labels(transport, finished.finish_reason).inc()
+        if finished.finish_reason == "error":
+            log.warning("generation failed; nothing stored", extra={"error": (finished.error or "")[:200]})
+            await self._discard(generation)
+            return
         if generation.cached is None:
             self.metrics.generation_tokens.labels("prompt").inc(usage.prompt_tokens)
             self.metrics.generation_tokens.labels("completion").inc(usage.completion_tokens)
@@ -335,11 +351,23 @@ class GenerationService:
             },
         )
 
+    async def _discard(self, generation: Generation) -> None:
+        """After an engine failure: remove the conversation start() made for this generation, if still empty."""
+        if not (generation.persist and generation.created_conversation and generation.conversation):
+            return
+        user_id, conversation_id = generation.user.id, generation.conversation.id
+        try:
+            if not await self.store.list_messages(user_id, conversation_id):
+                await self.store.delete_conversation(user_id, conversation_id)
+                await self.cache.invalidate_user(user_id)
+        except Exception:
+            log.exception("could not remove the conversation of a failed generation")
+
     async def _store_reply(self, generation: Generation) -> None:
-        """Write the reply (and, for jobs, the prompt) to the conversation; a cancelled empty reply is dropped."""
+        """Write the prompt and its reply to the conversation; a cancelled empty reply is dropped."""
         finished = generation.finished
         assert finished is not None and generation.conversation is not None
-        messages = [] if generation.store_prompt_first else [NewMessage("user", generation.prompt)]
+        messages = [NewMessage("user", generation.prompt)]
         if generation.content or finished.finish_reason != "cancelled":
             messages.append(
                 NewMessage("assistant", generation.content, finished.usage.completion_tokens, finished.finish_reason)
@@ -363,4 +391,4 @@ class GenerationService:
             return
         if generation.request.params.deterministic:
             await self.cache.set(self._response_key(generation), answer, ttl)
-        await self.cache.set(fallback_key(self.engine.model_id, generation.request.messages), answer, ttl)
+        await self.cache.set(self._fallback_key(generation), answer, ttl)

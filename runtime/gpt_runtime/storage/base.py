@@ -200,7 +200,10 @@ class Store(Protocol):
         result: dict | None = None,
         error: str | None = None,
         attempts: int | None = None,
-    ) -> Job | None: ...
+    ) -> Job | None:
+        """Change a job that is not finished yet; None when it is finished, missing or not the user's."""
+        ...
+
     async def finish_job(
         self,
         user_id: str,

@@ -662,14 +662,17 @@ class DynamoDBStore:
             error=error,
             attempts=attempts,
         )
-        values = {f":{key}": value for key, value in changes.items()} | {":uid": user_id}
+        values = {f":{key}": value for key, value in changes.items()}
+        values |= {":uid": user_id, ":succeeded": "succeeded", ":failed": "failed"}
         try:
             response = await self._call(
                 "update_item",
                 TableName=self.table,
                 Key=_ser({"pk": f"JOB#{job_id}", "sk": "JOB"}),
                 UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in changes),
-                ConditionExpression="attribute_exists(pk) AND user_id = :uid",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND user_id = :uid AND NOT (#status IN (:succeeded, :failed))"
+                ),
                 ExpressionAttributeNames={f"#{key}": key for key in changes},
                 ExpressionAttributeValues=_ser(values),
                 ReturnValues="ALL_NEW",

@@ -410,7 +410,8 @@ class SQLiteStore:
         )
         assignments = ", ".join(f"{column} = ?" for column in changes)
         cur = await self.db.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ? AND user_id = ?", (*changes.values(), job_id, user_id)
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND user_id = ? AND status NOT IN (?, ?)",
+            (*changes.values(), job_id, user_id, *FINISHED),
         )
         await self.db.commit()
         if cur.rowcount == 0:

@@ -75,11 +75,11 @@ def start_redis(data_dir: Path) -> RedisServer:
     return RedisServer(port, _spawn_redis(port, data_dir), data_dir)
 
 
-def start_worker(log_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    """`python -m gpt_runtime.worker` with GPT_* settings from `env`."""
+def start_worker(log_path: Path, env: dict[str, str], concurrency: int = 1) -> subprocess.Popen:
+    """`python -m gpt_runtime.worker` with GPT_* settings from `env`, `concurrency` jobs at once."""
     log = log_path.open("a")
     return subprocess.Popen(
-        [sys.executable, "-m", "gpt_runtime.worker", "--concurrency", "1"],
+        [sys.executable, "-m", "gpt_runtime.worker", "--concurrency", str(concurrency)],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

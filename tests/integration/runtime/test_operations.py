@@ -20,7 +20,7 @@ def test_health_and_ready(server):
         assert "x-gpt-revision" not in health.headers  # outside a GPTDeployment's pod: no revision
         ready = anon.get("/ready").json()
         assert ready["status"] == "ready"
-        assert ready["checks"] == {"engine": True, "database": True, "files": True}
+        assert ready["checks"] == {"engine": True, "database": True, "files": True, "worker": True}
         assert ready["model"] == "fake-echo"
 
 

@@ -23,20 +23,23 @@ def test_tier_limits_follow_the_settings():
         Quota.parse("1,2,3")
 
 
-def test_response_keys_cover_model_messages_and_every_parameter():
+def test_response_keys_cover_user_model_messages_and_every_parameter():
     messages = [ChatMessage("user", "hi")]
-    base = response_key("m", messages, SamplingParams(temperature=0))
-    assert base == response_key("m", list(messages), SamplingParams(temperature=0))
+    base = response_key("m", messages, SamplingParams(temperature=0), user_id="ann")
+    assert base == response_key("m", list(messages), SamplingParams(temperature=0), user_id="ann")
     assert base.startswith("resp:") and len(base) == 5 + 64
     variations = [
-        response_key("other", messages, SamplingParams(temperature=0)),
-        response_key("m", [ChatMessage("user", "hi!")], SamplingParams(temperature=0)),
-        response_key("m", messages, SamplingParams(temperature=0, max_tokens=5)),
-        response_key("m", messages, SamplingParams(temperature=0, stop=("x",))),
-        response_key("m", messages, SamplingParams(temperature=0), revision="v2"),
+        response_key("other", messages, SamplingParams(temperature=0), user_id="ann"),
+        response_key("m", [ChatMessage("user", "hi!")], SamplingParams(temperature=0), user_id="ann"),
+        response_key("m", messages, SamplingParams(temperature=0, max_tokens=5), user_id="ann"),
+        response_key("m", messages, SamplingParams(temperature=0, stop=("x",)), user_id="ann"),
+        response_key("m", messages, SamplingParams(temperature=0), revision="v2", user_id="ann"),
+        response_key("m", messages, SamplingParams(temperature=0), user_id="bob"),
     ]
-    assert len({base, *variations}) == 6
-    assert fallback_key("m", messages) == fallback_key("m", messages) != fallback_key("m", [])
+    assert len({base, *variations}) == 7
+    fallback = fallback_key("m", messages, user_id="ann")
+    assert fallback == fallback_key("m", messages, user_id="ann") != fallback_key("m", [], user_id="ann")
+    assert fallback != fallback_key("m", messages, user_id="bob")
 
 
 def test_gate_serves_by_priority_then_arrival():

@@ -325,6 +325,8 @@ async def test_job_lifecycle_is_scoped_to_its_owner(backend: Backend):
         1,
     )
     assert await store.get_job(ann.id, job.id) == done
+    assert await store.update_job(ann.id, job.id, status="running", attempts=2) is None  # finished stays finished
+    assert await store.get_job(ann.id, job.id) == done
     assert await store.update_job(ann.id, "no-such-job", status="running") is None
 
 
