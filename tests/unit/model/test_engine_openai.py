@@ -201,3 +201,28 @@ def test_a_failing_constrained_pick_fails_that_request_alone(engine, monkeypatch
     assert failed.finish_reason == "error" and "boom" in failed.error
     assert ok.finish_reason == "length" and ok.usage.completion_tokens == 10
     assert engine.error is None
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_the_token_table_agrees_with_the_tokenizer(which):
+    """Constrained decoding reads each token's text from the table: it must be what decoding gives."""
+    from gpt_model.checkpoint import build_tiny, smollm2_dir
+    from gpt_model.constrained import TokenTable
+    from gpt_model.tokenizer import ChatTokenizer, load_tokenizer
+
+    if which == "tiny":
+        tokenizer = build_tiny()[1]
+    else:
+        try:
+            tokenizer = ChatTokenizer(load_tokenizer(smollm2_dir()))
+        except Exception as exc:  # the embedded default is not installed here
+            pytest.skip(str(exc))
+    table = TokenTable(tokenizer, len(tokenizer.hf) + 3)  # a model's vocabulary may be padded
+    text = 'Some JSON: {"name": "Zoë", "tags": ["a", 1.5e3, null]} and\nnew lines ✓'
+    ids = tokenizer.encode(text)
+    assert b"".join(table.bytes[i] for i in ids).decode() == text
+    assert all(table.text[i].encode() == table.bytes[i] for i in ids if table.text[i] is not None)
+    for token_id in tokenizer.eos_token_ids:
+        assert table.text[token_id] is None  # special tokens are never chosen under a constraint
+    assert table.text[-1] is None and table.bytes[-1] == b""
+    assert all(table.first[i] == ord(t[0]) for i, t in enumerate(table.text) if t)
