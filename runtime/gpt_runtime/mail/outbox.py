@@ -5,6 +5,9 @@ and answers at once. So the answer is the same, and takes the same time, whether
 (forgot-password cannot probe emails), and a slow or broken mail server fails no request. The queue is
 bounded: past `max_queued` waiting mails new ones are dropped with a warning. A crash loses what waits in
 the queue; the user asks again.
+
+Work starts a random 50-150 ms after the request queued it: by then its answer is on the wire, so the lookup
+and the mail (done only for real accounts) never share the event loop with the request that asked for them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 
 from gpt_runtime.mail import Email, EmailSender
@@ -32,13 +37,15 @@ class Outbox:
         workers: int = 2,
         attempts: int = 3,
         retry_base_s: float = 1.0,
+        delay_s: tuple[float, float] = (0.05, 0.15),
     ):
         self.sender = sender
         self.max_queued = max_queued
         self.workers = workers
         self.attempts = attempts
         self.retry_base_s = retry_base_s
-        self._queue: asyncio.Queue[Compose] | None = None
+        self.delay_s = delay_s
+        self._queue: asyncio.Queue[tuple[float, Compose]] | None = None
         self._tasks: list[asyncio.Task] = []
         self.sent = 0
         self.failed = 0
@@ -50,7 +57,7 @@ class Outbox:
             self._queue = asyncio.Queue(self.max_queued)
             self._tasks = [asyncio.create_task(self._work(), name=f"mail-{i}") for i in range(self.workers)]
         try:
-            self._queue.put_nowait(compose)
+            self._queue.put_nowait((time.monotonic() + random.uniform(*self.delay_s), compose))
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("mail queue is full: a mail was dropped", extra={"max_queued": self.max_queued})
@@ -75,8 +82,9 @@ class Outbox:
         assert self._queue is not None
         queue = self._queue
         while True:
-            compose = await queue.get()
+            not_before, compose = await queue.get()
             try:
+                await asyncio.sleep(max(0.0, not_before - time.monotonic()))
                 await self._deliver(compose)
             except asyncio.CancelledError:
                 raise
