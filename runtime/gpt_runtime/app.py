@@ -141,13 +141,19 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        in_process = settings.worker_in_process
+        if in_process is None:
+            in_process = settings.embedded_queue
+        if not in_process and settings.embedded_queue:
+            raise RuntimeError(
+                "GPT_WORKER_IN_PROCESS=false with the embedded job queue (GPT_QUEUE_URL unset, sqlite:// or"
+                " memory://): no process could run the jobs. Set a redis:// or sqs:// GPT_QUEUE_URL for separate"
+                " workers, or leave GPT_WORKER_IN_PROCESS unset"
+            )
         runtime = await build_runtime(settings, metrics, engine=engine, email=email)
         app.state.runtime = runtime
         worker_task = None
         app.state.worker = None
-        in_process = settings.worker_in_process
-        if in_process is None:
-            in_process = settings.embedded_queue
         if in_process:
             worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives)
             worker_task = asyncio.create_task(worker.run())

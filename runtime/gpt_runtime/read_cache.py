@@ -71,7 +71,11 @@ class ReadCacheMiddleware:
         limit_headers = rate_headers(window) if window is not None else {}
         state["extra_headers"] = {**state.get("extra_headers", {}), **limit_headers}
         query = scope.get("query_string", b"").decode("latin-1")
-        key = await runtime.cache.user_namespace(user.id) + f"{kind}:{path}?{query}"
+        namespace = await runtime.cache.user_namespace(user.id)
+        if namespace is None:  # the user's data version is unknown: answer from the route, cache nothing
+            await self.app(scope, receive, send)
+            return
+        key = namespace + f"{kind}:{path}?{query}"
         cached = await runtime.cache.get_raw(kind, key)
         if cached is not None:
             state["route_template"] = template

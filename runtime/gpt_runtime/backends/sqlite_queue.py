@@ -2,14 +2,17 @@
 
 URL: ``sqlite:///path/to/queue.db`` (default ``<data_dir>/queue.db``). An accepted job survives a
 crash or kill -9 of the process: its message is committed before the API answers 202, and at the next
-start every message that was in flight is given back at once (one process owns the file, so nothing
-else can be working on it). Leases, retries and the dead-letter state work as in the Redis queue.
+start every message that was in flight is given back at once. One process owns the file (an exclusive
+lock, taken when the queue is made, refuses a second one), so nothing else can be working on it.
+Leases, retries and the dead-letter state work as in the Redis queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import time
 import uuid
 from pathlib import Path
@@ -42,11 +45,26 @@ class SQLiteJobQueue:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._arrived = asyncio.Event()
+        self._owner = self._own(path)
+
+    @staticmethod
+    def _own(path: str) -> int:
+        """Hold `<path>.lock` for this process's lifetime (the kernel drops it when the process dies)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"the job queue {path} is in use by another process; the embedded queue serves one process:"
+                " give each its own GPT_DATA_DIR, or share a redis:// or sqs:// GPT_QUEUE_URL"
+            ) from None
+        return fd
 
     async def _conn(self) -> aiosqlite.Connection:
         """Open on first use; give back whatever a previous (crashed) process had in flight."""
         if self._db is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(self.path)
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA busy_timeout = 5000")
@@ -138,3 +156,6 @@ class SQLiteJobQueue:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._owner >= 0:
+            os.close(self._owner)  # releases the lock
+            self._owner = -1

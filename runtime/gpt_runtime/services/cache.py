@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
@@ -12,6 +13,8 @@ from gpt_model.protocol import ChatMessage, SamplingParams
 
 from gpt_runtime.backends import Cache
 from gpt_runtime.metrics import Metrics
+
+log = logging.getLogger("gpt_runtime.cache")
 
 
 def response_key(
@@ -96,17 +99,31 @@ class CacheService:
     async def set(self, key: str, value: dict, ttl_s: int) -> None:
         await self.backend.set(key, json.dumps(value, separators=(",", ":")).encode(), ttl_s)
 
-    async def user_namespace(self, user_id: str) -> str:
-        """Prefix of a user's conversation entries; it changes on every write, which invalidates them all."""
+    async def user_namespace(self, user_id: str) -> str | None:
+        """Prefix of a user's conversation entries; it changes on every write, which invalidates them all.
+
+        None when the version cannot be read (the store is failing): then nothing is read from or written
+        to the cache for this request.
+        """
         if self.versions is not None:
-            return f"conv:{user_id}:s{await self.versions.user_version(user_id)}:"
+            try:
+                return f"conv:{user_id}:s{await self.versions.user_version(user_id)}:"
+            except Exception:
+                log.warning("user data version unavailable; conversation cache skipped", exc_info=True)
+                return None
         version = await self.backend.get(f"ver:{user_id}")
         return f"conv:{user_id}:{version.decode() if version else '0'}:"
 
     async def invalidate_user(self, user_id: str) -> None:
-        """Drop a user's cached conversation lists and details (after any write to them): O(1), no scan."""
+        """Drop a user's cached conversation lists and details (after any write to them): O(1), no scan.
+
+        Never raises: the write it follows has happened (a failed bump leaves entries to their TTL).
+        """
         if self.versions is not None:
-            await self.versions.bump_user_version(user_id)
+            try:
+                await self.versions.bump_user_version(user_id)
+            except Exception:
+                log.error("could not bump a user's data version; cached reads may lag", exc_info=True)
             return
         await self.backend.set(f"ver:{user_id}", uuid.uuid4().hex[:12].encode(), 7 * 86_400)
 

@@ -204,3 +204,24 @@ def test_url_credentials_are_redacted_in_every_part_of_a_log_line():
     record.queue = "redis://default:s3cret@127.0.0.1:6379/0"
     line = RedactingFormatter(JsonFormatter()).format(record)
     assert "s3cret" not in line and json.loads(line)["queue"] == "redis://[REDACTED]@127.0.0.1:6379/0"
+
+
+def test_one_process_owns_an_embedded_queue_file(tmp_path):
+    async def main() -> None:
+        path = str(tmp_path / "q.db")
+        owner = SQLiteJobQueue(path)
+        with pytest.raises(RuntimeError, match="in use by another process"):
+            SQLiteJobQueue(path)
+        await owner.close()
+        successor = SQLiteJobQueue(path)  # free again once the owner is gone
+        await successor.close()
+
+    asyncio.run(main())
+
+
+def test_an_embedded_queue_without_an_in_process_worker_is_refused_at_start(tmp_path):
+    settings = RuntimeSettings(
+        data_dir=tmp_path, model_source="fake:echo", jwt_secret="x" * 48, worker_in_process=False
+    )
+    with pytest.raises(RuntimeError, match="no process could run the jobs"), TestClient(create_app(settings)):
+        pass
