@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ class Reflector:
     available: bool = True
     lists: int = 0  # how many LISTs it made (a cost the tests and benchmarks read)
     by_instance: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, GPTDeployment) -> names
+    on_change: Callable[[str, str], None] | None = None  # (namespace, GPTDeployment name) of a changed child
 
     async def run(self, backoff_max_s: float = 30.0) -> None:
         backoff = 1.0
@@ -101,6 +102,8 @@ class Reflector:
                     self.store(obj)
                 elif kind == "DELETED":
                     self.forget(*_key(obj))
+                if kind in ("ADDED", "MODIFIED", "DELETED") and self.on_change is not None and _instance(obj):
+                    self.on_change(_key(obj)[0], _instance(obj))
 
     def store(self, obj: dict[str, Any]) -> None:
         """Keep `obj` unless a newer version is already here (writes store their answers too)."""
@@ -169,11 +172,12 @@ class ChildCache:
         namespaces: Iterable[str] = (),
         optional: Iterable[str] = (),
         owners: tuple[str, str] | None = None,
+        on_change: Callable[[str, str], None] | None = None,
     ) -> None:
         scopes: list[str | None] = list(namespaces) or [None]
         optional = set(optional)
         self.reflectors: dict[tuple[str, str | None], Reflector] = {
-            (kind, ns): Reflector(client, kind, api_version, plural, ns, optional=kind in optional)
+            (kind, ns): Reflector(client, kind, api_version, plural, ns, optional=kind in optional, on_change=on_change)
             for kind, (api_version, plural) in kinds.items()
             for ns in scopes
         }

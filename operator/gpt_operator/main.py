@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 FAILPOINT_EXIT = 70
+CHANGE_DEBOUNCE_S = 0.2
 
 
 @dataclass
@@ -161,10 +162,29 @@ async def write_status(
         )
 
 
-async def resync(state: OperatorState, stop: asyncio.Event) -> None:
-    """Every resync_seconds, reconcile every GPTDeployment in the cache (schedules, rollout steps, child
-    status). A timer task, not a kopf timer: kopf timers put a finalizer on every object, so deletion would
-    wait for a running operator; nothing here needs one (children go with their owner's garbage collection)."""
+@dataclass
+class Queue:
+    """GPTDeployments whose children changed (a Deployment's pods became ready, a child was deleted by hand):
+    reconciled at once rather than at the next full resync."""
+
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, namespace: str, name: str) -> None:
+        self.dirty.add((namespace, name))
+        self.wake.set()
+
+    def take(self) -> set[tuple[str, str]]:
+        taken, self.dirty = self.dirty, set()
+        self.wake.clear()
+        return taken
+
+
+async def resync(state: OperatorState, stop: asyncio.Event, queue: Queue) -> None:
+    """Reconcile every GPTDeployment in the cache every resync_seconds (schedules, rollout steps), and the
+    owners of changed children as they change. A task, not a kopf timer: kopf timers put a finalizer on every
+    object, so deletion would wait for a running operator; nothing here needs one (children go with their
+    owner's garbage collection)."""
     assert state.cache is not None
     settings = state.settings
     limit = asyncio.Semaphore(settings.resync_concurrency)
@@ -180,12 +200,20 @@ async def resync(state: OperatorState, stop: asyncio.Event) -> None:
             except Exception:  # one object's failure must not stop the others
                 logger.exception(f"reconcile of {meta.get('namespace')}/{meta.get('name')} failed")
 
+    owners = state.cache.owners
+    next_full = time.monotonic()
     while not stop.is_set():
-        started = time.monotonic()
-        await asyncio.gather(*(one(body) for body in list(state.cache.owners.objects.values())))
-        elapsed = time.monotonic() - started
+        if time.monotonic() >= next_full:
+            queue.take()
+            next_full = time.monotonic() + settings.resync_seconds
+            await asyncio.gather(*(one(body) for body in list(owners.objects.values())))
+            continue
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, settings.resync_seconds - elapsed))
+            await asyncio.wait_for(queue.wake.wait(), max(0.0, next_full - time.monotonic()))
+        await asyncio.sleep(CHANGE_DEBOUNCE_S)  # a burst of child events makes one reconcile
+        cached = owners.objects
+        bodies = [cached.get(key) for key in queue.take()]
+        await asyncio.gather(*(one(body) for body in bodies if body is not None))
 
 
 def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
@@ -193,6 +221,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     tasks: list[asyncio.Task] = []
     stop = asyncio.Event()
+    queue = Queue()
     logins = 0
 
     @kopf.on.startup(registry=registry)
@@ -213,10 +242,11 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
                 namespaces=state.settings.namespace_list,
                 optional=apply.OPTIONAL_KINDS,
                 owners=(API_VERSION, PLURAL),
+                on_change=queue.add,
             )
         state.cache.start()
         await state.cache.wait_synced(timeout_s=state.settings.cache_sync_timeout_s)
-        tasks.append(asyncio.create_task(resync(state, stop), name="resync"))
+        tasks.append(asyncio.create_task(resync(state, stop, queue), name="resync"))
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -230,6 +260,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:
         stop.set()
+        queue.wake.set()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, state.settings.resync_seconds + 5)

@@ -31,7 +31,7 @@ async def test_create_renders_owned_children_and_reports_status(cluster, operato
     assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["ownerReferences"][0]["uid"] == uid
     assert dep["metadata"]["ownerReferences"][0]["controller"] is True
-    assert cluster.names(SERVICES) == ["chat"]
+    await eventually(lambda: cluster.names(SERVICES) == ["chat"])  # applied right after the Deployment
     assert len(cluster.names(CONFIGMAPS)) == 1
 
     pending = await eventually(lambda: (o := cluster.get(GPTD, "chat")) and o.get("status", {}).get("phase") and o)
