@@ -79,6 +79,27 @@ def service_account_kubeconfig(directory: Path) -> Path:
     return path
 
 
+def add_nodes(count: int) -> list[str]:
+    """Enough fake spot CPU nodes (kwok keeps them Ready) for `count` pods, like the fleet's cpu-spot-0."""
+    template = json.loads(kubectl("get", "node", "cpu-spot-0", "-o", "json"))
+    names = [f"bench-spot-{i}" for i in range(count // 100 + 1)]
+    for name in names:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {**template["metadata"]["labels"], "kubernetes.io/hostname": name},
+            },
+            "spec": {"taints": []},
+            "status": {"allocatable": template["status"]["allocatable"], "capacity": template["status"]["capacity"]},
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(node))
+    kubectl("wait", "--for=condition=Ready", *[f"node/{n}" for n in names], "--timeout=60s")
+    return names
+
+
 def manifests(count: int) -> str:
     docs = []
     for i in range(count):
@@ -92,6 +113,7 @@ def manifests(count: int) -> str:
                     "replicas": 1,
                     "model": {"source": "builtin:tiny"},
                     "resources": {"cpu": "100m", "memory": "128Mi"},
+                    "capacity": {"type": "spot", "nodeSelector": {"type": "kwok"}},  # never the real node
                 },
             }
         )
@@ -202,6 +224,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         work = Path(tmp)
         kubeconfig = service_account_kubeconfig(work)
+        nodes = add_nodes(args.count)
         runs = [("new", ROOT)]
         if not args.skip_baseline:
             base = work / "baseline"
@@ -213,6 +236,7 @@ def main() -> int:
                 print(f"==> {name}: {args.count} GPTDeployments", file=sys.stderr)
                 results.append(measure(name.split()[0], source, kubeconfig, args.count, args.rest, work))
         finally:
+            kubectl("delete", "node", *nodes, "--wait=false", check=False)
             if not args.skip_baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], cwd=ROOT, check=False)
             print(f"logs: {work} (removed)", file=sys.stderr)

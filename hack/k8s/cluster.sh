@@ -178,7 +178,8 @@ up() {
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
     --use-service-account-credentials=false --controllers='*,-nodeipam' \
-    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1
+    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1 \
+    --kube-api-qps=100 --kube-api-burst=200 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false \
@@ -238,7 +239,8 @@ status() {
 env_lines() {
   [ -f "$dir/kubeconfig" ] || die "not up (no $dir/kubeconfig)"
   echo "export KUBECONFIG=$dir/kubeconfig"
-  echo "export PATH=$(cat "$dir/bin-dir"):\$PATH"
+  # kubectl (built with the cluster) and `kubectl gptd` (the plugin hack/setup.sh installs as .venv/bin/kubectl-gptd)
+  echo "export PATH=$(cat "$dir/bin-dir"):$(cd "$here/../.." && pwd)/.venv/bin:\$PATH"
   [ ! -f "$dir/audit-log-path" ] || echo "export GPT_E2E_AUDIT_LOG=$(cat "$dir/audit-log-path")"
 }
 
