@@ -20,13 +20,13 @@ def log_path() -> str:
     return path
 
 
-def events(since: datetime, until: datetime, user: str = OPERATOR_SA) -> list[dict[str, Any]]:
-    """The audit events of `user`'s requests received in [since, until)."""
+def events(since: datetime, until: datetime, user: str | None = OPERATOR_SA) -> list[dict[str, Any]]:
+    """The audit events of `user`'s requests (everyone's: None) received in [since, until)."""
     out = []
     with open(log_path()) as log:
         for line in log:
             event = json.loads(line)
-            if event.get("user", {}).get("username") != user:
+            if user is not None and event.get("user", {}).get("username") != user:
                 continue
             received = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
             if since <= received < until:

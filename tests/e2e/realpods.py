@@ -122,3 +122,44 @@ def service_url(kube: Kube, namespace: str, service: str) -> str:
     svc = kube.get("service", service, namespace)
     assert svc is not None, f"no Service {namespace}/{service}"
     return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+def start_moto(kube: Kube, namespace: str) -> str:
+    """moto's server (S3, DynamoDB, SQS) in the namespace, on the real node; its endpoint URL (the ClusterIP)."""
+    labels = {"app": "moto"}
+    kube.apply(
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "moto", "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "nodeSelector": dict(ON_REAL_NODE),
+                            "enableServiceLinks": False,  # MOTO_PORT=tcp://... from this very Service
+                            "containers": [
+                                {
+                                    "name": "moto",
+                                    "image": MOTO_IMAGE,
+                                    "imagePullPolicy": "IfNotPresent",
+                                    "ports": [{"containerPort": 5000}],
+                                    "readinessProbe": {"tcpSocket": {"port": 5000}, "periodSeconds": 2},
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "moto", "namespace": namespace},
+                "spec": {"selector": labels, "ports": [{"port": 5000, "targetPort": 5000}]},
+            },
+        ]
+    )
+    kube.run("-n", namespace, "rollout", "status", "deployment/moto", "--timeout=120s", timeout=130)
+    return service_url(kube, namespace, "moto")

@@ -215,16 +215,30 @@ def test_blue_green_sample_serves_from_the_active_colour(kube: Kube, ready: dict
 
 
 def test_the_operator_makes_no_writes_and_no_lists_at_rest(kube: Kube, ready: dict[str, dict[str, Any]]) -> None:
-    """With the six samples Ready, 10 resync ticks (2 s each) cost no write and no LIST: children are read
-    from the watch-fed cache and compared as the API server stores them. Before, 553 PATCHes in 3 minutes.
+    """With the six samples Ready, a window of 10 resync ticks (2 s each) in which nobody else changes a
+    GPTDeployment costs the operator no write and no LIST: children are read from the watch-fed cache and
+    compared as the API server stores them. (Before: 553 PATCHes in 3 idle minutes.) The HPAs of the prod
+    samples may write their scale subresource at any sync; a window with such a change is measured again.
     Positive control: deleting a child in the next window shows up as the operator's write."""
-    if os.environ.get("GPT_E2E_OPERATOR", "cluster") != "cluster":
-        pytest.skip("counts the writes of the operator's own service account (GPT_E2E_OPERATOR=cluster)")
+    assert os.environ.get("GPT_E2E_OPERATOR", "cluster") == "cluster", "counts the operator's service account"
+    namespaces = {e.namespace for e in EXPECT.values()}
     time.sleep(6)  # the last status writes of becoming Ready
-    start = datetime.now(UTC)
-    time.sleep(20)
-    end = datetime.now(UTC)
-    time.sleep(2)  # the audit log is written after the response
+    for _ in range(4):
+        start = datetime.now(UTC)
+        time.sleep(20)
+        end = datetime.now(UTC)
+        time.sleep(2)  # the audit log is written after the response
+        changes = [
+            audit.describe(e)
+            for e in audit.events(start, end, user=None)
+            if e["verb"] in audit.WRITE_VERBS
+            and (e.get("objectRef") or {}).get("resource") == "gptdeployments"
+            and (e.get("objectRef") or {}).get("namespace") in namespaces
+            and e["user"]["username"] != audit.OPERATOR_SA
+        ]
+        if not changes:
+            break
+    assert not changes, f"no quiet 20 s window: {changes}"
     found = audit.events(start, end)
     assert audit.writes(found) == {}, audit.writes(found)
     assert audit.reads(found, "list") == {}, audit.reads(found, "list")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .kube import ABORT, NAME_LABEL, PROMOTE, TRACK_LABEL, WAKE_UNTIL, Kube, awake_for, gptd_manifest
-from .realpods import MOTO_IMAGE, ON_REAL_NODE, InClusterClient, on_real_node, real_node_name, service_url
+from .realpods import InClusterClient, on_real_node, real_node_name, service_url, start_moto
 
 pytestmark = pytest.mark.e2e
 
@@ -171,43 +171,7 @@ def test_sleep_takes_the_pods_away_and_wake_brings_them_back(kube: Kube, ns: str
 def dynamodb(kube: Kube, ns: str, operator: None) -> str:
     """moto's DynamoDB in the namespace: the shared store several runtime replicas need (each pod's own SQLite
     would give each replica its own accounts). Returns the endpoint URL (the Service's ClusterIP)."""
-    labels = {"app": "moto"}
-    kube.apply(
-        [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "moto", "namespace": ns},
-                "spec": {
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "nodeSelector": dict(ON_REAL_NODE),
-                            "enableServiceLinks": False,  # MOTO_PORT=tcp://... from this very Service
-                            "containers": [
-                                {
-                                    "name": "moto",
-                                    "image": MOTO_IMAGE,
-                                    "imagePullPolicy": "IfNotPresent",
-                                    "ports": [{"containerPort": 5000}],
-                                    "readinessProbe": {"tcpSocket": {"port": 5000}, "periodSeconds": 2},
-                                }
-                            ],
-                        },
-                    },
-                },
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "moto", "namespace": ns},
-                "spec": {"selector": labels, "ports": [{"port": 5000, "targetPort": 5000}]},
-            },
-        ]
-    )
-    kube.run("-n", ns, "rollout", "status", "deployment/moto", "--timeout=120s", timeout=130)
-    return service_url(kube, ns, "moto")
+    return start_moto(kube, ns)
 
 
 def test_a_pod_killed_mid_stream_gives_a_clean_error_and_the_next_request_is_served(
