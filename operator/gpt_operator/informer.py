@@ -106,7 +106,10 @@ class Reflector:
                     self.on_change(_key(obj)[0], _instance(obj))
 
     def store(self, obj: dict[str, Any]) -> None:
-        """Keep `obj` unless a newer version is already here (writes store their answers too)."""
+        """Keep `obj` unless a newer version is already here (writes store their answers too). Its
+        managedFields are dropped (as client-go's informers are usually told to): nothing reads them, and they
+        are the larger part of a Deployment."""
+        obj = slim(obj)
         key = _key(obj)
         if not newer_or_same(obj, self.objects.get(key)):
             return
@@ -130,6 +133,20 @@ class Reflector:
 
     def of_instance(self, namespace: str, instance: str) -> list[dict[str, Any]]:
         return [self.objects[(namespace, n)] for n in self.by_instance.get((namespace, instance), ())]
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without metadata.managedFields and the last-applied annotation."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if "managedFields" not in meta and "kubectl.kubernetes.io/last-applied-configuration" not in annotations:
+        return obj
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {
+            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    return {**obj, "metadata": meta}
 
 
 def _instance(obj: dict[str, Any]) -> str:

@@ -139,3 +139,14 @@ def test_event_names_its_object_and_is_capped() -> None:
         "uid": "u-1",
     }
     assert len(event["message"]) == MAX_MESSAGE and event["metadata"]["generateName"] == "chat."
+
+
+def test_the_cache_keeps_no_managed_fields() -> None:
+    r = Reflector(client=None, kind="Deployment", api_version="apps/v1", plural="deployments", namespace=None)  # type: ignore[arg-type]
+    big = obj("chat", "5")
+    big["metadata"]["managedFields"] = [{"manager": "gpt-operator", "fieldsV1": {"f:spec": {}}}]
+    big["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"}
+    r.store(big)
+    kept = r.objects[("ml", "chat")]["metadata"]
+    assert "managedFields" not in kept and kept["annotations"] == {"keep": "me"}
+    assert "managedFields" in big["metadata"]  # the caller's object is not changed
