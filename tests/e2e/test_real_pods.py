@@ -38,16 +38,21 @@ def real_node(kube: Kube) -> str:
 
 
 def test_the_operator_runs_in_its_pod_on_the_real_node(kube: Kube, operator: None, real_node: str) -> None:
-    """Deployed from manifests/base: its image, its service account, non-root, Ready by its own probe."""
+    """Deployed from manifests/base: two replicas (one leads), its image, its service account, non-root, each
+    Ready by its own probe (the standby answers it too)."""
     assert os.environ.get("GPT_E2E_OPERATOR", "cluster") in ("cluster", "external"), "the operator must run in-cluster"
-    (pod,) = kube.ready_pods(OPERATOR_NAMESPACE, "app.kubernetes.io/name=gpt-operator")
-    assert pod["spec"]["nodeName"] == real_node
-    assert pod["spec"]["serviceAccountName"] == "gpt-operator"
-    (status,) = pod["status"]["containerStatuses"]
-    assert status["image"].endswith("ghcr.io/gpt-operator/gpt-operator:0.1.0")
-    assert status["ready"] and status["restartCount"] == 0, status
-    uid = kube.run("exec", "-n", OPERATOR_NAMESPACE, pod["metadata"]["name"], "--", "id", "-u").strip()
-    assert uid == "65532"
+    pods = kube.eventually(
+        lambda: (p := kube.ready_pods(OPERATOR_NAMESPACE, "app.kubernetes.io/name=gpt-operator")) and len(p) == 2 and p,
+        "two Ready operator pods",
+    )
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == real_node
+        assert pod["spec"]["serviceAccountName"] == "gpt-operator"
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"].endswith("ghcr.io/gpt-operator/gpt-operator:0.1.0")
+        assert status["ready"] and status["restartCount"] == 0, status
+        uid = kube.run("exec", "-n", OPERATOR_NAMESPACE, pod["metadata"]["name"], "--", "id", "-u").strip()
+        assert uid == "65532"
 
 
 @pytest.fixture(scope="module")

@@ -241,7 +241,10 @@ def test_the_operator_makes_no_writes_and_no_lists_at_rest(kube: Kube, ready: di
     assert not changes, f"no quiet 20 s window: {changes}"
     found = audit.events(start, end)
     assert audit.writes(found) == {}, audit.writes(found)
-    assert audit.reads(found, "list") == {}, audit.reads(found, "list")
+    # A kind whose CRD the cluster lacks (HTTPRoute here) is looked for again once a minute: a 404, however
+    # many GPTDeployments there are. Every other LIST happens once, at start.
+    answered = [e for e in found if e["responseStatus"]["code"] < 400]
+    assert audit.reads(answered, "list") == {}, audit.reads(found, "list")
     gets = audit.reads(found, "get")
     assert sum(n for what, n in gets.items() if "leases" not in what) == 0, gets
 
