@@ -166,6 +166,8 @@ class Result:
 
 def measure(name: str, source: Path, kubeconfig: Path, count: int, rest_s: float, log_dir: Path) -> Result:
     result = Result(name)
+    # each operator with its own CRD: a newer schema defaults fields an older operator does not know
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(source / "crds" / "gptdeployments.yaml"))
     kubectl("create", "namespace", NAMESPACE, check=False)
     env = {
         **os.environ,
@@ -235,7 +237,9 @@ def main() -> int:
             for name, source in runs:
                 print(f"==> {name}: {args.count} GPTDeployments", file=sys.stderr)
                 results.append(measure(name.split()[0], source, kubeconfig, args.count, args.rest, work))
+                print(results[-1], file=sys.stderr)
         finally:
+            kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "gptdeployments.yaml"))
             kubectl("delete", "node", *nodes, "--wait=false", check=False)
             if not args.skip_baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], cwd=ROOT, check=False)
