@@ -223,6 +223,30 @@ def main() -> int:
     for var in ("KUBECONFIG", "GPT_E2E_AUDIT_LOG"):
         if not os.environ.get(var):
             raise SystemExit(f'{var} is not set: eval "$(hack/k8s/cluster.sh env)" first')
+    # An operator already running in the cluster would reconcile the benchmark's objects too (and hold the Lease).
+    deployed = kubectl("get", "deployment", "gpt-operator", "-n", SA_NAMESPACE, "-o", "name", check=False).strip()
+    if deployed:
+        replicas = kubectl("get", deployed, "-n", SA_NAMESPACE, "-o", "jsonpath={.spec.replicas}").strip()
+        kubectl("scale", deployed, "-n", SA_NAMESPACE, "--replicas=0")
+        kubectl(
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=gpt-operator",
+            "-n",
+            SA_NAMESPACE,
+            "--timeout=120s",
+            check=False,
+        )
+    try:
+        return run(args)
+    finally:
+        if deployed:
+            kubectl("scale", deployed, "-n", SA_NAMESPACE, f"--replicas={replicas}")
+
+
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         work = Path(tmp)
         kubeconfig = service_account_kubeconfig(work)
