@@ -142,6 +142,18 @@ class EngineOverloaded(Exception):
     """The engine's waiting queue is full; retry later."""
 
 
+class EngineUnavailable(Exception):
+    """The engine cannot be reached (down, timing out, or its circuit breaker is open); retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamError(Exception):
+    """A separate engine server answered with an error of its own (a 5xx, or refused our credentials)."""
+
+
 class ContextTooLong(ValueError):
     """The prompt alone does not fit in the model's context window."""
 
@@ -170,7 +182,10 @@ class EngineClient(Protocol):
         ...
 
     async def submit(self, request: GenerationRequest) -> str:
-        """Queue a request; returns its id. Raises EngineOverloaded, ContextTooLong or InvalidParameter."""
+        """Queue a request; returns its id.
+
+        Raises EngineOverloaded, ContextTooLong or InvalidParameter; an engine behind the network also
+        EngineUnavailable or UpstreamError."""
         ...
 
     def stream(self, request_id: str) -> AsyncIterator[StreamEvent]:

@@ -8,13 +8,24 @@ from gpt_model.protocol import EngineClient
 def open_engine(source: str, **options: object) -> EngineClient:
     """Return an unstarted engine for `source` (see DESIGN.md's model sources).
 
-    `fake:echo` is the deterministic test engine; everything else is a real model
-    served by gpt_model.engine.
+    `fake:echo` is the deterministic test engine; `openai+http://HOST:PORT/v1?model=NAME` a separate
+    OpenAI-compatible server (vLLM, llama-server; gpt_model.upstream, option `api_key`); everything else is a
+    real model served by gpt_model.engine.
     """
     if source.startswith("fake:"):
         from gpt_model.fake import FakeEngine
 
         return FakeEngine.from_source(source)
+    from gpt_model.upstream import is_upstream_source
+
+    if is_upstream_source(source):
+        from gpt_model.upstream import UpstreamEngine
+
+        api_key = options.get("api_key")
+        cache_dir = options.get("cache_dir")
+        return UpstreamEngine.from_source(
+            source, api_key=str(api_key) if api_key else None, cache_dir=str(cache_dir) if cache_dir else None
+        )
     from gpt_model.engine import open_model_engine
 
     return open_model_engine(source, **options)

@@ -69,6 +69,7 @@ async def build_runtime(
         dtype=settings.model_dtype,
         max_context_tokens=settings.max_context_tokens,
         cache_dir=str(settings.model_cache_dir) if settings.model_cache_dir else None,
+        api_key=settings.engine_api_key.get_secret_value() if settings.engine_api_key else None,
     )
     await model.start()
     counter = open_counter(settings.ratelimit_url)

@@ -87,6 +87,13 @@ class ServiceUnavailable(APIError):
     type = "overloaded"
 
 
+class BadGateway(APIError):
+    """A separate model server (an openai+http:// source) answered with an error of its own."""
+
+    status_code = 502
+    type = "api_error"
+
+
 class EngineFailed(APIError):
     """The model failed while generating; nothing of the exchange was stored."""
 

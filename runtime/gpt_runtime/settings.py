@@ -42,6 +42,8 @@ class RuntimeSettings(BaseSettings):
     model_dtype: Literal["float32", "bfloat16"] = "float32"
     max_context_tokens: int | None = None
     model_cache_dir: Path | None = None
+    # The bearer token for an openai+http:// model source (the engine container's --api-key); never in the URL
+    engine_api_key: SecretStr | None = None
 
     # Auth
     jwt_secret: SecretStr | None = None  # default: a random secret kept in the data directory (one replica only)

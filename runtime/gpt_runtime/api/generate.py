@@ -31,7 +31,7 @@ SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_pe
 @router.post(
     "/generate",
     response_model=GenerateOut,
-    responses=EVENT_STREAM | {202: {"model": JobAcceptedOut}} | errors(404, 500, 503),
+    responses=EVENT_STREAM | {202: {"model": JobAcceptedOut}} | errors(404, 500, 502, 503),
 )
 async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     """Generate a reply to `prompt`, continuing `conversation_id` when given (a new one otherwise)."""

@@ -59,7 +59,7 @@ def _check(body: SamplingIn, runtime) -> str:
     return model
 
 
-@router.post("/chat/completions", responses=EVENT_STREAM | errors(400, 404, 500, 503))
+@router.post("/chat/completions", responses=EVENT_STREAM | errors(400, 404, 500, 502, 503))
 async def chat_completions(body: ChatCompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     model = _check(body, runtime)
     messages, params = body.chat_messages(), body.sampling()
@@ -97,7 +97,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: Curre
     }
 
 
-@router.post("/completions", responses=EVENT_STREAM | errors(400, 404, 500, 503))
+@router.post("/completions", responses=EVENT_STREAM | errors(400, 404, 500, 502, 503))
 async def completions(body: CompletionIn, request: Request, user: CurrentUser, runtime: RuntimeDep):
     """OpenAI's legacy text completions: each prompt is continued as is, without a chat template.
 

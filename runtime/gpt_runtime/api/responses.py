@@ -22,7 +22,8 @@ DESCRIPTIONS: dict[int, str] = {
     422: "A field is missing, has the wrong type or is out of range; `param` names it.",
     429: "Rate limit or token quota exceeded (type requests, tokens or insufficient_quota); see Retry-After.",
     500: "The model failed while generating (engine_error); nothing of the exchange was stored.",
-    503: "Overloaded, or a dependency is unavailable; see Retry-After.",
+    502: "A separate model server (vLLM, llama.cpp) answered with an error (code upstream_error).",
+    503: "Overloaded, or a dependency is unavailable (e.g. engine_unavailable); see Retry-After.",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}

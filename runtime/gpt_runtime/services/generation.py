@@ -11,6 +11,7 @@ it is removed again. Cached answers are per user: one user's prompts never show 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from gpt_model.protocol import (
     ContextTooLong,
     EngineClient,
     EngineOverloaded,
+    EngineUnavailable,
     Finished,
     GenerationRequest,
     InvalidParameter,
@@ -28,10 +30,11 @@ from gpt_model.protocol import (
     StreamEvent,
     TextDelta,
     TokenLogprob,
+    UpstreamError,
     Usage,
 )
 
-from gpt_runtime.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from gpt_runtime.errors import BadGateway, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService, fallback_key, response_key
@@ -237,6 +240,12 @@ class GenerationService:
                 raise ServiceUnavailable(
                     "the model is overloaded; retry shortly", code="overloaded", headers={"Retry-After": "1"}
                 ) from exc
+            if isinstance(exc, EngineUnavailable):
+                raise ServiceUnavailable(
+                    str(exc), code="engine_unavailable", headers={"Retry-After": str(math.ceil(exc.retry_after_s))}
+                ) from exc
+            if isinstance(exc, UpstreamError):
+                raise BadGateway(str(exc), code="upstream_error") from exc
             if isinstance(exc, ContextTooLong):
                 raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
             if isinstance(exc, InvalidParameter):
