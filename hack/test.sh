@@ -26,9 +26,9 @@ bash hack/setup.sh operator,runtime,dev
 e2e_local=0
 if [ -z "${KUBECONFIG:-}" ] && [ "${GPT_SKIP_E2E:-0}" != 1 ]; then e2e_local=1; fi
 # Debian packages, by the command each brings (a host that has the command from elsewhere keeps it): Redis for
-# the integration tests; for the local e2e cluster, a Docker engine to build the images, debootstrap for their
+# the integration tests, cmake and g++ to build llama.cpp's server (the upstream-engine tests); for the local e2e cluster, a Docker engine to build the images, debootstrap for their
 # base, and containerd, runc, the CNI plugins and nftables for the real node.
-declare -A need=([redis-server]=redis-server)
+declare -A need=([redis-server]=redis-server [cmake]=cmake [g++]=g++)
 if [ "$e2e_local" = 1 ]; then
   need+=([dockerd]=docker.io [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
          [nft]=nftables [iptables]=iptables)
@@ -51,6 +51,10 @@ actionlint=$(bash hack/tools.sh actionlint)
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
+# llama.cpp's server, the real third-party engine behind an openai+http:// source (first build ~15 min, then cached)
+stage "llama-server"
+GPT_LLAMA_SERVER=$(bash hack/tools.sh llama-server)
+export GPT_LLAMA_SERVER
 
 if [ "$e2e_local" = 1 ]; then
   echo "==> local Kubernetes with a real node for the e2e tests (first build: about 10 minutes)"

@@ -3,15 +3,43 @@
 #
 #   hack/tools.sh actionlint     the GitHub Actions workflow linter
 #   hack/tools.sh mailpit        an SMTP server with an HTTP API: the mail tests send through it
+#   hack/tools.sh llama-server   llama.cpp's OpenAI-compatible server (C++, cmake and g++), built from the
+#                                llama.cpp that the pinned llama-cpp-python sdist on PyPI vendors (no GitHub here):
+#                                the third-party engine the upstream-engine tests and benchmarks run against
 #
 #   GPT_TOOLS_CACHE=DIR   cache root (default ${XDG_CACHE_HOME:-~/.cache}/gpt-operator/tools)
 set -euo pipefail
 declare -A module=([actionlint]=github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
                    [mailpit]=github.com/axllent/mailpit@v1.33.1)
 name=${1:?usage: $0 TOOL}
-[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]})" >&2; exit 2; }
+cache="${GPT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt-operator/tools}"
+if [ "$name" = llama-server ]; then
+  # llama-cpp-python 0.3.36 vendors llama.cpp (ggml 0.25.3); the sdist's sha256 is pinned
+  version=0.3.36 sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+  bin="$cache/llama-server-$version"
+  if [ ! -x "$bin/llama-server" ]; then
+    echo "==> building llama-server from llama-cpp-python $version's llama.cpp (about 15 minutes on 2 cores)" >&2
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    echo "llama-cpp-python==$version --hash=sha256:$sha" >"$work/req.txt"
+    python3 -m pip download --quiet --no-deps --no-binary :all: --require-hashes -r "$work/req.txt" -d "$work" >&2
+    tar -xzf "$work/llama_cpp_python-$version.tar.gz" -C "$work"
+    src="$work/llama_cpp_python-$version/vendor/llama.cpp"
+    # static llama/ggml libraries: one binary to copy into an image; no network at build (no web UI download, no curl)
+    cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
+      -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >&2
+    cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
+    mkdir -p "$bin"
+    install -m 0755 "$work/build/bin/llama-server" "$bin/llama-server.tmp"
+    mv "$bin/llama-server.tmp" "$bin/llama-server"
+  fi
+  echo "$bin/llama-server"
+  exit 0
+fi
+[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]} llama-server)" >&2; exit 2; }
 version=${module[$name]##*@}
-bin="${GPT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt-operator/tools}/$name-$version"
+bin="$cache/$name-$version"
 if [ ! -x "$bin/$name" ]; then
   echo "==> building $name $version" >&2
   mkdir -p "$bin"

@@ -85,8 +85,8 @@ def mailed_token(mail: dict) -> str:
     return urllib.parse.unquote(match.group(1))
 
 
-def start_runtime(tmp: Path, **env: str) -> RuntimeServer:
-    """Start the runtime with GPT_* settings from `env`; wait until /ready answers 200."""
+def start_runtime(tmp: Path, ready_path: str = "/ready", **env: str) -> RuntimeServer:
+    """Start the runtime with GPT_* settings from `env`; wait until `ready_path` answers 200."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     secret = secrets.token_urlsafe(48)
@@ -109,7 +109,7 @@ def start_runtime(tmp: Path, **env: str) -> RuntimeServer:
         if process.poll() is not None:
             raise RuntimeError(f"runtime exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}{ready_path}", timeout=5).status_code == 200:
                 return RuntimeServer(base_url, f"ws://127.0.0.1:{port}", secret, log_path, process)
         except httpx.TransportError:
             pass
