@@ -1,13 +1,14 @@
-"""Children in, children out: server-side apply of what differs from the cache, prune, the JWT Secret.
+"""Children in, children out: server-side apply of what differs from the cache, prune, the generated Secrets.
 
 Every child is applied with one field manager and `force=true` (the operator owns what it renders), and
 only when the live object (from informer.ChildCache) differs from what is wanted, compared as the API server
 stores it (no apiVersion/kind on list items, quantities in canonical form, empty fields dropped), so a
 steady state makes no writes.
 
-One child is not rendered: the Secret holding the runtime pods' shared JWT signing key (ensure_jwt_secret).
-It is created once with a random value, never patched or rotated, and never pruned (it is not in
-CHILD_KINDS, so nothing here lists it); the garbage collector deletes it with its GPTDeployment.
+Some children are not rendered: the Secrets of random values the pods share (naming.GeneratedSecret: the JWT
+signing key `<name>-jwt`, the engine API key `<name>-engine-key`; ensure_secret). Each is created once with a
+random value, never patched, rotated or read, and never pruned (Secret is not in CHILD_KINDS, so nothing here
+lists it); the garbage collector deletes it with its GPTDeployment.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 
 from gpt_operator.informer import ChildCache
 from gpt_operator.kube import ApiError, KubeClient
-from gpt_operator.naming import common_labels, jwt_secret_name, owner_reference
+from gpt_operator.naming import JWT_SECRET, GeneratedSecret, common_labels, owner_reference
 
-JWT_SECRET_KEY = "GPT_JWT_SECRET"
-JWT_SECRET_BYTES = 48
-SECRET_CHECK_TTL_S = 300.0  # how long a seen `<name>-jwt` is trusted before it is looked at again
+JWT_SECRET_KEY = JWT_SECRET.key
+JWT_SECRET_BYTES = JWT_SECRET.random_bytes
+SECRET_CHECK_TTL_S = 300.0  # how long a seen generated Secret is trusted before it is looked at again
 
 # kind -> (apiVersion, plural); every kind the operator renders, in prune order.
 CHILD_KINDS: dict[str, tuple[str, str]] = {
@@ -170,28 +171,33 @@ async def sync_children(
     return result
 
 
-def jwt_secret(owner: dict[str, Any], value: str) -> dict[str, Any]:
-    """The Secret of the runtime pods' shared JWT signing key, owned by the GPTDeployment."""
+def generated_secret(owner: dict[str, Any], secret: GeneratedSecret, value: str) -> dict[str, Any]:
+    """A generated Secret (`<name>-<suffix>`, one key) of the GPTDeployment, owned by it."""
     meta = owner["metadata"]
     encoded = base64.b64encode(value.encode()).decode()
-    secret = {
+    obj = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": jwt_secret_name(meta["name"]),
+            "name": secret.name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": common_labels(meta["name"]),
         },
         "type": "Opaque",
-        "data": {JWT_SECRET_KEY: encoded},
+        "data": {secret.key: encoded},
     }
-    return with_owner(secret, owner)
+    return with_owner(obj, owner)
+
+
+def jwt_secret(owner: dict[str, Any], value: str) -> dict[str, Any]:
+    """The Secret of the runtime pods' shared JWT signing key, owned by the GPTDeployment."""
+    return generated_secret(owner, JWT_SECRET, value)
 
 
 @dataclass
 class SecretsSeen:
-    """`<name>-jwt` Secrets known to exist, by (namespace, name, owner uid), with when they were seen:
-    the existence check is one GET per GPTDeployment per SECRET_CHECK_TTL_S, not one per resync."""
+    """Generated Secrets known to exist, by (namespace, Secret name, owner uid), with when they were seen:
+    the existence check is one GET per Secret per SECRET_CHECK_TTL_S, not one per resync."""
 
     ttl_s: float = SECRET_CHECK_TTL_S
     seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
@@ -204,31 +210,45 @@ class SecretsSeen:
         self.seen[key] = time.monotonic()
 
 
-async def ensure_jwt_secret(
-    client: KubeClient, owner: dict[str, Any], seen: SecretsSeen | None = None, *, look: bool = False
+async def ensure_secret(
+    client: KubeClient,
+    owner: dict[str, Any],
+    secret: GeneratedSecret,
+    seen: SecretsSeen | None = None,
+    *,
+    look: bool = False,
 ) -> bool:
-    """Create `<name>-jwt` with a fresh random key if it is missing; True if this call created it.
+    """Create the generated Secret with a fresh random value if it is missing; True if this call created it.
 
     `seen` remembers Secrets found, so a resync looks again only after its TTL; `look` looks now anyway.
     An existing Secret is left exactly as it is (never patched, overwritten or rotated), whoever made it;
-    a 409 means another writer created it meanwhile. The key is never logged or returned.
+    a 409 means another writer created it meanwhile. The value is never logged or returned, and only the
+    Secret's existence is asked for (GET), never its data through a list or watch.
     """
     meta = owner["metadata"]
-    key = (meta["namespace"], meta["name"], meta.get("uid", ""))
+    name = secret.name(meta["name"])
+    key = (meta["namespace"], name, meta.get("uid", ""))
     seen = seen if seen is not None else SecretsSeen()
     if not look and seen.fresh(key):
         return False
     created = False
-    if not await client.exists("v1", "secrets", meta["namespace"], jwt_secret_name(meta["name"])):
-        secret = jwt_secret(owner, secrets.token_urlsafe(JWT_SECRET_BYTES))
+    if not await client.exists("v1", "secrets", meta["namespace"], name):
+        obj = generated_secret(owner, secret, secrets.token_urlsafe(secret.random_bytes))
         try:
-            await client.create(secret, "v1", "secrets")
+            await client.create(obj, "v1", "secrets")
             created = True
         except ApiError as exc:
             if exc.status != 409:
                 raise
     seen.mark(key)
     return created
+
+
+async def ensure_jwt_secret(
+    client: KubeClient, owner: dict[str, Any], seen: SecretsSeen | None = None, *, look: bool = False
+) -> bool:
+    """ensure_secret for `<name>-jwt`, the runtime pods' shared JWT signing key."""
+    return await ensure_secret(client, owner, JWT_SECRET, seen, look=look)
 
 
 def status_changes(previous: dict[str, Any] | None, wanted: dict[str, Any]) -> dict[str, Any]:

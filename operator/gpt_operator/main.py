@@ -26,7 +26,6 @@ from yarl import URL
 from gpt_operator import apply, events, kube, prometheus
 from gpt_operator.informer import ChildCache
 from gpt_operator.leader import LeaderElector, LeaseConfig
-from gpt_operator.naming import jwt_secret_name
 from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 from gpt_operator.status import apply_failed_status
@@ -121,9 +120,10 @@ async def reconcile(
         previous = dict(body.get("status") or {})
         if desired.objects is not None:
             try:
-                # a change of the GPTDeployment looks at the Secret at once; a resync after secret_check_interval_s
-                if await apply.ensure_jwt_secret(client, dict(body), state.secrets_seen, look=changed):
-                    logger.info(f"created Secret {jwt_secret_name(name)} (a new JWT signing key)")
+                # a change of the GPTDeployment looks at its Secrets at once; a resync after secret_check_interval_s
+                for secret in desired.secrets:
+                    if await apply.ensure_secret(client, dict(body), secret, state.secrets_seen, look=changed):
+                        logger.info(f"created Secret {secret.name(name)} ({secret.what})")
                 result = await apply.sync_children(client, cache, dict(body), desired.objects, live)
             except kube.ApiError as exc:
                 message = f"the API refused a child: {exc}"

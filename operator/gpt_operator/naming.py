@@ -6,6 +6,7 @@ label `app.kubernetes.io/instance` to objects Argo CD did not create).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gpt_operator.spec import API_VERSION, GROUP, KIND
@@ -51,9 +52,35 @@ def preview_service_name(name: str) -> str:
     return f"{name}-preview"
 
 
+@dataclass(frozen=True)
+class GeneratedSecret:
+    """A Secret `<name>-<suffix>` the operator creates once with a random value under `key` (apply.ensure_secret),
+    never rewrites, never reads back, and leaves to the garbage collector."""
+
+    suffix: str
+    key: str
+    what: str  # for the log line, never the value
+    random_bytes: int = 48
+
+    def name(self, owner: str) -> str:
+        return f"{owner}-{self.suffix}"
+
+
+# The runtime pods' shared JWT signing key (every pod's envFrom).
+JWT_SECRET = GeneratedSecret("jwt", "GPT_JWT_SECRET", "a new JWT signing key")
+# The API key between the runtime and its engine container (spec.engine other than builtin): the engine requires
+# it (it listens on 0.0.0.0 for the kubelet's probes), the runtime sends it.
+ENGINE_KEY_SECRET = GeneratedSecret("engine-key", "api-key", "a new engine API key")
+
+
 def jwt_secret_name(name: str) -> str:
-    """The Secret holding GPT_JWT_SECRET, shared by every pod of one GPTDeployment (apply.ensure_jwt_secret)."""
-    return f"{name}-jwt"
+    """The Secret holding GPT_JWT_SECRET, shared by every pod of one GPTDeployment (apply.ensure_secret)."""
+    return JWT_SECRET.name(name)
+
+
+def engine_key_secret_name(name: str) -> str:
+    """The Secret holding the engine's API key (key `api-key`), for GPTDeployments with an engine container."""
+    return ENGINE_KEY_SECRET.name(name)
 
 
 def common_labels(name: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ main.py reads the cluster (through apply.py), calls `desire`, and hands the resu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -14,18 +15,21 @@ from pydantic import ValidationError
 
 from gpt_operator.naming import (
     ABORT_ANNOTATION,
+    ENGINE_KEY_SECRET,
+    JWT_SECRET,
     PAUSED_ANNOTATION,
     PROMOTE_ANNOTATION,
     REVISION_LABEL,
     TEMPLATE_ANNOTATION,
     TRACK_LABEL,
     WAKE_UNTIL_ANNOTATION,
+    GeneratedSecret,
 )
 from gpt_operator.render import render_children
-from gpt_operator.rollout import Actions, Event, TrackState, plan
+from gpt_operator.rollout import Actions, Event, TrackPlan, TrackState, plan
 from gpt_operator.rollout.analysis import Measurement, assess, due_metrics, queries
 from gpt_operator.schedule import evaluate, parse_wake_until
-from gpt_operator.spec import AnalysisSpec, parse_spec, problems_from_error, validate
+from gpt_operator.spec import AnalysisSpec, GPTDeploymentSpec, parse_spec, problems_from_error, validate
 from gpt_operator.status import build_status, invalid_status, rollout_state_from_status, with_state_condition
 
 TRUE_VALUES = ("true", "yes", "1", "on")
@@ -35,10 +39,12 @@ ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort
 
 @dataclass(frozen=True)
 class Desired:
-    """What one reconcile wants. `objects is None` means: leave the children alone (invalid spec)."""
+    """What one reconcile wants. `objects is None` means: leave the children alone (invalid spec).
+    `secrets`: the generated Secrets the pods need, created (once) before the children are applied."""
 
     objects: list[dict[str, Any]] | None
     status: dict[str, Any]
+    secrets: tuple[GeneratedSecret, ...] = ()
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
     consumed_annotations: list[str] = field(default_factory=list)
@@ -192,14 +198,24 @@ def desire(
             remove.append(key)
             events.append(Event("Warning", "AnnotationIgnored", f"{key}: no rollout in progress"))
     status["lastActions"] = one_shot_bookkeeping(recorded, annotations, acted)
+    secrets = needed_secrets(spec, rollout.tracks)
+    status["engineSecret"] = ENGINE_KEY_SECRET.name(name) if ENGINE_KEY_SECRET in secrets else None
     requeue = [t for t in (rollout.requeue_at, sleep.next_transition) if t is not None]
     return Desired(
         objects=objects,
         status=status,
+        secrets=secrets,
         events=events,
         requeue_at=min(requeue) if requeue else None,
         consumed_annotations=remove,
     )
+
+
+def needed_secrets(spec: GPTDeploymentSpec, tracks: Iterable[TrackPlan]) -> tuple[GeneratedSecret, ...]:
+    """The JWT key always; the engine's API key while the spec or any track (an older revision kept by a
+    blue-green or canary rollout) runs an engine container."""
+    engine = spec.engine.external or any("engine" in (track.template or {}) for track in tracks)
+    return (JWT_SECRET, ENGINE_KEY_SECRET) if engine else (JWT_SECRET,)
 
 
 def one_shot_bookkeeping(recorded: dict[str, str], annotations: dict[str, str], acted: list[str]) -> dict | None:

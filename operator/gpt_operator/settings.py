@@ -25,8 +25,8 @@ class OperatorSettings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     # How many GPTDeployments one resync reconciles at once.
     resync_concurrency: int = Field(default=16, gt=0)
-    # How often the resync looks again for each `<name>-jwt` Secret (a GET by name); a change of the
-    # GPTDeployment looks at once.
+    # How often the resync looks again for each generated Secret (`<name>-jwt`, `<name>-engine-key`: a GET by
+    # name); a change of the GPTDeployment looks at once.
     secret_check_interval_s: float = Field(default=300.0, gt=0)
     # How long startup waits for the first LIST of every child kind.
     cache_sync_timeout_s: float = Field(default=120.0, gt=0)

@@ -53,11 +53,12 @@ LABEL_KEY_RE = re.compile(
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Keys under the operator's own prefix (its selector labels among them) are refused in podLabels/podAnnotations.
 RESERVED_KEY_PREFIX = f"{GROUP}/"
-# The pod volumes the operator renders (see render/workload.py) and the prefix kept for future ones; a user's
-# extra volume must use another name. Likewise for the paths the runtime container mounts.
+# The pod volumes the operator renders (see render/workload.py and render/engine.py) and the prefixes kept for
+# them and future ones; a user's extra volume must use another name. Likewise for the paths the runtime container
+# (and the fetch-engine-model init container, which gets the user's mounts too) mounts.
 RESERVED_VOLUME_NAMES: frozenset[str] = frozenset({"data", "tmp", "model"})
-RESERVED_VOLUME_PREFIX = "gpt-"
-RESERVED_MOUNT_PATHS: tuple[str, ...] = ("/data", "/tmp", "/models", "/model-cache")
+RESERVED_VOLUME_PREFIXES: tuple[str, ...] = ("gpt-", "engine-")
+RESERVED_MOUNT_PATHS: tuple[str, ...] = ("/data", "/tmp", "/models", "/model-cache", "/engine-model")
 # How long a stopping pod may take (preStop sleep, then the runtime's drain of open streams), by capacity:
 # a spot node gives about 2 minutes' notice (AWS), so spot pods get more than on-demand ones.
 GRACE_SECONDS_ON_DEMAND = 60
@@ -112,6 +113,98 @@ class ModelSpec(_Model):
                 "s3://bucket/key or pvc:CLAIM/path"
             )
         return value
+
+
+EngineType = Literal["builtin", "vllm", "llamacpp"]
+# The engine images used when spec.engine.image is unset: pinned here, in one place (documented in
+# manifests/README.md). A default is recorded in each revision's template, so changing a pin here rolls out a new
+# revision rather than changing running pods behind the operator's back.
+ENGINE_IMAGES: dict[str, str] = {
+    "vllm": "vllm/vllm-openai:v0.11.0",  # CUDA only
+    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server",  # CPU
+    "llamacpp-gpu": "ghcr.io/ggml-org/llama.cpp:server-cuda",  # when resources.gpu > 0
+}
+RUNTIME_PORT = 8000  # the runtime's own port (render/workload.py); an engine must listen elsewhere
+# The one built-in model an external engine can serve: the runtime image ships its GGUF (and its HF weights).
+ENGINE_BUILTIN_SOURCE = "builtin:smollm2-135m"
+LLAMACPP_SOURCE_MESSAGE = (
+    "engine llamacpp needs a GGUF model: builtin:smollm2-135m, s3://BUCKET/KEY.gguf, pvc:CLAIM/PATH.gguf or "
+    "/PATH.gguf (hf: sources are not supported)"
+)
+VLLM_SOURCE_MESSAGE = (
+    "engine vllm serves builtin:smollm2-135m, hf:ORG/NAME, an s3:// prefix, pvc:CLAIM/PATH or an absolute dir; "
+    "other builtin: models run only on the builtin engine"
+)
+VLLM_GPU_MESSAGE = "engine vllm needs resources.gpu > 0 (its default image is CUDA-only), or an engine.image of its own"
+
+
+def engine_source_problem(engine: str, source: str) -> str | None:
+    """Why `source` cannot be served by `engine` (None when it can); the CRD's CEL rules say the same."""
+    if engine == "llamacpp":
+        gguf = source.startswith(("s3://", "pvc:", "/")) and source.endswith(".gguf")
+        return None if source == ENGINE_BUILTIN_SOURCE or gguf else LLAMACPP_SOURCE_MESSAGE
+    if engine == "vllm" and source.startswith("builtin:") and source != ENGINE_BUILTIN_SOURCE:
+        return VLLM_SOURCE_MESSAGE
+    return None
+
+
+class ResourceList(_Model):
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None and not QUANTITY_RE.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity")
+        return value
+
+
+class RuntimeResources(_Model):
+    """The runtime container's resources beside an engine (spec.resources, GPUs included, go to the engine).
+    Each of requests and limits, when given, replaces its default as a whole."""
+
+    requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="250m", memory="512Mi"))
+    limits: ResourceList = Field(default_factory=lambda: ResourceList(memory="1Gi"))
+
+
+class EngineSpec(_Model):
+    """Where generation runs: `builtin` (the runtime's own engine) or an inference server in a second container
+    of the same pod (vLLM, llama.cpp's llama-server), which the runtime calls on loopback (render/engine.py)."""
+
+    type: EngineType = "builtin"
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    port: int = Field(default=8081, ge=1024, le=65535)
+    gpu_memory_utilization: float = Field(default=0.9, ge=0.1, le=0.99)
+    parallel: int = Field(default=8, ge=1, le=256)
+    extra_args: list[str] = Field(default_factory=list, max_length=64)
+    runtime_resources: RuntimeResources = Field(default_factory=RuntimeResources)
+
+    @field_validator("port")
+    @classmethod
+    def _not_the_runtimes(cls, value: int) -> int:
+        if value == RUNTIME_PORT:
+            raise ValueError(f"engine.port must not be {RUNTIME_PORT}, the runtime's port")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        if any(len(arg) > 4096 for arg in value):
+            raise ValueError("an engine.extraArgs entry is longer than 4096 characters")
+        return value
+
+    @property
+    def external(self) -> bool:
+        """An engine container runs beside the runtime."""
+        return self.type != "builtin"
+
+    def effective_image(self, gpu: int) -> str:
+        if self.image:
+            return self.image
+        if self.type == "llamacpp":
+            return ENGINE_IMAGES["llamacpp-gpu" if gpu > 0 else "llamacpp"]
+        return ENGINE_IMAGES[self.type]
 
 
 class PodsMetric(_Model):
@@ -504,6 +597,7 @@ class GPTDeploymentSpec(_Model):
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
 
     @field_validator("pod_labels")
     @classmethod
@@ -523,10 +617,11 @@ class GPTDeploymentSpec(_Model):
     def _volume_names(cls, value: list[Volume]) -> list[Volume]:
         names = [v.name for v in value]
         for name in names:
-            if name in RESERVED_VOLUME_NAMES or name.startswith(RESERVED_VOLUME_PREFIX):
+            if name in RESERVED_VOLUME_NAMES or name.startswith(RESERVED_VOLUME_PREFIXES):
+                prefixes = ", ".join(f"{p}*" for p in RESERVED_VOLUME_PREFIXES)
                 raise ValueError(
                     f"volume name {name!r} is the operator's (reserved: {', '.join(sorted(RESERVED_VOLUME_NAMES))}"
-                    f" and {RESERVED_VOLUME_PREFIX}*)"
+                    f" and {prefixes})"
                 )
         if len(set(names)) != len(names):
             raise ValueError("volume names must be unique")
@@ -551,6 +646,16 @@ class GPTDeploymentSpec(_Model):
         unknown = [m.name for m in self.volume_mounts if m.name not in names]
         if unknown:
             raise ValueError(f"volumeMounts name volumes that spec.volumes lacks: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_serves_the_source(self) -> GPTDeploymentSpec:
+        problem = engine_source_problem(self.engine.type, self.model.source)
+        if problem:
+            raise ValueError(problem)
+        gpu = (self.resources or ResourcesSpec()).gpu
+        if self.engine.type == "vllm" and not self.engine.image and gpu == 0:
+            raise ValueError(VLLM_GPU_MESSAGE)
         return self
 
     @model_validator(mode="before")
@@ -612,7 +717,9 @@ class GPTDeploymentSpec(_Model):
     def pod_template_spec(self) -> dict[str, Any]:
         """The part of the spec that decides the pods; its hash is the revision.
 
-        The pod options added later appear only when set, so a spec without them keeps the revision it had."""
+        The pod options added later appear only when set, so a spec without them keeps the revision it had;
+        likewise `engine` appears only when it is not `builtin`, with its image resolved (a new default image
+        pin is a new revision)."""
         capacity = {**self.capacity.wire(), "type": self.effective_capacity_type}
         if not capacity.get("topologySpreadConstraints"):
             capacity.pop("topologySpreadConstraints", None)
@@ -631,6 +738,9 @@ class GPTDeploymentSpec(_Model):
             value = wire.get(key)
             if value not in (None, [], {}):
                 template[key] = value
+        if self.engine.external:
+            gpu = (self.resources or ResourcesSpec()).gpu
+            template["engine"] = {**self.engine.wire(), "image": self.engine.effective_image(gpu)}
         return template
 
     @property

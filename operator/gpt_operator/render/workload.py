@@ -15,10 +15,10 @@ from gpt_operator.naming import (
     track_deployment_name,
     track_selector,
 )
+from gpt_operator.render import engine as engine_render
 from gpt_operator.render.capacity import placement
-from gpt_operator.spec import GPTDeploymentSpec, ResourcesSpec, RollingUpdateSpec
+from gpt_operator.spec import RUNTIME_PORT, GPTDeploymentSpec, ResourcesSpec, RollingUpdateSpec
 
-RUNTIME_PORT = 8000
 DATA_DIR = "/data"
 MODELS_DIR = "/models"
 RUNTIME_UID = 10001
@@ -76,18 +76,24 @@ def model_cache_claim_name(name: str) -> str:
 
 
 def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
-    """The runtime's settings (GPT_* environment) for one revision."""
-    source, _ = _model_source(spec.model.source)
+    """The runtime's settings (GPT_* environment) for one revision. Beside an engine container, the runtime's
+    model is the engine on loopback (render/engine.py)."""
+    if spec.engine.external:
+        source = engine_render.runtime_model_source(spec)
+        cache_dir = f"{DATA_DIR}/models"
+    else:
+        source, _ = _model_source(spec.model.source)
+        cache_dir = _cache_dir(spec, source)
     data = {
         "GPT_HOST": "0.0.0.0",
         "GPT_PORT": str(RUNTIME_PORT),
         "GPT_DATA_DIR": DATA_DIR,
-        "GPT_MODEL_CACHE_DIR": _cache_dir(spec, source),
+        "GPT_MODEL_CACHE_DIR": cache_dir,
         "GPT_LOG_FORMAT": "json",
         "GPT_MODEL_SOURCE": source,
         "GPT_MODEL_DTYPE": spec.model.dtype,
     }
-    if spec.model.cache is not None and source.startswith("hf:"):
+    if spec.model.cache is not None and source.startswith("hf:") and not spec.engine.external:
         data["HF_HUB_CACHE"] = f"{MODEL_CACHE_DIR}/hf"  # where the init container puts the snapshot
     if spec.model.revision:
         data["GPT_MODEL_REVISION"] = spec.model.revision
@@ -152,10 +158,11 @@ def shutdown_timeout_seconds(spec: GPTDeploymentSpec) -> int:
     return max(1, spec.effective_termination_grace_seconds - PRESTOP_SLEEP_SECONDS - SHUTDOWN_MARGIN_SECONDS)
 
 
-def _env(spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
-    """The pod's revision and track (GET /health reports them), its drain budget, then the user's spec.env. A
-    user entry of the same name replaces ours: server-side apply refuses duplicate names in a container's env.
-    (The drain budget is here, not in the immutable ConfigMap, so existing revisions' ConfigMaps stay as they are.)"""
+def _env(name: str, spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
+    """The pod's revision and track (GET /health reports them), its drain budget, the engine's API key (beside an
+    engine), then the user's spec.env. A user entry of the same name replaces ours: server-side apply refuses
+    duplicate names in a container's env. (The drain budget is here, not in the immutable ConfigMap, so existing
+    revisions' ConfigMaps stay as they are; the key is a Secret's, never in a ConfigMap.)"""
     user = [e.wire() for e in spec.env or []]
     taken = {e["name"] for e in user}
     ours = [
@@ -163,6 +170,8 @@ def _env(spec: GPTDeploymentSpec) -> list[dict[str, Any]]:
         _label_env("GPT_TRACK", TRACK_LABEL),
         {"name": "GPT_SHUTDOWN_TIMEOUT_S", "value": str(shutdown_timeout_seconds(spec))},
     ]
+    if spec.engine.external:
+        ours.append(engine_render.runtime_env(name))
     return [e for e in ours if e["name"] not in taken] + user
 
 
@@ -194,12 +203,22 @@ def _pod_options(spec: GPTDeploymentSpec) -> dict[str, Any]:
     return out
 
 
-def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount: dict[str, str]) -> dict[str, Any]:
-    """The init container that fills the shared model cache once (gpt_model.fetch): the runtime's image,
-    settings and Secrets (S3 credentials, HF_TOKEN), no GPU."""
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def _resources_without_gpu(spec: GPTDeploymentSpec) -> dict[str, Any]:
+    """spec.resources for an init container that copies a model: no GPU."""
     resources = _resources(spec.resources or ResourcesSpec())
     for part in ("requests", "limits"):
         resources.get(part, {}).pop("nvidia.com/gpu", None)
+    return resources
+
+
+def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount: dict[str, str]) -> dict[str, Any]:
+    """The init container that fills the shared model cache once (gpt_model.fetch): the runtime's image,
+    settings and Secrets (S3 credentials, HF_TOKEN), no GPU."""
+    resources = _resources_without_gpu(spec)
     return {
         "name": "fetch-model",
         "image": spec.image,
@@ -208,11 +227,7 @@ def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount:
         "envFrom": _env_from(name, revision, spec),
         "env": [e.wire() for e in spec.env or []],
         "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _container_security(),
         "volumeMounts": [cache_mount, {"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -220,19 +235,33 @@ def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount:
 def pod_template(name: str, track: str, template: dict[str, Any], revision: str) -> dict[str, Any]:
     spec = spec_from_template(template)
     resources = spec.resources or ResourcesSpec()
+    engine = spec.engine.external
     _, model_volume = _model_source(spec.model.source)
     mounts = [{"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     if model_volume is not None:
-        claim = model_volume["persistentVolumeClaim"]["claimName"]
-        mounts.append({"name": "model", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True})
         volumes.append(model_volume)
+        if not engine:  # beside an engine, the engine reads the claim (render/engine.py)
+            claim = model_volume["persistentVolumeClaim"]["claimName"]
+            mounts.append({"name": "model", "mountPath": f"{MODELS_DIR}/{claim}", "readOnly": True})
     init_containers: list[dict[str, Any]] = []
-    if spec.model.cache is not None:
-        cache_mount = {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR}
-        volumes.append(
-            {"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": model_cache_claim_name(name)}}
+    containers: list[dict[str, Any]] = []
+    cache_claim = model_cache_claim_name(name) if spec.model.cache is not None else None
+    if engine:
+        # The engine loads the model (from the cache claim when model.cache is set), the runtime none.
+        volumes += engine_render.engine_volumes(spec, cache_claim)
+        if engine_render.fetches(spec):
+            init_containers.append(
+                engine_render.fetch_container(
+                    spec, _env_from(name, revision, spec), _resources_without_gpu(spec), _container_security()
+                )
+            )
+        containers.append(
+            engine_render.engine_container(name, spec, RUNTIME_PORT, _resources(resources), _container_security())
         )
+    elif cache_claim is not None:
+        cache_mount = {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR}
+        volumes.append({"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim}})
         mounts.append(cache_mount)
         init_containers.append(_fetch_model(name, revision, spec, cache_mount))
     # The user's extra volumes and mounts come last; spec.py refuses the names and paths used above.
@@ -244,23 +273,21 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "envFrom": _env_from(name, revision, spec),
-        "env": _env(spec),
-        "resources": _resources(resources),
+        "env": _env(name, spec),
+        # Beside an engine, spec.resources (GPUs included) are the engine's; the runtime gets runtimeResources.
+        "resources": engine_render.runtime_resources(spec) if engine else _resources(resources),
         # Loading a model takes a while: the startup probe allows 10 minutes before liveness applies.
         "startupProbe": _probe("/health", 10, 60),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "livenessProbe": _probe("/health", 10, 3),
         "readinessProbe": _probe("/ready", 5, 3),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
+    containers.insert(0, container)
     pod_spec: dict[str, Any] = {
         **({"initContainers": init_containers} if init_containers else {}),
-        "containers": [container],
+        "containers": containers,
         # The preStop sleep, then the runtime's drain (GPT_SHUTDOWN_TIMEOUT_S), then SIGKILL: longer on spot.
         "terminationGracePeriodSeconds": spec.effective_termination_grace_seconds,
         # No docker-link variables for the namespace's Services: they would put GPT_* names in the runtime's
