@@ -298,7 +298,9 @@ async def test_jwt_secret_is_created_once_owned_and_recreated_when_deleted(clust
     assert secret["metadata"]["labels"]["serving.gpt-operator.dev/name"] == "chat"
     key = base64.b64decode(secret["data"]["GPT_JWT_SECRET"]).decode()
     assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 48
-    pod = cluster.get(DEPLOYMENTS, "chat")["spec"]["template"]["spec"]["containers"][0]
+    # the Secret is created before the children are applied: the Deployment follows a moment later
+    dep = await eventually(lambda: cluster.get(DEPLOYMENTS, "chat"))
+    pod = dep["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "chat-jwt"}} in pod["envFrom"]
     ready = await available(cluster, eventually)
     assert ready["status"]["jwtSecret"] == "chat-jwt"
