@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import kubernetes_validate
 import pytest
+import yaml
+from gpt_operator.__main__ import render_documents
 from gpt_operator.apply import SecretsSeen, ensure_jwt_secret, ensure_secret, generated_secret
 from gpt_operator.naming import ENGINE_KEY_SECRET, JWT_SECRET, TEMPLATE_ANNOTATION
 from gpt_operator.reconcile import desire
@@ -32,7 +34,7 @@ from gpt_operator.spec import (
 from pydantic import ValidationError
 
 from .test_apply_helpers import FakeSecrets
-from .test_crd import SCHEMA, SPEC_SCHEMA
+from .test_crd import ROOT, SCHEMA, SPEC_SCHEMA
 
 pytestmark = pytest.mark.unit
 K8S = kubernetes_validate.latest_version()
@@ -601,3 +603,24 @@ def test_an_absolute_source_on_a_users_volume_reaches_the_fetch_container() -> N
     (fetch,) = pod(dep)["initContainers"]
     assert mounts(fetch)["/mnt/models"] == "nfs"
     assert "/mnt/models" not in mounts(containers(dep)["engine"])
+
+
+def test_the_default_images_are_documented_where_users_read_them() -> None:
+    """spec.ENGINE_IMAGES pins them; manifests/README.md and the CRD's description must say the same."""
+    readme = (ROOT / "manifests" / "README.md").read_text()
+    description = " ".join(SPEC_SCHEMA["properties"]["engine"]["properties"]["image"]["description"].split())
+    for image in ENGINE_IMAGES.values():
+        assert f"`{image}`" in readme, image
+        assert image in description, image
+
+
+def test_the_llamacpp_sample_runs_llama_cpp_beside_the_runtime() -> None:
+    path = ROOT / "manifests" / "samples" / "chat-llamacpp.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert doc["spec"]["engine"]["type"] == "llamacpp" and doc["spec"]["model"]["source"] == "builtin:smollm2-135m"
+    assert doc["spec"]["environment"] == "dev"
+    objects, problems = render_documents(path.read_text(), NOON, SCHEMA)
+    assert problems == []
+    (dep,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert [c["name"] for c in pod(dep)["containers"]] == ["runtime", "engine"]
+    assert [c["name"] for c in pod(dep)["initContainers"]] == ["fetch-engine-model"]
