@@ -2,8 +2,9 @@
 # Build both images from the Dockerfiles users build, with the tags the manifests name, so
 # manifests/base and the samples run them unchanged (imagePullPolicy IfNotPresent: nothing is pulled).
 #
-#   hack/images/build.sh [operator] [runtime] [moto]
-#                          build (default: operator and runtime; moto is the e2e suite's AWS emulator);
+#   hack/images/build.sh [operator] [runtime] [moto] [llama-server]
+#                          build (default: operator and runtime; moto is the e2e suite's AWS emulator,
+#                          llama-server its llama.cpp engine, from hack/tools.sh's build);
 #                          the references go to stdout
 #
 #   GPT_IMAGE_BASE=IMAGE   the BASE_IMAGE build arg (default: hack/images/base.sh's Debian-made Python,
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/../.."
 OPERATOR_IMAGE=ghcr.io/gpt-operator/gpt-operator:0.1.0  # manifests/base/kustomization.yaml
 RUNTIME_IMAGE=ghcr.io/gpt-operator/gpt-runtime:0.1.0    # gpt_operator.spec.DEFAULT_IMAGE
 MOTO_IMAGE=gpt-operator.local/moto:e2e                   # tests/e2e (a shared DynamoDB for runtime pods)
+LLAMA_SERVER_IMAGE=gpt-operator.local/llama-server:e2e   # tests/e2e (spec.engine.type: llamacpp)
 
 bash hack/images/dockerd.sh start
 base="${GPT_IMAGE_BASE:-$(bash hack/images/base.sh)}"
@@ -36,7 +38,7 @@ docker image prune -f >/dev/null
   local log
   log=$(mktemp)
   # shellcheck disable=SC2086  # FILE may carry --target
-  if ! docker build "${args[@]}" -f $file -t "$tag" . >"$log" 2>&1; then
+  if ! docker build "${args[@]}" -f $file -t "$tag" "${CONTEXT:-.}" >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     rm -f "$log"
     echo "build.sh: building $name failed" >&2
@@ -57,7 +59,13 @@ for name in "${wanted[@]}"; do
       build runtime-deps "Dockerfile.runtime --target build" gpt-operator.local/gpt-runtime-build:cache "${extra[@]}" >/dev/null
       build runtime Dockerfile.runtime "$RUNTIME_IMAGE" "${extra[@]}" ;;
     moto) build moto hack/images/moto.Dockerfile "$MOTO_IMAGE" ;;
-    *) echo "build.sh: unknown image $name (operator, runtime, moto)" >&2; exit 2 ;;
+    llama-server)
+      # the context is only the binary hack/tools.sh built (the repository is not needed)
+      context=$(mktemp -d)
+      cp "$(bash hack/tools.sh llama-server)" "$context/llama-server"
+      CONTEXT="$context" build llama-server "$PWD/hack/images/llama-server.Dockerfile" "$LLAMA_SERVER_IMAGE"
+      rm -rf "$context" ;;
+    *) echo "build.sh: unknown image $name (operator, runtime, moto, llama-server)" >&2; exit 2 ;;
   esac
 done
 # images the new tags replaced (each runtime build that changes the dependencies leaves a 6 GB one)

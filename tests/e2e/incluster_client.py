@@ -11,6 +11,8 @@ with a command; it prints one JSON document.
     stream URL TOKEN MAX_TOKENS   a streaming /v1/chat/completions; prints a line `started` to stderr at the
                                   first content, then reads on slowly and reports how the stream ended
     complete URL TOKEN            a non-streaming /v1/chat/completions
+    converse URL EMAIL PASSWORD   sign up, log in, the served model's id (/v1/models), one /generate answer
+    post URL                      an unauthenticated POST of {} to URL: its status (who may call an engine port)
 """
 
 from __future__ import annotations
@@ -165,6 +167,29 @@ def complete(url: str, token: str) -> dict[str, Any]:
     return {"status": answer["status"], "body": answer["body"], "revision": answer["headers"].get("X-GPT-Revision")}
 
 
+def converse(url: str, email: str, password: str) -> dict[str, Any]:
+    """One user's conversation on one runtime: which model answers, and its reply through /generate."""
+    login = signup(url, email, password)
+    if login["status"] != 200:
+        return {"status": login["status"], "body": login["body"]}
+    token = login["body"]["access_token"]
+    answer = request("POST", f"{url}/generate", {"prompt": "Say hello.", "max_tokens": 16}, token=token, timeout=120)
+    return {
+        "status": answer["status"],
+        "model": _model(url, token),
+        "content": (answer["body"] or {}).get("content"),
+        "usage": (answer["body"] or {}).get("usage"),
+        "body": answer["body"],
+    }
+
+
+def post(url: str) -> dict[str, Any]:
+    try:
+        return {"status": request("POST", url, {})["status"]}
+    except ValueError:  # a non-JSON error body
+        return {"status": -1}
+
+
 def main(argv: list[str]) -> None:
     cmd, *args = argv
     if cmd == "health":
@@ -181,6 +206,10 @@ def main(argv: list[str]) -> None:
         out = metrics(args[0])
     elif cmd == "complete":
         out = complete(args[0], args[1])
+    elif cmd == "converse":
+        out = converse(*args)
+    elif cmd == "post":
+        out = post(args[0])
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(out))

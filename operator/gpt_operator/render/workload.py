@@ -80,7 +80,8 @@ def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
     model is the engine on loopback (render/engine.py)."""
     if spec.engine.external:
         source = engine_render.runtime_model_source(spec)
-        cache_dir = f"{DATA_DIR}/models"
+        # a builtin's tokenizer (counting prompt tokens) is in the image, converted at build time
+        cache_dir = IMAGE_MODELS_DIR if spec.model.source.startswith("builtin:") else f"{DATA_DIR}/models"
     else:
         source, _ = _model_source(spec.model.source)
         cache_dir = _cache_dir(spec, source)
