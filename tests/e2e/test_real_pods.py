@@ -4,9 +4,11 @@ RBAC, and every sample in manifests/samples/ serving from real runtime pods that
 Each sample is applied as written except for what this node cannot give, all in `realpods.on_real_node`:
 - capacity: the node has no spot/on-demand labels of any cloud, so the capacity type becomes preferred spot and a
   nodeSelector pins the pods to the real node (kwok's nodes would only pretend to run them);
-- resources: no GPUs here, and CPU/memory requests small enough for 23 pods on one 2-core node;
+- resources: no GPUs here, and CPU/memory requests small enough for 24 pods on one 2-core node;
 - model.source: the samples' hf:, s3: and pvc: models are not reachable here, and builtin:small is too big for
-  23 pods; every sample serves the image's builtin:tiny (chat-dev already does, as written);
+  24 pods; every sample serves the image's builtin:tiny (chat-dev already does, as written), except chat-llamacpp,
+  which keeps its builtin:smollm2-135m (llama.cpp reads its GGUF) with the llama-server image built here
+  (gpt-operator.local/llama-server:e2e) in place of ghcr.io's;
 - namespace: one test namespace for all of them (the kwok suite uses the samples' own namespaces);
 - the Secrets that two samples reference are created, as their users would.
 What stays as written: environment, replicas, autoscaling, rollout strategy and steps, schedule, service,
@@ -29,7 +31,17 @@ from .realpods import InClusterClient, on_real_node, real_node_name, service_url
 pytestmark = pytest.mark.e2e
 
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NAMESPACE}:gpt-operator"
-REPLICAS = {"chat-dev": 1, "chat-test": 2, "chat-staging": 4, "chat": 3, "chat-bg": 3, "chat-canary": 10}
+REPLICAS = {
+    "chat-dev": 1,
+    "chat-test": 2,
+    "chat-staging": 4,
+    "chat": 3,
+    "chat-bg": 3,
+    "chat-canary": 10,
+    "chat-llamacpp": 1,
+}
+CONTAINERS = {"chat-llamacpp": {"runtime", "engine"}}  # the others: the runtime alone
+LLAMA_SERVER_IMAGE = "gpt-operator.local/llama-server:e2e"
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +79,16 @@ def samples_ns(kube: Kube, namespaces: Callable[[str], str], operator: None, rea
         doc["metadata"]["namespace"] = ns
         doc["metadata"].setdefault("annotations", {}).update(awake_for())
         doc["spec"] = on_real_node(doc["spec"])
-        doc["spec"]["model"] = {**doc["spec"]["model"], "source": "builtin:tiny"}
+        if doc["spec"].get("engine", {}).get("type") == "llamacpp":
+            doc["spec"]["engine"]["image"] = LLAMA_SERVER_IMAGE
+        else:
+            doc["spec"]["model"] = {**doc["spec"]["model"], "source": "builtin:tiny"}
         doc["spec"]["model"].pop("revision", None)
     kube.apply(docs)
     for name, replicas in REPLICAS.items():
         kube.wait_ready(ns, name, replicas, timeout=420)
     yield ns
-    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)  # 23 pods: room for the next module
+    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)  # 24 pods: room for the next module
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +107,11 @@ def test_sample_serves_from_real_pods_that_pass_their_probes(
     assert len(pods) == REPLICAS[name]
     for pod in pods:
         assert pod["spec"]["nodeName"] == real_node
-        (status,) = pod["status"]["containerStatuses"]
+        statuses = pod["status"]["containerStatuses"]
+        assert {s["name"] for s in statuses} == CONTAINERS.get(name, {"runtime"})
         # Ready: the startup, liveness and readiness probes the operator rendered all pass, first time
-        assert status["ready"] and status["started"] and status["restartCount"] == 0, status
+        for status in statuses:
+            assert status["ready"] and status["started"] and status["restartCount"] == 0, status
         assert pod["spec"]["securityContext"]["runAsUser"] == 10001
     # The Service answers from inside the cluster, through kube-proxy, with one of its pods' revisions.
     answer = client.run("health", service_url(kube, samples_ns, name))

@@ -54,6 +54,7 @@ EXPECT = {
     "chat": Expect("gpt-prod", "prod", "RollingUpdate", 3, "on-demand", "eks", ("chat",)),
     "chat-bg": Expect("gpt-prod", "prod", "BlueGreen", 3, "on-demand", "aks", ("chat-bg-blue",), gpu=1),
     "chat-canary": Expect("gpt-prod", "prod", "Canary", 10, "on-demand", "karpenter", ("chat-canary-stable",)),
+    "chat-llamacpp": Expect("gpt-dev", "dev", "RollingUpdate", 1, "spot", "karpenter", ("chat-llamacpp",)),
 }
 
 # The prod sample reads its model from a PersistentVolumeClaim; the scheduler places its pods only once the

@@ -85,6 +85,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"model": SOURCE, "networkPolicy": {"ingress": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
         "a peer has ipBlock, or namespaceSelector and/or podSelector",
     ),
+    (
+        "llamacpp-from-hf",
+        {"model": {"source": "hf:HuggingFaceTB/SmolLM2-135M-Instruct"}, "engine": {"type": "llamacpp"}},
+        "engine llamacpp needs a GGUF model",
+    ),
+    (
+        "vllm-on-cpu-default-image",
+        {"model": {"source": "hf:org/name"}, "engine": {"type": "vllm"}},
+        "engine vllm needs resources.gpu > 0",
+    ),
+    (
+        "engine-on-the-runtime-port",
+        {"model": {"source": "builtin:smollm2-135m"}, "engine": {"type": "llamacpp", "port": 8000}},
+        "engine.port must not be 8000",
+    ),
+    (
+        "unknown-engine",
+        {"model": SOURCE, "engine": {"type": "sglang"}},
+        "Unsupported value",
+    ),
 ]
 
 
