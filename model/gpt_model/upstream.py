@@ -403,14 +403,18 @@ class UpstreamEngine:
 
 
 def load_counting_tokenizer(source: str, cache_dir: str | None = None) -> Any:
-    """A ChatTokenizer for counting: a builtin model's, or one from a local directory (no weights loaded)."""
-    from gpt_model.tokenizer import ChatTokenizer, load_tokenizer
+    """A tokenizer for counting only (no transformers, no torch: the runtime in front of an engine stays small):
+    a builtin model's, from its converted directory, or one from a local directory."""
+    from gpt_model.paths import SMOLLM2_DIRNAME, cache_root
+    from gpt_model.tokenizer import CountingTokenizer
 
-    if source.startswith("builtin:"):
-        from gpt_model.checkpoint import smollm2_dir
+    if not source.startswith("builtin:"):
+        return CountingTokenizer(source.removeprefix("file://"))
+    if source.removeprefix("builtin:") not in ("smollm2-135m", "smollm2-135m-instruct", "default"):
+        raise ValueError(f"tokenizer {source!r}: only builtin:smollm2-135m ships a tokenizer")
+    converted = cache_root(cache_dir) / SMOLLM2_DIRNAME
+    if not (converted / "tokenizer.json").exists():
+        from gpt_model.checkpoint import smollm2_dir  # converts the GGUF once (imports torch, this one time)
 
-        name = source.removeprefix("builtin:")
-        if name not in ("smollm2-135m", "smollm2-135m-instruct", "default"):
-            raise ValueError(f"tokenizer {source!r}: only builtin:smollm2-135m ships a tokenizer")
-        return ChatTokenizer(load_tokenizer(smollm2_dir(cache_dir)))
-    return ChatTokenizer(load_tokenizer(source.removeprefix("file://")))
+        converted = smollm2_dir(cache_dir)
+    return CountingTokenizer(converted)

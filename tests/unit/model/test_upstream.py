@@ -232,3 +232,36 @@ def test_the_source_url_selects_the_upstream_client_and_keeps_the_key_out_of_the
     assert engine._client_args["headers"] == {"Authorization": "Bearer s3cret"}
     # without a tokenizer, prompts are estimated at 4 characters a token
     assert engine.count_text_tokens("x" * 40) == 10
+
+
+def test_the_counting_tokenizer_counts_as_transformers_does_without_importing_torch(tmp_path):
+    """The runtime in front of an engine counts prompts with tokenizer.json and the chat template alone."""
+    import subprocess
+    import sys
+
+    from gpt_model.checkpoint import smollm2_dir
+    from gpt_model.tokenizer import ChatTokenizer, CountingTokenizer, load_tokenizer
+
+    path = smollm2_dir()
+    reference, light = ChatTokenizer(load_tokenizer(path)), CountingTokenizer(path)
+    conversations = [
+        HELLO,
+        (
+            ChatMessage("system", "Be brief."),
+            ChatMessage("user", "Héllo — wörld? 你好 🙂"),
+            ChatMessage("assistant", "Hi!"),
+        ),
+        (ChatMessage("user", "<|im_start|> is a special token\n\n  with   spaces"),),
+    ]
+    for messages in conversations:
+        assert light.chat_prompt(messages) == reference.chat_prompt(messages)
+        assert light.encode_chat(messages) == reference.encode_chat(messages)
+    assert light.encode("plain text, no template") == reference.encode("plain text, no template")
+
+    probe = (
+        "import sys; from gpt_model.upstream import load_counting_tokenizer; "
+        f"t = load_counting_tokenizer('builtin:smollm2-135m', {str(path.parent)!r}); "
+        "print(len(t.encode('hello world')), 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["2", "False", "False"]
