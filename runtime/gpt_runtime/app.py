@@ -171,6 +171,7 @@ def create_app(
             yield
         finally:
             if worker_task is not None:
+                app.state.worker.stop()  # its loops end because it stops: no "loop ended" error at shutdown
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
