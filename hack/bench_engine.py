@@ -316,7 +316,7 @@ def llama_server_binary() -> str:
 
 def start_llama_server(procs: list, args, streams: int, api_key: str, tmp: Path) -> str:
     """llama-server with one slot per stream, each slot's context room for a prompt and --max-tokens."""
-    from gpt_model.checkpoint import smollm2_gguf
+    from gpt_model.paths import smollm2_gguf
 
     port = free_port()
     per_slot = 512 + args.max_tokens

