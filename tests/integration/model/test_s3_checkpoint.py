@@ -145,8 +145,8 @@ def test_a_failed_fetch_says_why_in_one_line(tmp_path, s3_env):
 
 def test_the_engine_model_export_copies_a_gguf_object_once_and_a_checkpoint_prefix(tmp_path, s3_env):
     """`python -m gpt_model.fetch --engine ...`: what the fetch-engine-model init container runs."""
-    from gpt_model.paths import smollm2_gguf
     from gpt_model.fetch import main
+    from gpt_model.paths import smollm2_gguf
 
     gguf = smollm2_gguf()
     s3_env.upload_file(str(gguf), "models", "llama/smollm2.gguf")
@@ -171,8 +171,8 @@ def test_the_engine_model_export_copies_a_gguf_object_once_and_a_checkpoint_pref
 
 
 def test_the_builtin_model_export_gives_llama_cpp_the_packaged_gguf(tmp_path):
-    from gpt_model.paths import smollm2_gguf
     from gpt_model.fetch import main
+    from gpt_model.paths import smollm2_gguf
 
     into = tmp_path / "engine-model"
     assert main(argv=["--engine", "llamacpp", "--source", "builtin:smollm2-135m", "--into", str(into)]) == 0
