@@ -64,7 +64,7 @@ if [ "$e2e_local" = 1 ]; then
   stage "go binaries + images"
   GPT_K8S_WITH_NODE=1 bash hack/k8s/build.sh >"$GPT_K8S_CLUSTER_DIR.build.log" 2>&1 &
   go_build=$!
-  images=$(bash hack/images/build.sh operator runtime moto | tr '\n' ' ')
+  images=$(bash hack/images/build.sh operator runtime moto llama-server | tr '\n' ' ')
   wait "$go_build" || { tail -n 40 "$GPT_K8S_CLUSTER_DIR.build.log" >&2; exit 1; }
   rm -f "$GPT_K8S_CLUSTER_DIR.build.log"
   stage "cluster up (images loaded)"
