@@ -7,7 +7,8 @@
 #      get addresses from 198.18.0.0/15, as on the local cluster;
 #   2. runs kwok against it with the fake GPU fleet of hack/k8s/fleet.yaml (kind has no GPUs and no spot nodes)
 #      and labels kind's node as the one that runs containers (gpt-operator.dev/e2e-node=real);
-#   3. builds the images with hack/images/build.sh (base python:3.11-slim, CPU torch) and loads them into kind;
+#   3. builds the images with hack/images/build.sh (base python:3.11-slim, CPU torch; llama-server from
+#      hack/tools.sh, which needs cmake and g++) and loads them into kind;
 #   4. runs tests/e2e, which deploy the operator from manifests/base (tests/e2e/operator/).
 #
 #   KIND_CLUSTER_NAME   cluster name (default gpt-operator-e2e)
@@ -90,7 +91,7 @@ kubectl wait --for=condition=Ready node -l type=kwok --timeout=120s
 
 echo "==> images"
 images=$(GPT_IMAGE_BASE="${GPT_IMAGE_BASE:-python:3.11-slim}" GPT_TORCH_VARIANT="${GPT_TORCH_VARIANT:-cpu}" \
-  bash hack/images/build.sh operator runtime moto)
+  bash hack/images/build.sh operator runtime moto llama-server)
 for image in $images; do
   kind load docker-image "$image" --name "$cluster"
 done
