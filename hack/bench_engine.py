@@ -278,6 +278,12 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """A live process's CPU time so far (user + system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -468,8 +474,11 @@ def run_served(mode: str, args, tmp_root: Path) -> list[dict]:
             if mode == "front":
                 url = start_runtime(procs, args, streams, url, api_key, tmp)
                 headers = {"Authorization": f"Bearer {signed_up_token(url)}"}
+            cpu_before = [cpu_seconds(p.pid) for p in procs]
             out = asyncio.run(measure_http(url, headers, extra, args, streams))
             rss = sum(vm_hwm_mb(p.pid) for p in procs)
+            # CPU each server spent on the run (warm-up included): the runtime's is what our HTTP layer costs
+            cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_before, strict=True)]
         finally:
             for proc in reversed(procs):
                 stop_process(proc)
@@ -492,6 +501,8 @@ def run_served(mode: str, args, tmp_root: Path) -> list[dict]:
                 "itl": out["itl"],
                 "rss_mb": rss,
                 "gpu_mb": 0.0,
+                "engine_cpu_s": cpu[0],
+                "runtime_cpu_s": cpu[1] if len(cpu) > 1 else 0.0,
             }
         )
     return results
@@ -514,6 +525,8 @@ def summarise(row: dict) -> dict:
         "itl_p50_ms": pct(row["itl"], 50) * ms,
         "itl_p95_ms": pct(row["itl"], 95) * ms,
         "rss_mb": row["rss_mb"],
+        "engine_cpu_s": row.get("engine_cpu_s", 0.0),
+        "runtime_cpu_s": row.get("runtime_cpu_s", 0.0),
         "gpu_mb": row["gpu_mb"],
     }
 
@@ -554,6 +567,12 @@ def print_table(model: str, rows: list[dict], device: str, dtype: str = "float32
                 f"HTTP layer cost at {s} streams: front tok/s vs llamacpp tok/s = {cost:+.1f} %"
                 f" ({front['tok_s']:.1f} vs {llama['tok_s']:.1f})"
             )
+        share = front["runtime_cpu_s"] / max(1e-9, front["runtime_cpu_s"] + front["engine_cpu_s"]) * 100
+        print(
+            f"  our runtime's CPU at {s} streams: {front['runtime_cpu_s']:.1f} s, "
+            f"{front['runtime_cpu_s'] / front['tokens'] * 1000:.2f} ms per token, "
+            f"{share:.1f} % of the CPU the pair used (llama-server {front['engine_cpu_s']:.1f} s)"
+        )
 
 
 def run_phase(phase: str, path: Path, args) -> list[dict]:
