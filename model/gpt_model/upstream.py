@@ -326,7 +326,9 @@ class UpstreamEngine:
         status = response.status_code
         if status >= 500 and status not in (503,):
             self.breaker.failure()
-            raise UpstreamError(f"the model server failed: {status} {message}")
+            # the upstream's own words (paths, device errors) go to our log, not to the client
+            log.warning("upstream engine failed", extra={"status": status, "upstream_error": message})
+            raise UpstreamError(f"the model server failed (HTTP {status}); retry later")
         self.breaker.success()  # it answered: it is up
         if status in (429, 503):
             raise EngineOverloaded(message)

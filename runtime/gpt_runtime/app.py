@@ -153,7 +153,7 @@ def create_app(
             )
         runtime = await build_runtime(settings, metrics, engine=engine, email=email)
         app.state.runtime = runtime
-        worker_task = None
+        worker_task = worker = None
         app.state.worker = None
         if in_process:
             worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives)
@@ -170,8 +170,8 @@ def create_app(
         try:
             yield
         finally:
-            if worker_task is not None:
-                app.state.worker.stop()  # its loops end because it stops: no "loop ended" error at shutdown
+            if worker is not None and worker_task is not None:
+                worker.stop()  # its loops end because it stops: no "loop ended" error at shutdown
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
