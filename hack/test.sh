@@ -28,7 +28,9 @@ if [ -z "${KUBECONFIG:-}" ] && [ "${GPT_SKIP_E2E:-0}" != 1 ]; then e2e_local=1; 
 # Debian packages, by the command each brings (a host that has the command from elsewhere keeps it): Redis for
 # the integration tests, cmake and g++ to build llama.cpp's server (the upstream-engine tests); for the local e2e cluster, a Docker engine to build the images, debootstrap for their
 # base, and containerd, runc, the CNI plugins and nftables for the real node.
-declare -A need=([redis-server]=redis-server [cmake]=cmake [g++]=g++)
+# espeak-ng speaks /synthesize; chromium is the real browser of the web page's test, npm builds that page.
+declare -A need=([redis-server]=redis-server [cmake]=cmake [g++]=g++ [espeak-ng]=espeak-ng [chromium]=chromium
+                 [npm]=npm)
 if [ "$e2e_local" = 1 ]; then
   need+=([dockerd]=docker.io [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
          [nft]=nftables [iptables]=iptables)
