@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from gpt_model.images import open_image_generator
 from gpt_model.protocol import EngineClient
 from gpt_model.registry import open_engine
 
@@ -17,12 +18,15 @@ from gpt_runtime.api import (
     admin,
     auth,
     conversations,
+    embeddings,
     files,
     generate,
     health,
+    images,
     jobs,
     keys,
     openai,
+    search,
     usage,
     ws,
 )
@@ -42,11 +46,14 @@ from gpt_runtime.openapi import install_openapi
 from gpt_runtime.read_cache import ReadCacheMiddleware
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
+from gpt_runtime.services.embeddings import EmbeddingService
 from gpt_runtime.services.generation import GenerationService
+from gpt_runtime.services.images import ImageService
 from gpt_runtime.services.jobs import JobService, Worker
 from gpt_runtime.services.limits import Limits
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import open_store
+from gpt_runtime.webui import web_router
 
 log = logging.getLogger("gpt_runtime")
 
@@ -57,8 +64,11 @@ async def build_runtime(
     *,
     engine: EngineClient | None = None,
     email: EmailSender | None = None,
+    embeddings: bool = True,
+    images: bool = False,
 ) -> Runtime:
-    """Open every backend and start the engine: what the API and the worker share."""
+    """Open every backend and start the engine: what the API and the worker share (the worker without the
+    embedding model: conversation search indexes at search time, in the API)."""
     store = open_store(settings.resolved_database_url)
     await store.open()
     log.info("loading model", extra={"model_source": settings.model_source})
@@ -89,6 +99,25 @@ async def build_runtime(
     generation = GenerationService(store, model, metrics, settings, limits=limits, cache=cache, gate=gate)
     outbox = Outbox(email or open_email_sender(settings))
     api_keys = ApiKeys(store, max_per_user=settings.api_key_max_per_user)
+    embedding_service = None
+    if embeddings and settings.embedding_model_source.strip() != "none":
+        embedding_service = EmbeddingService(
+            settings.embedding_model_source,
+            store,
+            index_batch=settings.search_index_batch,
+            cache_bytes=settings.search_cache_mb * 2**20,
+        )
+        embedding_service.start()  # loads in a thread; the routes answer 503 until it is ready
+    image_service = None
+    if images and settings.image_model_source.strip():  # the API's; job workers make no images
+        log.info("loading image model", extra={"image_model_source": settings.image_model_source})
+        generator = await asyncio.to_thread(
+            open_image_generator,
+            settings.image_model_source,
+            settings.model_cache_dir,
+            settings.model_dtype,
+        )
+        image_service = ImageService(generator, settings, store, files, limits, cache)
     return Runtime(
         settings=settings,
         store=store,
@@ -105,10 +134,14 @@ async def build_runtime(
         files=files,
         generation=generation,
         jobs=JobService(store, queue, generation, metrics),
+        embeddings=embedding_service,
+        images=image_service,
     )
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    if runtime.embeddings is not None:
+        await runtime.embeddings.close()
     await runtime.outbox.close()
     await runtime.engine.close()
     for backend in (runtime.queue, runtime.cache.backend, runtime.counter, runtime.files):
@@ -151,7 +184,7 @@ def create_app(
                 " memory://): no process could run the jobs. Set a redis:// or sqs:// GPT_QUEUE_URL for separate"
                 " workers, or leave GPT_WORKER_IN_PROCESS unset"
             )
-        runtime = await build_runtime(settings, metrics, engine=engine, email=email)
+        runtime = await build_runtime(settings, metrics, engine=engine, email=email, images=True)
         app.state.runtime = runtime
         worker_task = worker = None
         app.state.worker = None
@@ -197,6 +230,9 @@ def create_app(
         path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
         revision=settings.revision,
     )
-    for module in (conversations, generate, openai, auth, keys, account_pages, jobs, files, usage, admin, health, ws):
+    # search first: GET /conversations/search must not be taken for GET /conversations/{conversation_id}
+    modules = (search, conversations, generate, openai, embeddings, auth, keys, account_pages, jobs, files, usage)
+    for module in (*modules, images, admin, health, ws):
         app.include_router(module.router)
+    app.include_router(web_router(settings.web_dist_dir))  # the chat page at / (public, not in the schema)
     return app

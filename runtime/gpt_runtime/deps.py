@@ -18,7 +18,9 @@ from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
+from gpt_runtime.services.embeddings import EmbeddingService
 from gpt_runtime.services.generation import GenerationService
+from gpt_runtime.services.images import ImageService
 from gpt_runtime.services.jobs import JobService
 from gpt_runtime.services.limits import Limits, rate_headers
 from gpt_runtime.settings import RuntimeSettings
@@ -44,6 +46,8 @@ class Runtime:
     jobs: JobService
     api_keys: ApiKeys
     outbox: Outbox
+    embeddings: EmbeddingService | None = None  # None: GPT_EMBEDDING_MODEL_SOURCE=none (the routes answer 501)
+    images: ImageService | None = None  # None: no GPT_IMAGE_MODEL_SOURCE (the image routes answer 501)
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -87,6 +87,13 @@ class ServiceUnavailable(APIError):
     type = "overloaded"
 
 
+class FeatureDisabled(APIError):
+    """A feature this server was configured without (e.g. GPT_EMBEDDING_MODEL_SOURCE=none)."""
+
+    status_code = 501
+    type = "not_implemented_error"
+
+
 class BadGateway(APIError):
     """A separate model server (an openai+http:// source) answered with an error of its own."""
 

@@ -20,7 +20,12 @@ from gpt_runtime.services.limits import rate_headers
 # path pattern -> (cache kind, route template for metrics)
 CACHEABLE = (
     (re.compile(r"^/conversations$"), "list", "/conversations"),
-    (re.compile(r"^/conversations/[A-Za-z0-9_-]{1,64}$"), "conversation", "/conversations/{conversation_id}"),
+    # not /conversations/search: its answers change when background indexing ends, which bumps no version
+    (
+        re.compile(r"^/conversations/(?!search$)[A-Za-z0-9_-]{1,64}$"),
+        "conversation",
+        "/conversations/{conversation_id}",
+    ),
 )
 
 

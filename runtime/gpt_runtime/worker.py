@@ -22,7 +22,7 @@ log = logging.getLogger("gpt_runtime.worker")
 
 
 async def serve(settings: RuntimeSettings, concurrency: int) -> None:
-    runtime = await build_runtime(settings, Metrics())
+    runtime = await build_runtime(settings, Metrics(), embeddings=False)  # search indexes lazily: not here
     worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives, concurrency=concurrency)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -103,6 +103,37 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class SearchChunk:
+    """One searchable piece of a conversation: its title, or a chunk of a message (key "<message id>.<n>")."""
+
+    key: str
+    snippet: str  # the start of the text it was embedded from, shown with a search result
+    vector: bytes  # float32 unit vector, little-endian
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """A conversation and how much of it the search index holds: the title and first messages embedded."""
+
+    conversation: Conversation
+    indexed_title: str | None  # None: never indexed
+    indexed_messages: int
+
+    @property
+    def stale(self) -> bool:
+        return self.indexed_title != self.conversation.title or self.indexed_messages != self.conversation.message_count
+
+
+@dataclass(frozen=True)
+class VectorRows:
+    """A user's search vectors: row i is `keys[i]` of `conversation_ids[i]`; `matrix` is (n, dim) float32."""
+
+    conversation_ids: list[str]
+    keys: list[str]
+    matrix: bytes  # n * dim float32 values, row after row
+
+
 def job_changes(
     status: JobStatus,
     now: int,
@@ -232,6 +263,32 @@ class Store(Protocol):
         ...
 
     async def bump_user_version(self, user_id: str) -> None: ...
+
+    # conversation search (services/search.py): vectors stored with their owner, removed with the conversation
+
+    async def index_states(self, user_id: str) -> list[IndexState]:
+        """Every conversation of the user's, with what the search index holds of it."""
+        ...
+
+    async def put_search_chunks(
+        self, user_id: str, conversation_id: str, chunks: Sequence[SearchChunk], *, title: str, messages: int
+    ) -> bool:
+        """Store (replace by key) chunks of the user's conversation and record that its `title` and first
+        `messages` messages are indexed. False, with nothing kept, when the conversation is not the user's
+        (or was deleted meanwhile)."""
+        ...
+
+    async def search_vectors(self, user_id: str) -> VectorRows:
+        """All of the user's search vectors (brute-force search reads them; no other user's are reachable)."""
+        ...
+
+    async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The snippets of (conversation_id, key) pairs of the user's; missing ones are left out."""
+        ...
+
+    async def delete_search_chunks(self, user_id: str, conversation_id: str) -> None:
+        """Remove a conversation's vectors (a search met them after the conversation was deleted)."""
+        ...
 
 
 def with_message_id(result: dict | None, stored: Sequence[Message]) -> dict | None:

@@ -22,6 +22,9 @@ api key                USER#<uid> /        id, name, prefix, key_hash, created_a
                        APIKEY#<id>
 api key lookup         APIKEYHASH#<sha256> user_id, id (written and deleted in one transaction with the key)
                        / APIKEY
+search vector          USER#<uid> /        conversation_id, key, snippet, vector (binary: 384 float32);
+                       VEC#<cid>#<key>     the conversation item's ``search_title`` / ``search_messages``
+                                           record what the index holds of it
 =====================  ==================  ====================================================
 
 * Scoping is by key: a conversation lives under its owner's partition, so another user's id simply
@@ -39,7 +42,10 @@ api key lookup         APIKEYHASH#<sha256> user_id, id (written and deleted in o
   runtime's prompt and token limits keep it there) and a transaction 100 items, so large appends are
   written in chunks of 99 messages, each its own transaction.
 * Delete removes the conversation item first (so it is gone atomically for readers and later writes
-  fail their condition), then its messages in batches.
+  fail their condition), then its messages and search vectors in batches.
+* Search vectors live in their owner's partition, so a search reads one key range (``VEC#``) of the caller's
+  own partition and nothing else; brute force over it (services/search.py) scales to tens of thousands of
+  vectors per user (about 2 kB an item: 1 MB query pages, ~500 vectors each).
 """
 
 from __future__ import annotations
@@ -63,13 +69,16 @@ from gpt_runtime.storage.base import (
     ApiKey,
     Conversation,
     ConversationGone,
+    IndexState,
     Job,
     JobStatus,
     Message,
     NewMessage,
     Page,
     Role,
+    SearchChunk,
     User,
+    VectorRows,
     decode_cursor,
     encode_cursor,
     job_changes,
@@ -550,6 +559,7 @@ class DynamoDBStore:
         keys = [
             {"pk": item["pk"], "sk": item["sk"]} for item in await self._message_items(conversation_id, keys_only=True)
         ]
+        keys += await self._vector_keys(user_id, conversation_id)
         for start in range(0, len(keys), 25):
             pending: list[dict[str, Any]] = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
             while pending:
@@ -804,3 +814,132 @@ class DynamoDBStore:
             UpdateExpression="ADD version :one",
             ExpressionAttributeValues=_ser({":one": 1}),
         )
+
+    # conversation search: vectors in the owner's partition (USER#<uid> / VEC#<cid>#<key>)
+
+    async def _query_all(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a query, following its pages (raw, not deserialized)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            response = await self._call("query", TableName=self.table, ConsistentRead=True, **kwargs)
+            items += response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return items
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def _vector_keys(self, user_id: str, conversation_id: str) -> list[dict[str, Any]]:
+        return await self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :vec)",
+            ExpressionAttributeValues=_ser({":pk": f"USER#{user_id}", ":vec": f"VEC#{conversation_id}#"}),
+            ProjectionExpression="pk, sk",
+        )
+
+    async def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), 25):
+            pending = requests[start : start + 25]
+            while pending:
+                response = await self._call("batch_write_item", RequestItems={self.table: pending})
+                pending = response.get("UnprocessedItems", {}).get(self.table, [])
+                if pending:
+                    await asyncio.sleep(0.05)
+
+    async def index_states(self, user_id: str) -> list[IndexState]:
+        items = await self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :conv)",
+            ExpressionAttributeValues=_ser({":pk": f"USER#{user_id}", ":conv": "CONV#"}),
+        )
+        states = []
+        for item in map(_de, items):
+            indexed = item.get("search_messages")
+            states.append(IndexState(_conversation(item), item.get("search_title"), int(indexed or 0)))
+        return states
+
+    async def put_search_chunks(
+        self, user_id: str, conversation_id: str, chunks: Sequence[SearchChunk], *, title: str, messages: int
+    ) -> bool:
+        if await self.get_conversation(user_id, conversation_id) is None:
+            return False
+        puts = [
+            {
+                "PutRequest": {
+                    "Item": _ser(
+                        {
+                            "pk": f"USER#{user_id}",
+                            "sk": f"VEC#{conversation_id}#{chunk.key}",
+                            "conversation_id": conversation_id,
+                            "key": chunk.key,
+                            "snippet": chunk.snippet,
+                            "vector": chunk.vector,
+                        }
+                    )
+                }
+            }
+            for chunk in chunks
+        ]
+        await self._batch_write(puts)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}),
+                UpdateExpression="SET search_title = :title, search_messages = :messages",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_ser({":title": title, ":messages": messages}),
+            )
+        except ClientError as exc:
+            if _code(exc) not in ("ConditionalCheckFailedException", "TransactionConflictException"):
+                raise
+            if _code(exc) == "TransactionConflictException":
+                return True  # the vectors are stored; the next search sees the conversation as stale and retries
+            await self.delete_search_chunks(user_id, conversation_id)  # deleted meanwhile: keep nothing of it
+            return False
+        return True
+
+    async def search_vectors(self, user_id: str) -> VectorRows:
+        items = await self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :vec)",
+            ExpressionAttributeValues=_ser({":pk": f"USER#{user_id}", ":vec": "VEC#"}),
+            ProjectionExpression="conversation_id, #key, vector",
+            ExpressionAttributeNames={"#key": "key"},
+        )
+        return VectorRows(
+            [item["conversation_id"]["S"] for item in items],
+            [item["key"]["S"] for item in items],
+            b"".join(item["vector"]["B"] for item in items),
+        )
+
+    async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        keys = [_ser({"pk": f"USER#{user_id}", "sk": f"VEC#{cid}#{key}"}) for cid, key in dict.fromkeys(refs)]
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": keys[start : start + 100],
+                    "ProjectionExpression": "conversation_id, #key, snippet",
+                    "ExpressionAttributeNames": {"#key": "key"},
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = await self._call("batch_get_item", RequestItems=request)
+                for item in map(_de, response.get("Responses", {}).get(self.table, [])):
+                    found[(item["conversation_id"], item["key"])] = item["snippet"]
+                request = response.get("UnprocessedKeys") or {}
+                if request:
+                    await asyncio.sleep(0.05)
+        return found
+
+    async def delete_search_chunks(self, user_id: str, conversation_id: str) -> None:
+        keys = await self._vector_keys(user_id, conversation_id)
+        await self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_ser({"pk": f"USER#{user_id}", "sk": f"CONV#{conversation_id}"}),
+                UpdateExpression="REMOVE search_title, search_messages",
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # the conversation is gone: nothing to reset
+                raise

@@ -18,13 +18,16 @@ from gpt_runtime.storage.base import (
     ApiKey,
     Conversation,
     ConversationGone,
+    IndexState,
     Job,
     JobStatus,
     Message,
     NewMessage,
     Page,
     Role,
+    SearchChunk,
     User,
+    VectorRows,
     decode_cursor,
     encode_cursor,
     job_changes,
@@ -85,6 +88,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS user_versions (
     user_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS search_chunks (
+    user_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    snippet TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (conversation_id, key)
+);
+CREATE INDEX IF NOT EXISTS search_chunks_by_user ON search_chunks(user_id);
+CREATE TABLE IF NOT EXISTS search_index (
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    messages INTEGER NOT NULL
 );
 """
 
@@ -475,5 +492,70 @@ class SQLiteStore:
         await self.db.execute(
             "INSERT INTO user_versions VALUES (?, 1) ON CONFLICT(user_id) DO UPDATE SET version = version + 1",
             (user_id,),
+        )
+        await self.db.commit()
+
+    # conversation search: vectors beside the conversation they come from, deleted with it (ON DELETE CASCADE)
+
+    async def index_states(self, user_id: str) -> list[IndexState]:
+        query = (
+            f"SELECT {_CONVERSATION_COLUMNS}, s.title, COALESCE(s.messages, 0) FROM conversations c"
+            " LEFT JOIN search_index s ON s.conversation_id = c.id WHERE c.user_id = ?"
+        )
+        async with self.db.execute(query, (user_id,)) as cur:
+            rows = await cur.fetchall()
+        return [IndexState(_conversation(row[:6]), row[6], row[7]) for row in rows]
+
+    @_serialized
+    async def put_search_chunks(
+        self, user_id: str, conversation_id: str, chunks: Sequence[SearchChunk], *, title: str, messages: int
+    ) -> bool:
+        try:
+            async with self.db.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+            ) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            await self.db.executemany(
+                "INSERT OR REPLACE INTO search_chunks VALUES (?, ?, ?, ?, ?)",
+                [(user_id, conversation_id, c.key, c.snippet, c.vector) for c in chunks],
+            )
+            await self.db.execute(
+                "INSERT OR REPLACE INTO search_index VALUES (?, ?, ?)", (conversation_id, title, messages)
+            )
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+        return True
+
+    async def search_vectors(self, user_id: str) -> VectorRows:
+        async with self.db.execute(
+            "SELECT conversation_id, key, vector FROM search_chunks WHERE user_id = ?", (user_id,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return VectorRows([r[0] for r in rows], [r[1] for r in rows], b"".join(r[2] for r in rows))
+
+    async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        for conversation_id, key in refs:
+            async with self.db.execute(
+                "SELECT snippet FROM search_chunks WHERE conversation_id = ? AND key = ? AND user_id = ?",
+                (conversation_id, key, user_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                found[(conversation_id, key)] = row[0]
+        return found
+
+    @_serialized
+    async def delete_search_chunks(self, user_id: str, conversation_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM search_chunks WHERE conversation_id = ? AND user_id = ?", (conversation_id, user_id)
+        )
+        await self.db.execute(
+            "DELETE FROM search_index WHERE conversation_id = ?"
+            " AND conversation_id IN (SELECT id FROM conversations WHERE user_id = ?)",
+            (conversation_id, user_id),
         )
         await self.db.commit()
