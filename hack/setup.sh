@@ -24,3 +24,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hack/constraints.tx
   fi
   touch "$stamp"
 fi
+if [[ ",$extras," == *",runtime,"* ]]; then
+  bash hack/web.sh  # the web page the runtime serves at / (skipped when up to date; only a warning without npm)
+fi

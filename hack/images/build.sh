@@ -53,6 +53,7 @@ for name in "${wanted[@]}"; do
   case "$name" in
     operator) build operator Dockerfile.operator "$OPERATOR_IMAGE" ;;
     runtime)
+      bash hack/web.sh >&2  # the web page's build goes into the image with runtime/ (webui/dist)
       extra=()
       [ -z "${GPT_TORCH_VARIANT:-}" ] || extra+=("TORCH_VARIANT=$GPT_TORCH_VARIANT")
       # the build stage keeps a tag: untagged, `docker image prune` would take torch's layer with it
