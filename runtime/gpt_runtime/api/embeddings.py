@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic_core import PydanticCustomError
 
 from gpt_runtime.api.responses import error_response, errors
 from gpt_runtime.deps import CurrentUser, Runtime, RuntimeDep
@@ -48,6 +49,18 @@ class EmbeddingsIn(BaseModel):
     )
     dimensions: int | None = Field(default=None, ge=1, le=4096, description="Only the model's own (384)")
     user: str | None = Field(default=None, max_length=256, description="Accepted and not used")
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _one_message(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """One error naming `input` (not each member of the union)."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise PydanticCustomError(
+                "invalid_input",
+                f"must be a text or a list of 1 to {MAX_INPUTS} texts, each 1 to {MAX_INPUT_CHARS} characters",
+            ) from exc
 
 
 class EmbeddingOut(BaseModel):
