@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from gpt_model.embeddings import BUILTIN, BUILTIN_ID, check_source, open_embedder
 from gpt_runtime.api import embeddings as embeddings_api
-from gpt_runtime.deps import Runtime, get_current_user
+from gpt_runtime.deps import get_current_user
 from gpt_runtime.errors import install_error_handlers
 from gpt_runtime.services.embeddings import EmbeddingService
 from gpt_runtime.storage import User
