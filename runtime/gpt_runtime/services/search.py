@@ -13,23 +13,23 @@ Deleting a conversation deletes its vectors with it (SQLite: ON DELETE CASCADE; 
 results only ever name conversations that exist now.
 
 Ranking is a matrix product over all of the user's vectors, kept per process in an LRU cache (bounded in
-bytes) that is valid while the user's index states are unchanged; see hack/bench_search.py for the numbers.
+bytes): a search reads from the store only the vectors of conversations whose index state changed since the
+cached copy (all of them once per process). hack/bench_search.py has the numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 
 import numpy as np
 
-from gpt_runtime.storage.base import IndexState, SearchChunk, Store
+from gpt_runtime.storage.base import IndexState, SearchChunk, Store, VectorRows
 
 log = logging.getLogger("gpt_runtime.search")
 CHUNK_CHARS = 1000
@@ -69,27 +69,53 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, limit: int = MAX_CHUNKS) -> l
     return chunks[:limit]
 
 
-def _fingerprint(states: list[IndexState]) -> str:
-    """Changes whenever the set of a user's indexed vectors can have changed."""
-    digest = hashlib.sha256()
-    for state in sorted(states, key=lambda s: s.conversation.id):
-        digest.update(f"{state.conversation.id}\0{state.indexed_title}\0{state.indexed_messages}\n".encode())
-    return digest.hexdigest()
-
-
 @dataclass
 class _Vectors:
-    """One user's vectors as loaded: row i belongs to conversations[conv_index[i]] and is keys[i]."""
+    """One user's vectors grouped by conversation: rows starts[i]:starts[i+1] belong to conversations[i]."""
 
-    fingerprint: str
     conversations: list[str]
-    conv_index: np.ndarray
+    starts: np.ndarray
     keys: list[str]
     matrix: np.ndarray
 
+    @classmethod
+    def of(cls, blocks: dict[str, tuple[list[str], np.ndarray]], dim: int) -> _Vectors:
+        """One matrix from per-conversation blocks (the blocks become views into it: no second copy)."""
+        conversations = sorted(blocks)
+        sizes = [len(blocks[c][0]) for c in conversations]
+        starts = np.cumsum([0, *sizes[:-1]], dtype=np.int64) if sizes else np.zeros(0, dtype=np.int64)
+        matrix = np.empty((sum(sizes), dim), dtype=np.float32)
+        keys: list[str] = []
+        for conversation, start, size in zip(conversations, starts, sizes, strict=True):
+            block_keys, block = blocks[conversation]
+            matrix[start : start + size] = block
+            blocks[conversation] = (block_keys, matrix[start : start + size])
+            keys += block_keys
+        return cls(conversations, starts, keys, matrix)
+
+    def conversation_of(self, row: int) -> str:
+        return self.conversations[int(np.searchsorted(self.starts, row, side="right")) - 1]
+
+
+@dataclass
+class _UserVectors:
+    """A user's cached vectors: each conversation's block, loaded at the index state it had then."""
+
+    states: dict[str, tuple[str | None, int]]
+    blocks: dict[str, tuple[list[str], np.ndarray]]
+    assembled: _Vectors | None = None
+
     @property
     def nbytes(self) -> int:
-        return self.matrix.nbytes + self.conv_index.nbytes
+        return sum(block.nbytes for _, block in self.blocks.values())
+
+
+def _blocks(rows: VectorRows, dim: int) -> dict[str, tuple[list[str], np.ndarray]]:
+    matrix = np.frombuffer(rows.matrix, dtype="<f4").reshape(-1, dim)
+    grouped: dict[str, list[int]] = {}
+    for row, conversation_id in enumerate(rows.conversation_ids):
+        grouped.setdefault(conversation_id, []).append(row)
+    return {c: ([rows.keys[i] for i in idx], matrix[idx]) for c, idx in grouped.items()}
 
 
 class ConversationSearch:
@@ -101,7 +127,7 @@ class ConversationSearch:
         self.dim = dim
         self.batch = batch
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, _Vectors] = OrderedDict()
+        self._cache: OrderedDict[str, _UserVectors] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._background: dict[str, asyncio.Task] = {}
 
@@ -120,10 +146,7 @@ class ConversationSearch:
         live = {state.conversation.id: state.conversation for state in states}
         vectors = await self._vectors(user_id, states)
         ranked = rank(vectors, query_vector, live, limit)
-        gone = sorted(set(vectors.conversations) - set(live))
-        for conversation_id in gone:  # vectors of a conversation deleted while it was being indexed
-            await self.store.delete_search_chunks(user_id, conversation_id)
-        refs = [(vectors.conversations[vectors.conv_index[row]], vectors.keys[row]) for row, _ in ranked]
+        refs = [(vectors.conversation_of(row), vectors.keys[row]) for row, _ in ranked]
         snippets = await self.store.search_snippets(user_id, refs) if refs else {}
         hits = [
             SearchHit(ref[0], live[ref[0]].title, round(score, 4), snippets.get(ref, ""))
@@ -195,21 +218,33 @@ class ConversationSearch:
         self._background[user_id] = asyncio.create_task(run())
 
     async def _vectors(self, user_id: str, states: list[IndexState]) -> _Vectors:
-        fingerprint = _fingerprint(states)
-        cached = self._cache.get(user_id)
-        if cached is not None and cached.fingerprint == fingerprint:
-            self._cache.move_to_end(user_id)
-            return cached
-        rows = await self.store.search_vectors(user_id)
-        matrix = np.frombuffer(rows.matrix, dtype="<f4").reshape(-1, self.dim())
-        conversations, conv_index = np.unique(np.array(rows.conversation_ids, dtype=object), return_inverse=True)
-        vectors = _Vectors(fingerprint, list(conversations), conv_index.astype(np.int64), rows.keys, matrix)
-        self._cache.pop(user_id, None)
-        if vectors.nbytes <= self.cache_bytes:
-            self._cache[user_id] = vectors
-            while sum(v.nbytes for v in self._cache.values()) > self.cache_bytes:
+        """The user's vectors: from the cache, reading only conversations whose index state changed."""
+        current = {s.conversation.id: (s.indexed_title, s.indexed_messages) for s in states}
+        dim = self.dim()
+        entry = self._cache.pop(user_id, None)
+        if entry is None:
+            blocks = _blocks(await self.store.search_vectors(user_id), dim)
+            for conversation_id in set(blocks) - set(current):  # deleted while it was being indexed
+                del blocks[conversation_id]
+                await self.store.delete_search_chunks(user_id, conversation_id)
+            entry = _UserVectors(current, blocks)
+        else:
+            changed = [c for c, state in current.items() if entry.states.get(c) != state]
+            gone = set(entry.states) - set(current)
+            if changed or gone:
+                for conversation_id in [*changed, *gone]:
+                    entry.blocks.pop(conversation_id, None)
+                if changed:
+                    entry.blocks |= _blocks(await self.store.search_vectors(user_id, changed), dim)
+                entry.assembled = None
+            entry.states = current
+        if entry.assembled is None:
+            entry.assembled = _Vectors.of(entry.blocks, dim)
+        if entry.nbytes <= self.cache_bytes:
+            self._cache[user_id] = entry
+            while sum(e.nbytes for e in self._cache.values()) > self.cache_bytes:
                 self._cache.popitem(last=False)
-        return vectors
+        return entry.assembled
 
     async def close(self) -> None:
         for task in list(self._background.values()):
@@ -219,16 +254,18 @@ class ConversationSearch:
         self._cache.clear()
 
 
-def rank(vectors: _Vectors, query: np.ndarray, live: dict[str, object], limit: int) -> list[tuple[int, float]]:
+def rank(vectors: _Vectors, query: np.ndarray, live: Container[str], limit: int) -> list[tuple[int, float]]:
     """(row, score) of each live conversation's best chunk, best first, at most `limit`."""
     if not len(vectors.keys):
         return []
     scores = vectors.matrix @ query.astype(np.float32)
-    alive = np.array([c in live for c in vectors.conversations], dtype=bool)[vectors.conv_index]
-    rows = np.flatnonzero(alive)
-    if not len(rows):
+    best = np.maximum.reduceat(scores, vectors.starts)  # each conversation's best score
+    best[[i for i, c in enumerate(vectors.conversations) if c not in live]] = -np.inf
+    count = min(limit, int(np.isfinite(best).sum()))
+    if count == 0:
         return []
-    order = rows[np.argsort(-scores[rows], kind="stable")]
-    _, first = np.unique(vectors.conv_index[order], return_index=True)  # each conversation's best row
-    best = order[np.sort(first)][:limit]
-    return [(int(row), float(scores[row])) for row in best]
+    top = np.argpartition(-best, count - 1)[:count]
+    top = top[np.argsort(-best[top], kind="stable")]
+    ends = np.r_[vectors.starts[1:], len(scores)]
+    rows = [int(vectors.starts[i] + np.argmax(scores[vectors.starts[i] : ends[i]])) for i in top]
+    return [(row, float(scores[row])) for row in rows]

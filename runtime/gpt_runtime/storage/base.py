@@ -278,8 +278,9 @@ class Store(Protocol):
         (or was deleted meanwhile)."""
         ...
 
-    async def search_vectors(self, user_id: str) -> VectorRows:
-        """All of the user's search vectors (brute-force search reads them; no other user's are reachable)."""
+    async def search_vectors(self, user_id: str, conversation_ids: Sequence[str] | None = None) -> VectorRows:
+        """The user's search vectors, all or those of some of their conversations (no other user's are
+        reachable: another user's conversation id finds nothing)."""
         ...
 
     async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:

@@ -895,13 +895,16 @@ class DynamoDBStore:
             return False
         return True
 
-    async def search_vectors(self, user_id: str) -> VectorRows:
-        items = await self._query_all(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :vec)",
-            ExpressionAttributeValues=_ser({":pk": f"USER#{user_id}", ":vec": "VEC#"}),
-            ProjectionExpression="conversation_id, #key, vector",
-            ExpressionAttributeNames={"#key": "key"},
-        )
+    async def search_vectors(self, user_id: str, conversation_ids: Sequence[str] | None = None) -> VectorRows:
+        prefixes = ["VEC#"] if conversation_ids is None else [f"VEC#{c}#" for c in conversation_ids]
+        items: list[dict[str, Any]] = []
+        for prefix in prefixes:
+            items += await self._query_all(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :vec)",
+                ExpressionAttributeValues=_ser({":pk": f"USER#{user_id}", ":vec": prefix}),
+                ProjectionExpression="conversation_id, #key, vector",
+                ExpressionAttributeNames={"#key": "key"},
+            )
         return VectorRows(
             [item["conversation_id"]["S"] for item in items],
             [item["key"]["S"] for item in items],

@@ -529,11 +529,17 @@ class SQLiteStore:
             raise
         return True
 
-    async def search_vectors(self, user_id: str) -> VectorRows:
-        async with self.db.execute(
-            "SELECT conversation_id, key, vector FROM search_chunks WHERE user_id = ?", (user_id,)
-        ) as cur:
-            rows = await cur.fetchall()
+    async def search_vectors(self, user_id: str, conversation_ids: Sequence[str] | None = None) -> VectorRows:
+        query = "SELECT conversation_id, key, vector FROM search_chunks WHERE user_id = ?"
+        rows: list = []
+        if conversation_ids is None:
+            async with self.db.execute(query, (user_id,)) as cur:
+                rows = list(await cur.fetchall())
+        for start in range(0, len(conversation_ids or ()), 500):
+            some = list(conversation_ids or ())[start : start + 500]
+            marks = ", ".join("?" * len(some))
+            async with self.db.execute(f"{query} AND conversation_id IN ({marks})", (user_id, *some)) as cur:
+                rows += await cur.fetchall()
         return VectorRows([r[0] for r in rows], [r[1] for r in rows], b"".join(r[2] for r in rows))
 
     async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:

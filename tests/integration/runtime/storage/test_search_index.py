@@ -57,6 +57,12 @@ async def test_a_new_conversation_is_stale_until_indexed_and_again_after_a_renam
     matrix = np.frombuffer(rows.matrix, dtype="<f4").reshape(-1, DIM)
     title_row = rows.keys.index("title")
     assert matrix[title_row].tobytes() == _vector(3)  # replaced by key: the renamed title's vector
+    other = await store.create_conversation(ann.id, "other")
+    await store.put_search_chunks(ann.id, other.id, [_chunk("title", 4)], title="other", messages=0)
+    some = await store.search_vectors(ann.id, [other.id])
+    assert (some.conversation_ids, some.keys, some.matrix) == ([other.id], ["title"], _vector(4))
+    assert (await store.search_vectors(ann.id, [])).keys == []
+    assert len((await store.search_vectors(ann.id)).keys) == 3
     assert await store.search_snippets(ann.id, [(conversation.id, "title"), (conversation.id, "nope")]) == {
         (conversation.id, "title"): "snippet of title"
     }
@@ -73,6 +79,7 @@ async def test_vectors_are_reachable_only_by_their_owner(backend: Backend):
     bobs_rows = await store.search_vectors(bob.id)
     assert (bobs_rows.conversation_ids, bobs_rows.keys, bobs_rows.matrix) == ([], [], b"")
     assert await store.search_snippets(bob.id, [(anns.id, "title")]) == {}
+    assert (await store.search_vectors(bob.id, [anns.id])).keys == []
     assert await _states(backend, bob.id) == {}
     await store.delete_search_chunks(bob.id, anns.id)  # not bob's: nothing happens
     assert (await store.search_vectors(ann.id)).keys == ["title"]
