@@ -208,7 +208,9 @@ def open_image_generator(
     path = resolve_source(source, cache_dir)
     import torch
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()  # no tqdm bars in the server's log
     device, torch_dtype = _device_and_dtype(dtype)
     pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
     pipeline.to(device)

@@ -30,9 +30,15 @@ ADMIN_EMAIL = "fuzz-admin@example.com"
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    # a tiny random image pipeline, so the image routes are fuzzed too (unconfigured they only answer 501)
+    subprocess.run([sys.executable, "-m", "gpt_model.images_tiny", str(tmp / "tiny-sd")], check=True, timeout=300)
     runtime = start_runtime(
-        tmp_path_factory.mktemp("fuzz"),
+        tmp,
         GPT_MODEL_SOURCE="fake:echo?context=300",
+        GPT_IMAGE_MODEL_SOURCE=str(tmp / "tiny-sd"),
+        GPT_IMAGE_STEPS="1",
+        GPT_IMAGE_MAX_SIDE="64",
         GPT_MAX_BODY_BYTES="65536",
         GPT_RATE_LIMIT_ANONYMOUS="0",  # 0 = unlimited: sign-up and login are fuzzed too
         GPT_RATE_LIMIT_FREE="0",
