@@ -28,6 +28,7 @@ from gpt_runtime.api import (
     openai,
     search,
     usage,
+    voice,
     ws,
 )
 from gpt_runtime.auth import build_auth
@@ -53,6 +54,7 @@ from gpt_runtime.services.jobs import JobService, Worker
 from gpt_runtime.services.limits import Limits
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import open_store
+from gpt_runtime.voice import VoiceService
 from gpt_runtime.webui import web_router
 
 log = logging.getLogger("gpt_runtime")
@@ -66,6 +68,7 @@ async def build_runtime(
     email: EmailSender | None = None,
     embeddings: bool = True,
     images: bool = False,
+    voice: bool = False,
 ) -> Runtime:
     """Open every backend and start the engine: what the API and the worker share (the worker without the
     embedding model: conversation search indexes at search time, in the API)."""
@@ -118,6 +121,10 @@ async def build_runtime(
             settings.model_dtype,
         )
         image_service = ImageService(generator, settings, store, files, limits, cache)
+    voice_service = None
+    if voice:  # the API's; job workers speak and listen to no one
+        voice_service = VoiceService.from_settings(settings)
+        await voice_service.start()
     return Runtime(
         settings=settings,
         store=store,
@@ -136,6 +143,7 @@ async def build_runtime(
         jobs=JobService(store, queue, generation, metrics),
         embeddings=embedding_service,
         images=image_service,
+        voice=voice_service,
     )
 
 
@@ -184,7 +192,7 @@ def create_app(
                 " memory://): no process could run the jobs. Set a redis:// or sqs:// GPT_QUEUE_URL for separate"
                 " workers, or leave GPT_WORKER_IN_PROCESS unset"
             )
-        runtime = await build_runtime(settings, metrics, engine=engine, email=email, images=True)
+        runtime = await build_runtime(settings, metrics, engine=engine, email=email, images=True, voice=True)
         app.state.runtime = runtime
         worker_task = worker = None
         app.state.worker = None
@@ -227,12 +235,12 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         # multipart framing on top of the file itself
-        path_limits={"/upload": settings.max_upload_bytes + 64 * 1024},
+        path_limits={path: settings.max_upload_bytes + 64 * 1024 for path in ("/upload", "/transcribe")},
         revision=settings.revision,
     )
     # search first: GET /conversations/search must not be taken for GET /conversations/{conversation_id}
     modules = (search, conversations, generate, openai, embeddings, auth, keys, account_pages, jobs, files, usage)
-    for module in (*modules, images, admin, health, ws):
+    for module in (*modules, images, voice, admin, health, ws):
         app.include_router(module.router)
     app.include_router(web_router(settings.web_dist_dir))  # the chat page at / (public, not in the schema)
     return app

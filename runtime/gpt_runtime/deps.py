@@ -25,6 +25,7 @@ from gpt_runtime.services.jobs import JobService
 from gpt_runtime.services.limits import Limits, rate_headers
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import Store, User
+from gpt_runtime.voice import VoiceService
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Runtime:
     outbox: Outbox
     embeddings: EmbeddingService | None = None  # None: GPT_EMBEDDING_MODEL_SOURCE=none (the routes answer 501)
     images: ImageService | None = None  # None: no GPT_IMAGE_MODEL_SOURCE (the image routes answer 501)
+    voice: VoiceService | None = None  # None: the voice routes answer 501 (job workers build none)
 
 
 async def get_runtime(request: Request) -> Runtime:

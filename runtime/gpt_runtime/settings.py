@@ -119,6 +119,15 @@ class RuntimeSettings(BaseSettings):
     search_index_batch: int = Field(default=256, gt=0, description="Chunks a search embeds before it answers")
     search_cache_mb: int = Field(default=256, ge=0, description="Per-process cache of users' search vectors")
 
+    # Voice (gpt_runtime/voice; /voices, /synthesize, /transcribe): engines by name, `none` (the routes answer
+    # 501), or python:package.module:factory for another implementation (voice/factory.py).
+    tts_engine: str = "espeak-ng"
+    stt_engine: str = "pocketsphinx"
+    tts_voice: str = Field(default="en-us+f2", description="The default voice (espeak-ng: language[+variant])")
+    voice_max_concurrent: int = Field(default=2, gt=0, description="Syntheses and transcriptions running at once")
+    voice_timeout_s: float = Field(default=60.0, gt=0, description="Longest one synthesis or transcription may run")
+    stt_max_seconds: float = Field(default=120.0, gt=0, description="Longest audio POST /transcribe takes")
+
     # Cache TTLs (seconds)
     cache_response_ttl_s: int = Field(default=3600, gt=0)
     cache_list_ttl_s: int = Field(default=300, gt=0)
