@@ -665,7 +665,7 @@ async function speak(text: string): Promise<void> {
     return;
   }
   try {
-    const wav = await api.synthesize(text.slice(0, 4000), state.voices?.[0]?.id ?? null);
+    const wav = await api.synthesize(text.slice(0, 4000), null); // the server's default voice
     const url = URL.createObjectURL(wav);
     const audio = new Audio(url);
     state.audio = audio;
@@ -744,10 +744,9 @@ async function startChat(): Promise<void> {
   const wanted = new URLSearchParams(location.hash.slice(1)).get("c"); // the conversation open before a reload
   renderShell();
   newChat();
+  await Promise.all([loadModels(), loadVoices()]); // before any reply is drawn: its read-aloud button needs voices
   await loadConversations();
   if (wanted) await openConversation(wanted);
-  void loadModels();
-  void loadVoices();
   window.clearInterval(state.pollTimer);
   state.pollTimer = window.setInterval(() => void poll(), POLL_MS);
 }

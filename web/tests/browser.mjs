@@ -4,7 +4,8 @@
 //   SCREENSHOT_DIR=.artifacts/browser node web/tests/browser.mjs
 //
 // BASE_URL: a runtime on `fake:echo?delay_ms=80` (the reply echoes the prompt word by word) with generous limits;
-// LIMITED_URL: one with a low GPT_RATE_LIMIT_FREE, for step 6 (default BASE_URL). Exit status 0 when every step
+// LIMITED_URL: one with a low GPT_RATE_LIMIT_FREE, for step 6 (default BASE_URL); EXPECT_VOICE=1 when BASE_URL
+// has the voice endpoints (step 8 then uses them, else it checks the page offers no voice). Exit status 0 when every step
 // passed; each step leaves a screenshot in SCREENSHOT_DIR. Any uncaught page error or CSP violation fails the run.
 
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -15,6 +16,7 @@ const BASE = requireEnv("BASE_URL");
 const LIMITED = process.env.LIMITED_URL || BASE;
 const SHOTS = process.env.SCREENSHOT_DIR || ".artifacts/browser";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const VOICE = process.env.EXPECT_VOICE === "1"; // BASE_URL answers GET /voices (the wrapper asks it)
 const TIMEOUT_MS = 20_000;
 const PASSWORD = "correct horse battery staple";
 
@@ -94,7 +96,8 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ["--headless=new", "--no-sandbox", "--disable-gpu"],
+    // a fake microphone (a tone) that needs no permission prompt, for step 8
+    args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
   });
   try {
     const email = `web-${Date.now().toString(36)}@example.com`;
@@ -241,6 +244,33 @@ async function main() {
       await pp.waitForFunction(() => document.querySelector("#sidebar").getBoundingClientRect().x >= 0);
       await shot(pp, "7-phone-menu");
       await phone.close();
+    });
+    await step(`8. voice: ${VOICE ? "read a reply aloud, speak a message" : "no voice endpoints, no voice buttons"}`, async () => {
+      const vp = watch(await context.newPage(), "voice"); // signed in (same browser as page 1)
+      await vp.goto(`${BASE}/#c=${conversationId}`);
+      await vp.waitForSelector("#messages .message.assistant");
+      if (!VOICE) {
+        await vp.waitForTimeout(500); // GET /voices has answered
+        check(!(await vp.locator("#mic").isVisible()), "no microphone button without /voices");
+        check((await vp.locator("#messages .speak").count()) === 0, "no read-aloud buttons without /voices");
+        await shot(vp, "8-voice");
+        return;
+      }
+      await vp.waitForSelector("#mic:not([hidden])");
+      const [spoken] = await Promise.all([
+        vp.waitForResponse((r) => r.url().endsWith("/synthesize")),
+        vp.locator("#messages .message.assistant .speak").first().click(),
+      ]);
+      check(spoken.status() === 200 && spoken.headers()["content-type"].startsWith("audio/wav"), `/synthesize: ${spoken.status()}`);
+      await vp.click("#mic");
+      await vp.waitForSelector("#mic.recording");
+      await vp.waitForTimeout(1500);
+      const [heard] = await Promise.all([vp.waitForResponse((r) => r.url().endsWith("/transcribe")), vp.click("#mic")]);
+      check(heard.status() === 200, `/transcribe took the browser's WAV: ${heard.status()} ${await heard.text()}`);
+      const transcript = await heard.json();
+      // the server read the browser's WAV: 1.5 s recorded (the fake microphone's tone has no words to find)
+      check(typeof transcript.text === "string" && transcript.duration_s >= 1, `a transcript: ${JSON.stringify(transcript)}`);
+      await shot(vp, "8-voice");
     });
     await writeFile(join(SHOTS, "result.txt"), "passed\n");
     console.log("browser test passed");

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SHOTS = ROOT / ".artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 STEPS = ("1-streaming", "1-chat", "2-stopped", "3-reloaded", "4-second-tab", "4-second-device", "5-upload-export",
-         "6-rate-limit", "7-phone-dark", "7-phone-menu")  # fmt: skip
+         "6-rate-limit", "7-phone-dark", "7-phone-menu", "8-voice")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,14 @@ def runtimes(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     stop_runtime(main)
 
 
+def offers_voice(server: RuntimeServer) -> bool:
+    """Whether the runtime answers GET /voices (the page then shows its microphone and read-aloud buttons)."""
+    with server.client(server.signup_and_login()) as client:
+        status = client.get("/voices").status_code
+    assert status in (200, 404, 501), status
+    return status == 200
+
+
 def run_browser_test(main: RuntimeServer, limited: RuntimeServer, shots: Path) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
@@ -73,6 +81,7 @@ def run_browser_test(main: RuntimeServer, limited: RuntimeServer, shots: Path) -
         "LIMITED_URL": limited.base_url,
         "CHROMIUM": CHROMIUM,
         "SCREENSHOT_DIR": str(shots),
+        "EXPECT_VOICE": "1" if offers_voice(main) else "0",
     }
     return subprocess.run(
         ["node", "web/tests/browser.mjs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
