@@ -178,6 +178,17 @@ async function main() {
       await other.fill("#conversation-list .rename-input", "Renamed on device 2");
       await other.press("#conversation-list .rename-input", "Enter");
       await page.waitForSelector('#conversation-list li .title:text-is("Renamed on device 2")', { timeout: 15_000 });
+      // search (the server's GET /conversations/search, or the titles where it has none): the older conversation,
+      // second in the list, comes first
+      const [searched] = await Promise.all([
+        page.waitForResponse((r) => r.url().includes("/conversations/search?")),
+        page.fill("#search", "Hello from the browser"),
+      ]);
+      check([200, 404, 501].includes(searched.status()), `search answered ${searched.status()}`);
+      await page.waitForFunction((id) => document.querySelector("#conversation-list li")?.dataset.id === id, conversationId);
+      await shot(page, "4-search");
+      await page.fill("#search", "");
+      await page.waitForFunction(() => document.querySelector("#conversation-list li .title")?.textContent === "Renamed on device 2");
       await shot(tab, "4-second-tab");
       await shot(other, "4-second-device");
       await tab.close();
@@ -204,6 +215,14 @@ async function main() {
       const exported = JSON.parse(await readFile(await json.path(), "utf8"));
       check(JSON.stringify(exported).includes("Hello from the browser."), "the JSON export holds the messages");
       await shot(page, "5-upload-export");
+      // delete (after a confirmation): gone from the list, here and in the store
+      const doomed = page.locator("#conversation-list li", { has: page.locator('.title:text-is("Renamed on device 2")') });
+      page.once("dialog", (dialog) => dialog.accept());
+      await doomed.locator("button.delete").click();
+      await doomed.waitFor({ state: "detached" });
+      await page.reload();
+      await page.waitForSelector(`#conversation-list li[data-id="${conversationId}"]`);
+      check((await page.locator('#conversation-list li .title:text-is("Renamed on device 2")').count()) === 0, "deleted for good");
     });
 
     await step("6. a rate limit is shown", async () => {
@@ -271,6 +290,16 @@ async function main() {
       // the server read the browser's WAV: 1.5 s recorded (the fake microphone's tone has no words to find)
       check(typeof transcript.text === "string" && transcript.duration_s >= 1, `a transcript: ${JSON.stringify(transcript)}`);
       await shot(vp, "8-voice");
+    });
+    await step("9. log out: every tab of the browser shows the sign-in form", async () => {
+      await page.click("#logout");
+      await page.waitForSelector("#auth-form");
+      check((await page.evaluate(() => localStorage.getItem("gpt.refresh_token"))) === null, "the refresh token is gone");
+      const other = [...openPages].find((p) => p !== page && !p.isClosed() && p.context() === context);
+      if (other) await other.waitForSelector("#auth-form"); // told by the BroadcastChannel
+      await page.reload();
+      await page.waitForSelector("#auth-form");
+      await shot(page, "9-logged-out");
     });
     await writeFile(join(SHOTS, "result.txt"), "passed\n");
     console.log("browser test passed");

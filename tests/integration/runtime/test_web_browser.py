@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 SHOTS = ROOT / ".artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
-STEPS = ("1-streaming", "1-chat", "2-stopped", "3-reloaded", "4-second-tab", "4-second-device", "5-upload-export",
-         "6-rate-limit", "7-phone-dark", "7-phone-menu", "8-voice")  # fmt: skip
+STEPS = ("1-streaming", "1-chat", "2-stopped", "3-reloaded", "4-second-tab", "4-second-device", "4-search",
+         "5-upload-export", "6-rate-limit", "7-phone-dark", "7-phone-menu", "8-voice", "9-logged-out")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
