@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 
+from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.voice.audio import fix_stream_sizes
 from gpt_runtime.voice.base import MEDIA_TYPES, EngineMissing, InvalidVoiceRequest, Speech, Voice
 from gpt_runtime.voice.proc import run_tool
@@ -124,3 +125,8 @@ class EspeakSynthesizer:
         path = shutil.which(encoder[0]) or encoder[0]
         encoded = await run_tool([path, *encoder[1:]], wav, timeout_s=self.timeout_s, max_output=self.max_output_bytes)
         return Speech(encoded, MEDIA_TYPES[format])
+
+
+def from_settings(settings: RuntimeSettings) -> EspeakSynthesizer:
+    """GPT_TTS_ENGINE=espeak-ng (the same as python:gpt_runtime.voice.espeak:from_settings)."""
+    return EspeakSynthesizer(default_voice=settings.tts_voice, timeout_s=settings.voice_timeout_s)

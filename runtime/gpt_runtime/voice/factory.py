@@ -30,9 +30,7 @@ def open_synthesizer(settings: RuntimeSettings) -> SpeechSynthesizer | None:
     if name == "none":
         return None
     if name == "espeak-ng":
-        from gpt_runtime.voice.espeak import EspeakSynthesizer
-
-        return EspeakSynthesizer(default_voice=settings.tts_voice, timeout_s=settings.voice_timeout_s)
+        name = "python:gpt_runtime.voice.espeak:from_settings"
     if name.startswith("python:"):
         return _plugin(name, "GPT_TTS_ENGINE", SpeechSynthesizer, settings)
     raise ValueError(f"GPT_TTS_ENGINE={name!r}: expected espeak-ng, none or python:package.module:factory")
@@ -43,9 +41,7 @@ def open_recognizer(settings: RuntimeSettings) -> SpeechRecognizer | None:
     if name == "none":
         return None
     if name == "pocketsphinx":
-        from gpt_runtime.voice.sphinx import PocketSphinxRecognizer
-
-        return PocketSphinxRecognizer(timeout_s=settings.voice_timeout_s)
+        name = "python:gpt_runtime.voice.sphinx:from_settings"
     if name.startswith("python:"):
         return _plugin(name, "GPT_STT_ENGINE", SpeechRecognizer, settings)
     raise ValueError(f"GPT_STT_ENGINE={name!r}: expected pocketsphinx, none or python:package.module:factory")

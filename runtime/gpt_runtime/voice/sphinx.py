@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.voice.audio import resample
 from gpt_runtime.voice.base import EngineFailed, EngineMissing
 
@@ -79,3 +80,8 @@ class PocketSphinxRecognizer:
             with contextlib.suppress(BaseException):
                 await work
             raise
+
+
+def from_settings(settings: RuntimeSettings) -> PocketSphinxRecognizer:
+    """GPT_STT_ENGINE=pocketsphinx (the same as python:gpt_runtime.voice.sphinx:from_settings)."""
+    return PocketSphinxRecognizer(timeout_s=settings.voice_timeout_s)

@@ -132,3 +132,41 @@ def test_espeak_voice_listing_is_parsed():
         ("en-us", "English (America)", "gmw/en-US"),
         ("variant", "Alicia", "!v/Alicia"),
     ]
+
+
+# engines by setting
+
+
+def test_engines_are_chosen_by_name_none_or_a_python_factory():
+    from gpt_runtime.settings import RuntimeSettings
+    from gpt_runtime.voice.espeak import EspeakSynthesizer
+    from gpt_runtime.voice.factory import open_recognizer, open_synthesizer
+    from gpt_runtime.voice.sphinx import PocketSphinxRecognizer
+
+    defaults = RuntimeSettings()
+    assert isinstance(open_synthesizer(defaults), EspeakSynthesizer)
+    assert isinstance(open_recognizer(defaults), PocketSphinxRecognizer)
+    off = RuntimeSettings(tts_engine="none", stt_engine="none")
+    assert open_synthesizer(off) is None and open_recognizer(off) is None
+    plugged = RuntimeSettings(
+        stt_engine="python:gpt_runtime.voice.sphinx:from_settings", voice_timeout_s=7, tts_voice="en-gb"
+    )
+    recognizer = open_recognizer(plugged)
+    assert isinstance(recognizer, PocketSphinxRecognizer) and recognizer.timeout_s == 7
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "whisper",
+        "python:gpt_runtime.voice.sphinx",
+        "python:gpt_runtime.voice.sphinx:no_such_factory",
+        "python:gpt_runtime.voice.espeak:from_settings",  # a synthesizer is no recognizer
+    ],
+)
+def test_a_wrong_engine_setting_stops_the_start(spec):
+    from gpt_runtime.settings import RuntimeSettings
+    from gpt_runtime.voice.factory import open_recognizer
+
+    with pytest.raises(ValueError, match="GPT_STT_ENGINE"):
+        open_recognizer(RuntimeSettings(stt_engine=spec))
