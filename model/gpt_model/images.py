@@ -5,9 +5,11 @@ component; a PersistentVolumeClaim is a mounted directory), `file:///path`, or `
 once into `<cache>/s3/` with gpt_model.s3 (objects checked by size and ETag). Loading never touches the network
 (`local_files_only`, HF_HUB_OFFLINE). torch and diffusers are imported only when a pipeline is opened.
 
-A pipeline is not thread-safe: one generation runs at a time per process (a lock). Image i of a request is
-made with its own generator seeded `(seed + i) mod 2**32`, so any image is made again, byte for byte, by
-asking for one image with the seed it was reported with.
+A pipeline is not thread-safe: one generation runs at a time (a lock), and `submit` runs them all on one
+worker thread of the generator's own, whose torch thread count is fixed (GPT_MODEL_THREADS, else torch's
+default): a CPU result depends on how many threads share a reduction, so a pool thread with another setting
+could draw other bytes. Image i of a request is made with its own generator seeded `(seed + i) mod 2**32`, so
+any image is made again, byte for byte, by asking for one image with the seed it was reported with.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import io
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,14 +110,24 @@ def _device_and_dtype(dtype: str | None) -> tuple[str, Any]:
     return device, wanted
 
 
-class ImageGenerator:
-    """A loaded pipeline; `generate` is safe to call from several threads (they take turns)."""
+def _pin_threads(threads: int) -> None:
+    """The worker thread's torch thread count (0: torch's default)."""
+    if threads:
+        import torch
 
-    def __init__(self, pipeline: Any, model_id: str, device: str = "cpu"):
+        torch.set_num_threads(threads)
+
+
+class ImageGenerator:
+    """A loaded pipeline; `generate` is safe to call from several threads (they take turns), `submit` runs it on
+    the generator's own worker thread (what a server should use: the same thread settings for every image)."""
+
+    def __init__(self, pipeline: Any, model_id: str, device: str = "cpu", threads: int = 0):
         self.pipeline = pipeline
         self.model_id = model_id
         self.device = device
         self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(1, "image-generator", initializer=_pin_threads, initargs=(threads,))
         self._step_callback = callable(pipeline) and "callback_on_step_end" in inspect.signature(pipeline).parameters
         tokenizer = getattr(pipeline, "tokenizer", None)
         self._tokenizer = tokenizer
@@ -195,8 +208,13 @@ class ImageGenerator:
                 images.append(GeneratedImage(buffer.getvalue(), picture.width, picture.height, image_seed_i))
         return images
 
+    def submit(self, *args: Any, **kwargs: Any) -> Future[list[GeneratedImage]]:
+        """`generate(*args, **kwargs)` on the worker thread."""
+        return self._worker.submit(self.generate, *args, **kwargs)
+
     def close(self) -> None:
-        self.pipeline = None
+        """Stop the worker thread once its current generation (if any) ends; queued ones are dropped."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
 
 def open_image_generator(
@@ -206,24 +224,16 @@ def open_image_generator(
     does not pay for the kernels' first run."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing file is an error, never a download
     path = resolve_source(source, cache_dir)
-    import torch
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # no tqdm bars in the server's log
+    threads = int(os.environ.get("GPT_MODEL_THREADS", "0") or 0)  # as for the text model: fewer can be faster
     device, torch_dtype = _device_and_dtype(dtype)
     pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    generator = ImageGenerator(pipeline, source.rstrip("/").rsplit("/", 1)[-1] or "image-model", device)
-    if warm_up:
-        with torch.inference_mode():
-            pipeline(
-                "warm up",
-                width=MIN_SIDE,
-                height=MIN_SIDE,
-                num_inference_steps=1,
-                generator=torch.Generator(device="cpu").manual_seed(0),
-                output_type="pil",
-            )
+    generator = ImageGenerator(pipeline, source.rstrip("/").rsplit("/", 1)[-1] or "image-model", device, threads)
+    if warm_up:  # on the worker thread, where requests will run
+        generator.submit("warm up", MIN_SIDE, MIN_SIDE, 1, 0, 1).result()
     return generator

@@ -150,6 +150,8 @@ async def build_runtime(
 async def close_runtime(runtime: Runtime) -> None:
     if runtime.embeddings is not None:
         await runtime.embeddings.close()
+    if runtime.images is not None:
+        runtime.images.close()
     await runtime.outbox.close()
     await runtime.engine.close()
     for backend in (runtime.queue, runtime.cache.backend, runtime.counter, runtime.files):

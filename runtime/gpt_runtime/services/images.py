@@ -1,9 +1,9 @@
 """Image generation for the API: one generation at a time per process, a bounded waiting room, and the
 images stored through the file store (as files of a conversation, or of the caller alone for /v1).
 
-The pipeline (gpt_model.images) runs in a worker thread. A caller that gives up (disconnects, or the server
-stops) asks the running generation to stop at its next denoising step; the slot is free only once the thread
-is done, so two generations never overlap.
+The pipeline (gpt_model.images) runs on the generator's own worker thread. A caller that gives up (disconnects,
+or the server stops) asks the running generation to stop at its next denoising step; the slot is free only once
+the thread is done, so two generations never overlap.
 """
 
 from __future__ import annotations
@@ -153,19 +153,24 @@ class ImageService:
         finally:
             self._waiting -= 1
         stop = threading.Event()
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                self.generator.generate,
-                prompt,
-                width,
-                height,
-                n,
-                seed,
-                self.settings.image_steps,
-                max_side=self.max_side,
-                cancelled=stop.is_set,
+        try:
+            work = asyncio.wrap_future(
+                self.generator.submit(
+                    prompt,
+                    width,
+                    height,
+                    n,
+                    seed,
+                    self.settings.image_steps,
+                    max_side=self.max_side,
+                    cancelled=stop.is_set,
+                )
             )
-        )
+        except RuntimeError:  # the generator was closed: the server is stopping
+            self._slot.release()
+            raise ServiceUnavailable(
+                "the server is stopping", code="shutting_down", headers={"Retry-After": "5"}
+            ) from None
         work.add_done_callback(lambda _: self._slot.release())  # free only once the thread is done
         try:
             return await asyncio.shield(work)
@@ -215,6 +220,10 @@ class ImageService:
                     await self.cache.invalidate_user(user.id)
             raise
         return ImageResult(stored, conversation_id)
+
+    def close(self) -> None:
+        """No new generations; one in progress ends first (its request has gone with the server)."""
+        self.generator.close()
 
 
 def as_api_error(exc: ImageRequestError) -> BadRequest | UnprocessableEntity:

@@ -39,6 +39,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeSer
         GPT_IMAGE_MODEL_SOURCE=str(tmp / "tiny-sd"),
         GPT_IMAGE_STEPS="1",
         GPT_IMAGE_MAX_SIDE="64",
+        GPT_MODEL_THREADS="1",
         GPT_MAX_BODY_BYTES="65536",
         GPT_RATE_LIMIT_ANONYMOUS="0",  # 0 = unlimited: sign-up and login are fuzzed too
         GPT_RATE_LIMIT_FREE="0",

@@ -31,6 +31,7 @@ IMAGE_ENV = {
     "GPT_RATE_LIMIT_FREE": "0",
     "GPT_QUOTA_FREE": "0,0,0,0",
     "GPT_MAX_PROMPT_CHARS": "20000",
+    "GPT_MODEL_THREADS": "1",  # CI's few shared cores: one torch thread is faster than two spinning
 }
 
 

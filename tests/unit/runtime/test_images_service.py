@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from gpt_model.images import GeneratedImage, ImageRequestError
@@ -28,6 +29,10 @@ class BlockingGenerator:
         self.saw_cancel = False
         self.fail = fail
         self._guard = threading.Lock()
+        self._worker = ThreadPoolExecutor(2)  # two, so an overlap the service allowed would show
+
+    def submit(self, *args, **kwargs) -> Future[list[GeneratedImage]]:
+        return self._worker.submit(self.generate, *args, **kwargs)
 
     def generate(self, prompt, width, height, n, seed, steps, *, max_side, cancelled) -> list[GeneratedImage]:
         with self._guard:
