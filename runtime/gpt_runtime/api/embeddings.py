@@ -91,7 +91,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 async def create_embeddings(body: EmbeddingsIn, _: CurrentUser, runtime: RuntimeDep) -> EmbeddingsOut:
     """Embed one text or a list of texts (OpenAI's /v1/embeddings)."""
     service = embedding_service(runtime)
-    model = service.model
+    model = await service.loaded()
     if body.model is not None and body.model != model.model_id:
         raise NotFound(
             f"the model {body.model!r} does not exist; this server embeds with {model.model_id!r}",

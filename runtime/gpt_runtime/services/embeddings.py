@@ -1,9 +1,10 @@
 """The sentence-embedding model behind POST /v1/embeddings and conversation search.
 
-Loaded at startup in a thread (GPT_EMBEDDING_MODEL_SOURCE, gpt_model.embeddings) while the server already
-answers: until it is loaded both routes answer 503 `embeddings_loading` with Retry-After, and if loading
-failed 503 `embeddings_unavailable`. With the source `none` the runtime has no EmbeddingService at all and
-the routes answer 501 (api/embeddings.py).
+Loaded on first use (GPT_EMBEDDING_MODEL_SOURCE, gpt_model.embeddings), in a thread, so a pod that never
+searches never pays its memory (about 100 MB, and torch itself in a runtime that fronts an engine) or its start
+time: the first call waits up to GPT_EMBEDDING_LOAD_WAIT_S for it, then answers 503 `embeddings_loading` with
+Retry-After while loading goes on; if loading failed, 503 `embeddings_unavailable`. With the source `none` the
+runtime has no EmbeddingService at all and the routes answer 501 (api/embeddings.py).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ log = logging.getLogger("gpt_runtime.embeddings")
 class EmbeddingService:
     """The model once loaded, its state until then, and the conversation search that uses it."""
 
-    def __init__(self, source: str, store: Store, *, index_batch: int, cache_bytes: int):
+    def __init__(self, source: str, store: Store, *, index_batch: int, cache_bytes: int, load_wait_s: float = 20.0):
         self.source = check_source(source)
+        self.load_wait_s = load_wait_s
         self._model: SentenceEmbedder | None = None
         self._failed = False
         self._task: asyncio.Task | None = None
@@ -35,7 +37,18 @@ class EmbeddingService:
         )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._load())
+        """Begin loading in a thread unless it has begun."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._load())
+
+    async def loaded(self) -> SentenceEmbedder:
+        """The model, loading it on first use: waits up to load_wait_s, then 503 while loading goes on."""
+        if self._model is None and not self._failed:
+            self.start()
+            assert self._task is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=self.load_wait_s)
+        return self.model
 
     async def _load(self) -> None:
         log.info("loading embedding model", extra={"embedding_model_source": self.source})
@@ -64,7 +77,7 @@ class EmbeddingService:
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Unit vectors (n, dim) float32 and the tokens read, off the event loop."""
-        model = self.model
+        model = await self.loaded()
         return await asyncio.to_thread(model.embed_counted, texts)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:

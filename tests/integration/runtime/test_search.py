@@ -38,7 +38,7 @@ def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeS
 
 
 def search(api: httpx.Client, q: str, **params: object) -> httpx.Response:
-    """GET /conversations/search, waiting out 503 embeddings_loading (the model loads after startup)."""
+    """GET /conversations/search, waiting out 503 embeddings_loading (the model loads on first use)."""
     deadline = time.monotonic() + 120
     while True:
         response = api.get("/conversations/search", params={"q": q, **params})

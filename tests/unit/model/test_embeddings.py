@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 
 import httpx
 import numpy as np
@@ -197,9 +198,31 @@ def test_embeddings_route_answers_501_when_disabled():
     assert response.json()["error"]["code"] == "embeddings_disabled"
 
 
-def test_embeddings_route_answers_503_while_the_model_loads():
-    loading = EmbeddingService(BUILTIN, store=None, index_batch=8, cache_bytes=0)  # type: ignore[arg-type]
-    response = _post(loading, {"input": "x"})
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "embeddings_loading"
-    assert response.headers["retry-after"] == "2"
+def test_embeddings_route_answers_503_while_the_model_loads(monkeypatch, embedder):
+    """Nothing loads until the first call; that call waits load_wait_s, then 503 until loading ends, then 200."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_open(source: str):
+        calls.append(source)
+        release.wait(30)
+        return embedder
+
+    monkeypatch.setattr("gpt_runtime.services.embeddings.open_embedder", slow_open)
+    loading = EmbeddingService(BUILTIN, store=None, index_batch=8, cache_bytes=0, load_wait_s=0.2)  # type: ignore[arg-type]
+
+    async def scenario() -> list[httpx.Response]:
+        assert calls == [] and loading._task is None  # constructed, not loaded: a pod that never embeds pays nothing
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(loading)), base_url="http://t") as client:
+            first = await client.post("/v1/embeddings", json={"input": "x"})
+            release.set()
+            await asyncio.wait_for(asyncio.shield(loading._task), 30)
+            second = await client.post("/v1/embeddings", json={"input": "x"})
+        return [first, second]
+
+    first, second = asyncio.run(scenario())
+    assert first.status_code == 503
+    assert first.json()["error"]["code"] == "embeddings_loading"
+    assert first.headers["retry-after"] == "2"
+    assert second.status_code == 200, second.text
+    assert calls == [BUILTIN]  # loaded once
