@@ -13,6 +13,8 @@ with a command; it prints one JSON document.
     complete URL TOKEN            a non-streaming /v1/chat/completions
     converse URL EMAIL PASSWORD   sign up, log in, the served model's id (/v1/models), one /generate answer
     post URL                      an unauthenticated POST of {} to URL: its status (who may call an engine port)
+    features URL EMAIL PASSWORD   what the image brings beyond the API: the web page and one hashed asset (status,
+                                  type, cache headers), a /synthesize -> /transcribe round trip, a search
 """
 
 from __future__ import annotations
@@ -183,6 +185,52 @@ def converse(url: str, email: str, password: str) -> dict[str, Any]:
     }
 
 
+def _raw(method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=data, method=method, headers={"Connection": "close", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return {"status": resp.status, "body": resp.read(), "headers": dict(resp.headers)}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": exc.read(), "headers": dict(exc.headers)}
+
+
+def features(url: str, email: str, password: str) -> dict[str, Any]:
+    """The web page, speech out and back in, and search by meaning, as a browser or an app would call them."""
+    out: dict[str, Any] = {}
+    page = _raw("GET", f"{url}/", None, {}, 10)
+    html = page["body"].decode(errors="replace")
+    asset = html.split('src="', 1)[1].split('"', 1)[0] if 'src="/assets/' in html else ""
+    out["page"] = {"status": page["status"], "type": page["headers"].get("content-type"),
+                   "cache": page["headers"].get("cache-control"), "asset": asset}  # fmt: skip
+    if asset:
+        got = _raw("GET", f"{url}{asset}", None, {}, 10)
+        out["asset"] = {"status": got["status"], "type": got["headers"].get("content-type"),
+                        "cache": got["headers"].get("cache-control"), "bytes": len(got["body"])}  # fmt: skip
+    token = signup(url, email, password)["body"]["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    sentence = "i would like a cup of coffee"
+    speech = _raw("POST", f"{url}/synthesize", json.dumps({"text": sentence}).encode(),
+                  {**auth, "Content-Type": "application/json"}, 60)  # fmt: skip
+    out["synthesize"] = {"status": speech["status"], "type": speech["headers"].get("content-type"),
+                         "riff": speech["body"][:4] == b"RIFF", "bytes": len(speech["body"])}  # fmt: skip
+    boundary = "gptoperatore2e"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="speech.wav"\r\n'
+    form = (head + "Content-Type: audio/wav\r\n\r\n").encode() + speech["body"] + f"\r\n--{boundary}--\r\n".encode()
+    form_type = {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    heard = _raw("POST", f"{url}/transcribe", form, form_type, 120)
+    out["transcribe"] = {"status": heard["status"], "body": json.loads(heard["body"] or b"null")}
+    request("POST", f"{url}/generate", {"prompt": "How do I bake sourdough bread?", "max_tokens": 8}, token=token,
+            timeout=120)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # the embedding model loads on the first search
+        found = request("GET", f"{url}/conversations/search?q=baking%20a%20loaf", token=token, timeout=60)
+        if found["status"] != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    out["search"] = {"status": found["status"], "body": found["body"]}
+    return out
+
+
 def post(url: str) -> dict[str, Any]:
     try:
         return {"status": request("POST", url, {})["status"]}
@@ -210,6 +258,8 @@ def main(argv: list[str]) -> None:
         out = converse(*args)
     elif cmd == "post":
         out = post(args[0])
+    elif cmd == "features":
+        out = features(*args)
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(out))
