@@ -18,6 +18,11 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "web.sh: install Node.js 20.19+ with npm (Debian: apt-get install npm) and run bash hack/web.sh" >&2
   exit 0
 fi
+# Vite 7 needs Node.js 20.19+ (Debian 12's nodejs is 18: use NodeSource's or Debian 13's)
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "web.sh: warning: Node.js $(node --version) is older than 20.19, so the web page is not built (the API works)." >&2
+  exit 0
+fi
 start=$(date +%s)
 echo "==> building the web page (web/ -> $dist)" >&2
 cd web
