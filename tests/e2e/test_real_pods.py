@@ -139,25 +139,6 @@ def test_the_runtime_runs_as_uid_10001_with_only_data_and_tmp_writable(
                    "/home/gpt": False, "/models": False}  # fmt: skip
 
 
-def test_the_runtime_image_serves_the_web_page_speech_and_search(
-    kube: Kube, samples_ns: str, client: InClusterClient
-) -> None:
-    """What the image brings beyond Python: the built web page (hashed assets cached for a year, the HTML never),
-    espeak-ng and PocketSphinx (a spoken sentence comes back as words), the embedding model (search by meaning)."""
-    out = client.run("features", service_url(kube, samples_ns, "chat-dev"), "features@example.com", "pw-features-1",
-                     timeout=400)  # fmt: skip
-    assert out["page"]["status"] == 200 and out["page"]["type"].startswith("text/html"), out["page"]
-    assert "no-cache" in out["page"]["cache"] and out["page"]["asset"].startswith("/assets/"), out["page"]
-    assert out["asset"]["status"] == 200 and "javascript" in out["asset"]["type"], out["asset"]
-    assert "immutable" in out["asset"]["cache"] and out["asset"]["bytes"] > 10_000, out["asset"]
-    assert out["synthesize"] == {**out["synthesize"], "status": 200, "type": "audio/wav", "riff": True}
-    assert out["transcribe"]["status"] == 200, out["transcribe"]
-    heard = set(out["transcribe"]["body"]["text"].split())  # "i would like a cup of coffee" said by espeak-ng
-    assert len(heard & {"i", "would", "like", "a", "cup", "of", "coffee"}) >= 5, out["transcribe"]
-    assert out["search"]["status"] == 200, out["search"]
-    assert out["search"]["body"]["results"][0]["title"].startswith("How do I bake sourdough"), out["search"]
-
-
 def test_every_write_of_the_operator_is_its_service_accounts(kube: Kube, samples_ns: str) -> None:
     """The API server's audit log: the operator's writes come from its own service account (its RBAC), and
     it wrote each sample's Deployments."""
