@@ -160,19 +160,6 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.store.close()
 
 
-PUBLIC_PATHS = (
-    "/health",
-    "/ready",
-    "/metrics",
-    "/auth/signup",
-    "/auth/login",
-    "/auth/refresh",
-    "/auth/verify-email",
-    "/auth/forgot-password",
-    "/auth/reset-password",
-)
-
-
 def create_app(
     settings: RuntimeSettings | None = None,
     *,
@@ -228,7 +215,7 @@ def create_app(
         docs_url=None,  # gpt_runtime.docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
-    install_openapi(app, public_paths=PUBLIC_PATHS, identity_provider=settings.auth_provider != "local")
+    install_openapi(app, identity_provider=settings.auth_provider != "local")
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(ReadCacheMiddleware)

@@ -11,6 +11,7 @@ from gpt_model.protocol import EngineClient
 
 from gpt_runtime.auth import AuthProvider
 from gpt_runtime.auth.api_keys import ApiKeys, is_api_key
+from gpt_runtime.auth.bearer import bearer_token
 from gpt_runtime.backends import JobQueue, WindowCounter
 from gpt_runtime.backends.files import FileStore
 from gpt_runtime.errors import Forbidden, Unauthorized
@@ -72,12 +73,12 @@ async def get_current_user(request: Request) -> User:
     already = request.scope.get("state", {}).get("user")
     if already is not None:  # authenticated and counted by the read cache in front of the router
         return already
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
         raise Unauthorized("missing bearer token", code="missing_token")
     runtime: Runtime = request.app.state.runtime
-    user = await runtime.auth.authenticate(token.strip())
-    request.state.via_api_key = is_api_key(token.strip())
+    user = await runtime.auth.authenticate(token)
+    request.state.via_api_key = is_api_key(token)
     state = await runtime.limits.check_user(user)
     if state is not None:
         set_response_headers(request, rate_headers(state))

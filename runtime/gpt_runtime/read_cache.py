@@ -14,6 +14,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gpt_runtime.auth.bearer import bearer_token
 from gpt_runtime.errors import APIError, error_body
 from gpt_runtime.services.limits import rate_headers
 
@@ -30,10 +31,10 @@ CACHEABLE = (
 
 
 def _bearer(scope: Scope) -> str | None:
+    """The first Authorization header's bearer token, read off the scope (no Request built)."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+            return bearer_token(value.decode("latin-1"))
     return None
 
 

@@ -23,6 +23,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnected
 
 from gpt_runtime import sse
+from gpt_runtime.auth.bearer import websocket_token
 from gpt_runtime.deps import Runtime
 from gpt_runtime.errors import APIError, EngineFailed, error_body
 from gpt_runtime.schemas import GenerationParamsIn, Strict
@@ -52,13 +53,6 @@ class CancelFrame(Strict):
 
 
 ClientFrame = TypeAdapter(Annotated[GenerateFrame | CancelFrame, Field(discriminator="type")])
-
-
-def _token(websocket: WebSocket) -> str | None:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.query_params.get("access_token")
 
 
 def _request_id_of(raw: str) -> str | None:
@@ -165,7 +159,7 @@ class Session:
 async def ws_generate(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     await websocket.accept()
-    token = _token(websocket)
+    token = websocket_token(websocket.headers.get("authorization"), websocket.query_params.get("access_token"))
     try:
         if not token:
             raise APIError("missing access token")
