@@ -33,13 +33,13 @@ from gpt_runtime.api import (
 )
 from gpt_runtime.auth import build_auth
 from gpt_runtime.auth.api_keys import ApiKeys
-from gpt_runtime.backends.factory import open_cache, open_counter, open_queue
-from gpt_runtime.backends.files import open_file_store
+from gpt_runtime.backends.factory import open_cache, open_counter, open_file_store, open_queue
 from gpt_runtime.backends.memory import MemoryCache
 from gpt_runtime.deps import Runtime
 from gpt_runtime.docs import install_docs
 from gpt_runtime.errors import install_error_handlers
-from gpt_runtime.mail import EmailSender, open_email_sender
+from gpt_runtime.mail import EmailSender
+from gpt_runtime.mail.factory import open_email_sender
 from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.middleware import RequestContextMiddleware

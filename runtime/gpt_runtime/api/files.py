@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from pydantic import BaseModel
 
 from gpt_runtime.api.responses import errors
-from gpt_runtime.backends.files import FileMeta, FileStore, sniff_content_type
+from gpt_runtime.backends.files import FileMeta, FileStore
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.errors import NotFound, PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
 from gpt_runtime.schemas import iso
+from gpt_runtime.services.filetypes import sniff_content_type
 
 router = APIRouter(tags=["files"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from gpt_runtime.backends import Cache, JobQueue, WindowCounter
+from gpt_runtime.backends.files import FileStore, LocalFileStore
 from gpt_runtime.backends.memory import MemoryCache, MemoryJobQueue, MemoryWindowCounter
 
 
@@ -68,3 +69,18 @@ def open_queue(url: str, *, visibility_timeout_s: int, max_receives: int) -> Job
 
         return SQSJobQueue.from_url(url)
     raise ValueError(f"unsupported queue URL scheme: {scheme!r}")
+
+
+def open_file_store(url: str) -> FileStore:
+    """file:///abs/path or s3://bucket/prefix?region=..&endpoint_url=.."""
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"file store URL must be file:///absolute/path, got {url!r}")
+        return LocalFileStore(parts.path)
+    if scheme == "s3":
+        from gpt_runtime.backends.s3 import S3FileStore
+
+        return S3FileStore.from_url(url)
+    raise ValueError(f"unsupported files URL scheme: {scheme!r}")

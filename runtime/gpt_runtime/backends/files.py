@@ -1,8 +1,9 @@
-"""User files: the FileStore protocol, local files, content sniffing, and the URL that picks a backend.
+"""User files: the FileStore protocol and local files; bytes plus the content type the caller gives.
 
-URLs: ``file:///abs/path`` (the embedded default: one folder per owner, bytes plus a JSON sidecar) or
-``s3://bucket/prefix?region=REGION&endpoint_url=URL`` (backends/s3.py; region and endpoint are optional and
-otherwise come from boto3's chain, AWS_ENDPOINT_URL included).
+backends/factory.py picks a backend by URL: ``file:///abs/path`` (the embedded default: one folder per owner, bytes
+plus a JSON sidecar) or ``s3://bucket/prefix?region=REGION&endpoint_url=URL`` (backends/s3.py; region and endpoint
+are optional and otherwise come from boto3's chain, AWS_ENDPOINT_URL included). The type is sniffed before a put,
+at the edge (services/filetypes.py).
 
 Every read and delete is scoped by owner: another owner's id is simply not found.
 """
@@ -20,7 +21,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SAFE_OWNER = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -171,77 +171,3 @@ class LocalFileStore:
             return existed
 
         return await asyncio.to_thread(remove)
-
-
-def open_file_store(url: str) -> FileStore:
-    """file:///abs/path or s3://bucket/prefix?region=..&endpoint_url=.."""
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(f"file store URL must be file:///absolute/path, got {url!r}")
-        return LocalFileStore(parts.path)
-    if scheme == "s3":
-        from gpt_runtime.backends.s3 import S3FileStore
-
-        return S3FileStore.from_url(url)
-    raise ValueError(f"unsupported files URL scheme: {scheme!r}")
-
-
-# content sniffing: the type comes from the bytes, never from the client's header
-
-_BINARY_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # text allows tab, newlines, form feed
-
-
-def _is_mp3(head: bytes) -> bool:
-    if head.startswith(b"ID3"):
-        return True
-    # an MPEG audio frame header: 11 sync bits, a valid version, layer III
-    return (
-        len(head) >= 2
-        and head[0] == 0xFF
-        and (head[1] & 0xE0) == 0xE0
-        and (head[1] & 0x18) != 0x08
-        and (head[1] & 0x06) == 0x02
-    )
-
-
-def _text(data: bytes) -> str | None:
-    if _BINARY_CONTROL.search(data):
-        return None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """The media type the bytes are (JPEG, PNG, GIF, WebP, PDF, MP3, WAV, OGG, JSON, text), or None."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return "audio/wav"
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if head.startswith(b"OggS"):
-        return "audio/ogg"
-    if _is_mp3(head):
-        return "audio/mpeg"
-    text = _text(data)
-    if text is None:
-        return None
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            json.loads(stripped)
-            return "application/json"
-        except ValueError:
-            pass
-    return "text/plain"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from gpt_model.images import MAX_SEED, GeneratedImage, ImageGenerator, ImageRequestError
 
-from gpt_runtime.backends.files import FileStore, sniff_content_type
+from gpt_runtime.backends.files import FileStore
 from gpt_runtime.errors import (
     BadRequest,
     EngineFailed,
@@ -28,6 +28,7 @@ from gpt_runtime.errors import (
     UnprocessableEntity,
 )
 from gpt_runtime.services.cache import CacheService
+from gpt_runtime.services.filetypes import sniff_content_type
 from gpt_runtime.services.generation import title_from_prompt
 from gpt_runtime.services.limits import Limits
 from gpt_runtime.settings import RuntimeSettings

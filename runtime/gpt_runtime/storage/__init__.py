@@ -11,8 +11,8 @@ from gpt_runtime.storage.base import (
     Page,
     Store,
     User,
-    open_store,
 )
+from gpt_runtime.storage.factory import open_store
 
 __all__ = [
     "AlreadyExists",

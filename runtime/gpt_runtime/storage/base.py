@@ -297,16 +297,3 @@ def with_message_id(result: dict | None, stored: Sequence[Message]) -> dict | No
     if result is None or not stored:
         return result
     return {**result, "message_id": stored[-1].id}
-
-
-def open_store(url: str) -> Store:
-    """A store for `url`: sqlite:///path (default) or dynamodb://TABLE?region=..&endpoint_url=.. (see dynamodb.py)."""
-    if url.startswith("sqlite:///"):
-        from gpt_runtime.storage.sqlite import SQLiteStore
-
-        return SQLiteStore(url.removeprefix("sqlite:///"))
-    if url.startswith("dynamodb://"):
-        from gpt_runtime.storage.dynamodb import DynamoDBStore
-
-        return DynamoDBStore.from_url(url)
-    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from gpt_runtime.backends.files import sniff_content_type
+from gpt_runtime.services.filetypes import sniff_content_type
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.voice.audio import PcmAudio, parse_wav
 from gpt_runtime.voice.base import (

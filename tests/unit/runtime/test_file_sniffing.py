@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from gpt_runtime.backends.files import LocalFileStore, open_file_store, sniff_content_type
+from gpt_runtime.backends.factory import open_file_store
+from gpt_runtime.backends.files import LocalFileStore
 from gpt_runtime.backends.s3 import S3FileStore
+from gpt_runtime.services.filetypes import sniff_content_type
 from gpt_runtime.storage.dynamodb import parse_url
 
 pytestmark = pytest.mark.unit

@@ -117,7 +117,7 @@ def test_the_outbox_retries_a_failing_transport_then_gives_up():
 
 
 def test_mail_transport_defaults_to_smtp_when_a_url_is_set(monkeypatch):
-    from gpt_runtime.mail import open_email_sender
+    from gpt_runtime.mail.factory import open_email_sender
     from gpt_runtime.mail.smtp import SMTPEmailSender
 
     assert isinstance(open_email_sender(RuntimeSettings()), LogEmailSender)

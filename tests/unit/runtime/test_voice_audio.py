@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from gpt_runtime.backends.files import sniff_content_type
+from gpt_runtime.services.filetypes import sniff_content_type
 from gpt_runtime.voice.audio import fix_stream_sizes, parse_wav, resample, to_wav
 from gpt_runtime.voice.base import InvalidAudio
 from gpt_runtime.voice.espeak import parse_voice_list
