@@ -16,10 +16,22 @@ _RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 class AdmissionGate:
     """At most `max_running` generations at once; up to `max_waiting` wait, best priority first."""
 
-    def __init__(self, max_running: int, max_waiting: int, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        max_running: int,
+        max_waiting: int,
+        metrics: Metrics | None = None,
+        *,
+        busy: str = "the server is at capacity",
+        waited_for: str = "a free slot",
+        full_retry_after: str = "2",
+    ):
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.metrics = metrics
+        self.busy = busy  # the 503 when the room is full, and its Retry-After
+        self.full_retry_after = full_retry_after
+        self.waited_for = waited_for  # what a timed-out wait says it waited for
         self.running = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._sequence = itertools.count()
@@ -41,7 +53,7 @@ class AdmissionGate:
             return
         if self.waiting >= self.max_waiting:
             raise ServiceUnavailable(
-                "the server is at capacity; retry shortly", code="queue_full", headers={"Retry-After": "2"}
+                f"{self.busy}; retry shortly", code="queue_full", headers={"Retry-After": self.full_retry_after}
             )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (_RANK[priority], next(self._sequence), future))
@@ -53,7 +65,7 @@ class AdmissionGate:
                 return  # granted just as the wait ran out: keep the slot
             future.cancel()
             raise ServiceUnavailable(
-                f"waited {timeout_s:g}s for a free slot; retry shortly",
+                f"waited {timeout_s:g}s for {self.waited_for}; retry shortly",
                 code="queue_timeout",
                 headers={"Retry-After": "5"},
             ) from None

@@ -27,6 +27,7 @@ from gpt_runtime.errors import (
     ServiceUnavailable,
     UnprocessableEntity,
 )
+from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
 from gpt_runtime.services.filetypes import sniff_content_type
 from gpt_runtime.services.generation import title_from_prompt
@@ -80,8 +81,14 @@ class ImageService:
         self.files = files
         self.limits = limits
         self.cache = cache
-        self._slot = asyncio.Lock()
-        self._waiting = 0
+        # one generation at a time (pipelines are not thread-safe); the text engine's gauges are not its
+        self.gate = AdmissionGate(
+            1,
+            settings.image_max_waiting,
+            busy="the image model is busy",
+            waited_for="the image model",
+            full_retry_after="5",
+        )
 
     @property
     def model_id(self) -> str:
@@ -137,22 +144,7 @@ class ImageService:
 
     async def _run(self, prompt: str, width: int, height: int, n: int, seed: int) -> list[GeneratedImage]:
         """Wait for the pipeline (503 when the waiting room is full or the wait too long), then run it."""
-        if self._waiting >= self.settings.image_max_waiting and self._slot.locked():
-            raise ServiceUnavailable(
-                "the image model is busy; retry shortly", code="queue_full", headers={"Retry-After": "5"}
-            )
-        self._waiting += 1
-        try:
-            async with asyncio.timeout(self.settings.queue_timeout_s):
-                await self._slot.acquire()
-        except TimeoutError:
-            raise ServiceUnavailable(
-                f"waited {self.settings.queue_timeout_s:g}s for the image model; retry shortly",
-                code="queue_timeout",
-                headers={"Retry-After": "5"},
-            ) from None
-        finally:
-            self._waiting -= 1
+        await self.gate.acquire("medium", self.settings.queue_timeout_s)
         stop = threading.Event()
         try:
             work = asyncio.wrap_future(
@@ -168,11 +160,11 @@ class ImageService:
                 )
             )
         except RuntimeError:  # the generator was closed: the server is stopping
-            self._slot.release()
+            self.gate.release()
             raise ServiceUnavailable(
                 "the server is stopping", code="shutting_down", headers={"Retry-After": "5"}
             ) from None
-        work.add_done_callback(lambda _: self._slot.release())  # free only once the thread is done
+        work.add_done_callback(lambda _: self.gate.release())  # free only once the thread is done
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:

@@ -103,7 +103,7 @@ def test_a_request_that_goes_away_stops_its_generation_and_frees_the_slot_only_a
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        assert service._slot.locked() or generator.saw_cancel  # held until the thread has seen the cancel
+        assert service.gate.running == 1 or generator.saw_cancel  # held until the thread has seen the cancel
         second = asyncio.create_task(service._run("b", 64, 64, 1, 2))
         await _started(generator)
         assert generator.saw_cancel  # the first stopped before the second began
@@ -121,7 +121,7 @@ def test_a_failing_pipeline_answers_500_and_frees_the_slot():
         service = _service(generator)
         with pytest.raises(EngineFailed):
             await service._run("a", 64, 64, 1, 1)
-        assert not service._slot.locked()
+        assert service.gate.running == 0
 
     asyncio.run(main())
 
