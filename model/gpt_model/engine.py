@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -30,8 +29,8 @@ import torch
 
 from gpt_model import constrained
 from gpt_model.checkpoint import Loaded, load_source
-from gpt_model.gpt import causal_mask
 from gpt_model.json_prefix import JSONPrefix, UnsupportedSchema, compile_schema
+from gpt_model.kv_cache import PrefixCache
 from gpt_model.protocol import (
     ChatMessage,
     ContextTooLong,
@@ -46,6 +45,7 @@ from gpt_model.protocol import (
     TokenLogprob,
     Usage,
 )
+from gpt_model.runners import ModelRunner, open_runner
 from gpt_model.sampling import (
     apply_logit_bias,
     apply_openai_penalties,
@@ -56,377 +56,6 @@ from gpt_model.sampling import (
 from gpt_model.tokenizer import StreamDecoder
 
 log = logging.getLogger("gpt_model.engine")
-
-# ---------------------------------------------------------------------------------------------
-# KV cache slots
-
-
-class SlotKVCache:
-    """Keys/values of running sequences: [layers, slots, kv_heads, capacity, head_dim].
-
-    Running requests occupy slots 0..n-1 (kept compact by moving the last one into a freed slot),
-    so a decode step attends over a plain slice, no gather. The engine reserves room (slots and
-    capacity) when it admits requests, within a memory budget, and releases it when idle.
-    """
-
-    def __init__(self, n_layer, n_kv_head, head_dim, max_slots, max_len, device, dtype):
-        self.layers, self.heads, self.head_dim = n_layer, n_kv_head, head_dim
-        self.max_slots, self.max_len = max_slots, max_len
-        self.device, self.dtype = device, dtype
-        self.token_bytes = n_layer * n_kv_head * head_dim * 2 * torch.empty(0, dtype=dtype).element_size()
-        self.slots = self.capacity = 0
-        self.version = 0  # bumped whenever k/v are reallocated
-        self.k = self.v = torch.empty(0, device=device, dtype=dtype)
-        self._mode: tuple = ()
-
-    def plan(self, slots: int, length: int, exact: bool = False) -> tuple[int, int]:
-        """The (slots, capacity) an allocation for `slots` sequences of up to `length` tokens gets:
-        grown from the current one, or (exact) just big enough, which may shrink it."""
-        s = 1
-        while s < slots:
-            s *= 2
-        s, c = min(s, self.max_slots), min(256 * -(-max(length, 1) // 256), self.max_len)
-        if exact:
-            return s, c
-        return max(self.slots, s), max(self.capacity, c)
-
-    def bytes_for(self, slots: int, length: int, exact: bool = False) -> int:
-        s, c = self.plan(slots, length, exact)
-        return s * c * self.token_bytes
-
-    def reserve(self, slots: int, length: int, budget: int | None = None) -> None:
-        """Room for `slots` sequences of up to `length` tokens (every running sequence must be
-        among the first `slots` and shorter than `length`). Grows; shrinks only to meet `budget`."""
-        s, c = self.plan(slots, length)
-        if budget is not None and s * c * self.token_bytes > budget:
-            s, c = self.plan(slots, length, exact=True)
-        if (s, c) == (self.slots, self.capacity):
-            return
-        shape = (self.layers, s, self.heads, c, self.head_dim)
-        k = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        v = torch.zeros_like(k)
-        keep_s, keep_c = min(s, self.slots), min(c, self.capacity)
-        if keep_s and keep_c:
-            k[:, :keep_s, :, :keep_c] = self.k[:, :keep_s, :, :keep_c]
-            v[:, :keep_s, :, :keep_c] = self.v[:, :keep_s, :, :keep_c]
-        self.k, self.v, self.slots, self.capacity = k, v, s, c
-        self.version += 1
-
-    def release(self) -> None:
-        if not self.slots:
-            return
-        self.k = self.v = torch.empty(0, device=self.device, dtype=self.dtype)
-        self.slots = self.capacity = 0
-        self.version += 1
-
-    def ensure(self, length: int, slots: int = 1) -> None:
-        if length > self.capacity or slots > self.slots:
-            self.reserve(slots, length)
-
-    def move(self, src: int, dst: int) -> None:
-        self.k[:, dst] = self.k[:, src]
-        self.v[:, dst] = self.v[:, src]
-
-    def prefill(self, slot: int, start: int, length: int) -> None:
-        """Next forward writes `length` tokens of `slot` from position `start`."""
-        self.ensure(start + length, slot + 1)
-        self._mode = ("prefill", slot, start, length)
-
-    def prefill_packed(self, slots: Sequence[int], lengths: Sequence[int], starts: Sequence[int] | None = None) -> None:
-        """Next forward is several prompts packed in one row: prompt j (lengths[j] new tokens) goes
-        to slots[j] from position starts[j] (tokens before it are already in that slot, e.g. from
-        the prefix cache); attention is causal within each prompt only."""
-        n = len(lengths)
-        starts = list(starts) if starts is not None else [0] * n
-        ends = [a + b for a, b in zip(starts, lengths, strict=True)]
-        self.ensure(max(ends), max(slots) + 1)
-        dev = self.device
-        seg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(lengths, device=dev))
-        offsets = torch.tensor([0, *itertools.accumulate(lengths)][:-1], device=dev)
-        pos = torch.arange(int(sum(lengths)), device=dev) - offsets[seg] + torch.tensor(starts, device=dev)[seg]
-        slot_t = torch.tensor(list(slots), device=dev)
-        heads = torch.arange(self.heads, device=dev)[:, None]
-        flat = ((slot_t[seg][None, :] * self.heads + heads) * self.capacity + pos[None, :]).reshape(-1)
-        gather = None
-        if not any(starts):
-            mask = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
-        else:  # keys: each prompt's whole slot (cached prefix + new tokens), read back after the write
-            kseg = torch.repeat_interleave(torch.arange(n, device=dev), torch.tensor(ends, device=dev))
-            koffsets = torch.tensor([0, *itertools.accumulate(ends)][:-1], device=dev)
-            kpos = torch.arange(int(sum(ends)), device=dev) - koffsets[kseg]
-            gather = ((slot_t[kseg][None, :] * self.heads + heads) * self.capacity + kpos[None, :]).reshape(-1)
-            mask = (seg[:, None] == kseg[None, :]) & (kpos[None, :] <= pos[:, None])
-        self._mode = ("packed", flat, mask, gather)
-        self.packed_positions = pos
-
-    def load_prefix(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Copy cached prefix keys/values [layers, kv_heads, tokens, head_dim] into a slot."""
-        self.k[:, slot, :, : keys.shape[2]] = keys
-        self.v[:, slot, :, : values.shape[2]] = values
-
-    def decode(self, positions: torch.Tensor, span: int | None = None) -> None:
-        """Next forward writes one token for each of slots 0..n-1 at `positions` [n]."""
-        n = positions.shape[0]
-        span = int(positions.max()) + 1 if span is None else span
-        self.ensure(span, n)
-        mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]
-        # row-major offsets of (slot, head, position) in a [slots * heads * capacity, head_dim] view
-        heads = torch.arange(self.heads, device=self.device)
-        flat = (
-            (torch.arange(n, device=self.device)[:, None] * self.heads + heads) * self.capacity + positions[:, None]
-        ).reshape(-1)
-        self._mode = ("decode", n, flat, span, mask[:, None, None, :])
-
-    def update(self, layer, k, v):
-        if self._mode[0] == "packed":
-            _, flat, mask, gather = self._mode
-            S, H, D = self.slots, self.heads, self.head_dim
-            total = k.shape[2]
-            k_flat = self.k[layer].view(S * H * self.capacity, D)
-            v_flat = self.v[layer].view(S * H * self.capacity, D)
-            k_flat.index_copy_(0, flat, k[0].reshape(H * total, D))
-            v_flat.index_copy_(0, flat, v[0].reshape(H * total, D))
-            if gather is None:
-                return k, v, mask, False
-            keys = k_flat.index_select(0, gather).view(1, H, -1, D)
-            return keys, v_flat.index_select(0, gather).view(1, H, -1, D), mask, False
-        if self._mode[0] == "prefill":
-            _, slot, start, length = self._mode
-            self.k[layer, slot, :, start : start + length] = k[0]
-            self.v[layer, slot, :, start : start + length] = v[0]
-            if start == 0:
-                return k, v, None, length > 1
-            keys = self.k[layer, slot : slot + 1, :, : start + length]
-            values = self.v[layer, slot : slot + 1, :, : start + length]
-            return keys, values, causal_mask(length, start + length, k.device), False
-        _, n, flat, span, mask = self._mode
-        S, H, D = self.slots, self.heads, self.head_dim
-        self.k[layer].view(S * H * self.capacity, D).index_copy_(0, flat, k.reshape(n * H, D))
-        self.v[layer].view(S * H * self.capacity, D).index_copy_(0, flat, v.reshape(n * H, D))
-        return self.k[layer, :n, :, :span], self.v[layer, :n, :, :span], mask, False
-
-
-class PrefixCache:
-    """Keys/values of prompt blocks seen before, so a new prompt that starts the same way (a system
-    prompt, the earlier turns of a conversation) skips recomputing them.
-
-    A block is `block` tokens; an entry is keyed by its parent entry and its exact tokens, so a
-    hit is an exact match of the whole prefix. Least recently used entries go first when the
-    memory budget is exceeded.
-    """
-
-    def __init__(self, block: int, max_bytes: int):
-        self.block, self.max_bytes = block, max_bytes
-        self.entries: collections.OrderedDict[tuple, tuple[int, torch.Tensor, torch.Tensor]] = collections.OrderedDict()
-        self.bytes = 0
-        self._ids = itertools.count(1)
-
-    def lookup(self, tokens: Sequence[int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Cached blocks at the start of `tokens`, leaving at least one token to compute."""
-        found: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-        parent, b = 0, self.block
-        for i in range((len(tokens) - 1) // b):
-            key = (parent, tuple(tokens[i * b : (i + 1) * b]))
-            entry = self.entries.get(key)
-            if entry is None:
-                break
-            self.entries.move_to_end(key)
-            found.append(entry)
-            parent = entry[0]
-        return found
-
-    def insert(self, tokens: Sequence[int], k_slot: torch.Tensor, v_slot: torch.Tensor) -> None:
-        """Remember the full blocks of `tokens` whose keys/values are in k_slot/v_slot [L, H, T, D]."""
-        parent, b = 0, self.block
-        for i in range(len(tokens) // b):
-            key = (parent, tuple(tokens[i * b : (i + 1) * b]))
-            entry = self.entries.get(key)
-            if entry is None:
-                k = k_slot[:, :, i * b : (i + 1) * b].clone()
-                v = v_slot[:, :, i * b : (i + 1) * b].clone()
-                size = 2 * k.numel() * k.element_size()
-                if size > self.max_bytes:
-                    return
-                entry = self.entries[key] = (next(self._ids), k, v)
-                self.bytes += size
-                while self.bytes > self.max_bytes:
-                    _, (_, old_k, _) = self.entries.popitem(last=False)
-                    self.bytes -= 2 * old_k.numel() * old_k.element_size()
-            else:
-                self.entries.move_to_end(key)
-            parent = entry[0]
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# model runners: our GPT (batched slots) or a transformers model (fallback, one row at a time)
-
-
-class GPTRunner:
-    """Runs our GPT with a slot KV cache: batched decode over all running requests."""
-
-    def __init__(
-        self, model, max_slots: int, max_len: int, budget_bytes: int | None = None, cuda_graphs: bool | None = None
-    ):
-        cfg = model.config
-        param = next(model.parameters())
-        self.model = model
-        self.device = param.device
-        self.vocab_size = cfg.vocab_size
-        self.cache = SlotKVCache(cfg.n_layer, cfg.kv_heads, cfg.dim_head, max_slots, max_len, param.device, param.dtype)
-        self.budget_bytes = budget_bytes
-        # CUDA graphs replay a whole decode step as one launch (per batch-size bucket); on by default on CUDA
-        self.cuda_graphs = param.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        self._graphs: dict[tuple[int, int], tuple] = {}
-        self._graph_version = -1
-
-    def fits(self, slots: int, length: int) -> bool:
-        """Whether a KV cache for `slots` sequences of `length` tokens stays within the budget."""
-        return self.budget_bytes is None or self.cache.bytes_for(slots, length, exact=True) <= self.budget_bytes
-
-    def reserve(self, slots: int, length: int) -> None:
-        self.cache.reserve(slots, length, self.budget_bytes)
-
-    def idle(self) -> None:
-        self.cache.release()
-        self._graphs.clear()
-
-    @torch.inference_mode()
-    def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
-        x = torch.tensor([list(ids)], device=self.device)
-        positions = torch.arange(start, start + len(ids), device=self.device)[None]
-        self.cache.prefill(slot, start, len(ids))
-        return self.model(x, positions=positions, cache=self.cache, last_only=True)[0, -1]
-
-    @torch.inference_mode()
-    def prefill_many(
-        self, slots: Sequence[int], prompts: Sequence[Sequence[int]], starts: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        """Prompts (from `starts`, default 0) in one packed forward; the logits after each [n, V]."""
-        lengths = [len(p) for p in prompts]
-        x = torch.tensor([[t for p in prompts for t in p]], device=self.device)
-        self.cache.prefill_packed(slots, lengths, starts)
-        ends = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
-        positions = self.cache.packed_positions[None]
-        return self.model(x, positions=positions, cache=self.cache, logit_index=ends)[0]
-
-    @torch.inference_mode()
-    def decode(self, tokens: Sequence[int], positions: Sequence[int], graph_ok: bool = True) -> torch.Tensor:
-        """Logits [n, V] after one token for each of slots 0..n-1.
-
-        graph_ok=False when a slot beyond n holds live data (a prompt being prefilled in chunks):
-        a graph's padding rows write there.
-        """
-        n = len(tokens)
-        bucket = 1 << (n - 1).bit_length()
-        if self.cuda_graphs and graph_ok and bucket <= self.cache.slots:
-            return self._graph_decode(tokens, positions, bucket)
-        x = torch.tensor(tokens, device=self.device)[:, None]
-        pos = torch.tensor(positions, device=self.device)
-        self.cache.decode(pos, max(positions) + 1)  # span from the host list: no device sync
-        return self.model(x, positions=pos[:, None], cache=self.cache)[:, -1]
-
-    def _graph_decode(self, tokens, positions, bucket: int) -> torch.Tensor:
-        if self._graph_version != self.cache.version:  # the cache was reallocated: graphs point at old memory
-            self._graphs.clear()
-            self._graph_version = self.cache.version
-        entry = self._graphs.get((bucket, self.cache.capacity))
-        if entry is None:
-            try:
-                entry = self._graphs[(bucket, self.cache.capacity)] = self._capture(bucket)
-            except RuntimeError as exc:  # capture unsupported here: run eagerly from now on
-                log.warning("CUDA graph capture failed (%s); decoding without graphs", exc)
-                self.cuda_graphs = False
-                torch.cuda.synchronize(self.device)
-                return self.decode(tokens, positions, graph_ok=False)
-        graph, tok_buf, pos_buf, out = entry
-        n = len(tokens)
-        host = torch.zeros(2, bucket, dtype=torch.long)  # padding rows: token 0 at position 0 of free slots
-        host[0, :n] = torch.tensor(tokens)
-        host[1, :n] = torch.tensor(positions)
-        tok_buf.copy_(host[0])
-        pos_buf.copy_(host[1])
-        graph.replay()
-        return out[:n]
-
-    def _capture(self, bucket: int) -> tuple:
-        tok_buf = torch.zeros(bucket, dtype=torch.long, device=self.device)
-        pos_buf = torch.zeros(bucket, dtype=torch.long, device=self.device)
-
-        def step():
-            self.cache.decode(pos_buf, self.cache.capacity)  # attend over the whole capacity, masked
-            return self.model(tok_buf[:, None], positions=pos_buf[:, None], cache=self.cache)[:, -1]
-
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = step()
-        return graph, tok_buf, pos_buf, out
-
-    def move(self, src: int, dst: int) -> None:
-        self.cache.move(src, dst)
-
-    def free(self, slot: int) -> None:
-        pass
-
-
-class TransformersRunner:
-    """Fallback for architectures our code does not implement: a transformers model, one
-    sequence per forward (each slot keeps its own past_key_values)."""
-
-    def __init__(self, model, max_slots: int, max_len: int, budget_bytes: int | None = None):
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.vocab_size = model.config.vocab_size
-        self.past: list[Any] = [None] * max_slots
-
-    @torch.inference_mode()
-    def prefill(self, slot: int, ids: Sequence[int], start: int = 0) -> torch.Tensor:
-        x = torch.tensor([list(ids)], device=self.device)
-        out = self.model(input_ids=x, past_key_values=self.past[slot] if start else None, use_cache=True)
-        self.past[slot] = out.past_key_values
-        return out.logits[0, -1]
-
-    def prefill_many(
-        self, slots: Sequence[int], prompts: Sequence[Sequence[int]], starts: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        starts = starts or [0] * len(prompts)
-        return torch.stack([self.prefill(*a) for a in zip(slots, prompts, starts, strict=True)])
-
-    @torch.inference_mode()
-    def decode(self, tokens: Sequence[int], positions: Sequence[int], graph_ok: bool = True) -> torch.Tensor:
-        rows = []
-        for slot, tok in enumerate(tokens):
-            x = torch.tensor([[tok]], device=self.device)
-            out = self.model(input_ids=x, past_key_values=self.past[slot], use_cache=True)
-            self.past[slot] = out.past_key_values
-            rows.append(out.logits[0, -1])
-        return torch.stack(rows)
-
-    def move(self, src: int, dst: int) -> None:
-        self.past[dst] = self.past[src]
-        self.past[src] = None
-
-    def free(self, slot: int) -> None:
-        self.past[slot] = None
-
-    def fits(self, slots: int, length: int) -> bool:
-        return True
-
-    def reserve(self, slots: int, length: int) -> None:
-        pass
-
-    def idle(self) -> None:
-        self.past = [None] * len(self.past)
-
 
 # ---------------------------------------------------------------------------------------------
 # requests
@@ -533,24 +162,13 @@ class ModelEngine:
                 8192 if str(self.device).startswith("cuda") else 1024
             )
         self.kv_cache_bytes = int(kv_cache_mb * 2**20)
-        model = self._loaded.model
-        if self._loaded.config is not None:
-            self._runner: GPTRunner | TransformersRunner = GPTRunner(
-                model, max_batch_size, window, self.kv_cache_bytes, cuda_graphs
-            )
-            # one request alone must fit in the KV cache budget
-            fits_alone = (self.kv_cache_bytes // self._runner.cache.token_bytes) // 256 * 256
-            if fits_alone < window:
-                window = max(fits_alone, 256)
-                self._runner.cache.max_len = window
-        else:
-            self._runner = TransformersRunner(model, max_batch_size, window)
-        self.context_window = window
+        self._runner: ModelRunner = open_runner(self._loaded, max_batch_size, window, self.kv_cache_bytes, cuda_graphs)
+        self.context_window = self._runner.max_len  # capped so that one request alone fits the KV cache budget
         # prompts that start like earlier ones reuse their keys/values (default: a quarter of the KV budget)
         prefix_bytes = int((kv_cache_mb / 4 if prefix_cache_mb is None else prefix_cache_mb) * 2**20)
         self._prefix = (
             PrefixCache(prefix_block, prefix_bytes)
-            if prefix_bytes > 0 and prefix_block > 0 and isinstance(self._runner, GPTRunner)
+            if prefix_bytes > 0 and prefix_block > 0 and self._runner.supports_prefix_cache
             else None
         )
         self.stats = EngineStats()
@@ -714,9 +332,7 @@ class ModelEngine:
         with self._cond:
             s = EngineStats(**vars(self.stats))
             s.queue_depth, s.running = len(self._waiting), len(self._running)
-            cache = getattr(self._runner, "cache", None)
-            if cache is not None:
-                s.kv_cache_mb = cache.slots * cache.capacity * cache.token_bytes / 2**20
+            s.kv_cache_mb = self._runner.kv_cache_bytes() / 2**20
             if self._prefix is not None:
                 s.prefix_cache_mb = self._prefix.bytes / 2**20
         now = time.monotonic()
@@ -782,7 +398,7 @@ class ModelEngine:
             pack = self._admit_pack(budget)
             for r in pack:  # cached prefixes go straight into their slots
                 if r.hit:
-                    runner.cache.load_prefix(
+                    runner.load_prefix(
                         r.slot, torch.cat([e[1] for e in r.hit], dim=2), torch.cat([e[2] for e in r.hit], dim=2)
                     )
                     r.hit = []
@@ -881,8 +497,7 @@ class ModelEngine:
 
     def _remember_prompt(self, req: _Request) -> None:
         if self._prefix is not None:
-            cache = self._runner.cache
-            self._prefix.insert(req.prompt, cache.k[:, req.slot], cache.v[:, req.slot])
+            self._prefix.insert(req.prompt, *self._runner.prefix_of(req.slot, len(req.prompt)))
 
     def _mark_prompt(self, req: _Request) -> None:
         if req.params.repetition_penalty != 1.0:  # only then are the seen tokens tracked
