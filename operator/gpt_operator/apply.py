@@ -1,29 +1,28 @@
-"""Children in, children out: server-side apply of what differs from the cache, prune, the generated Secrets.
+"""What to apply, what to prune, the generated Secrets: the pure half of syncing children (no I/O here).
 
 Every child is applied with one field manager and `force=true` (the operator owns what it renders), and
 only when the live object (from informer.ChildCache) differs from what is wanted, compared as the API server
 stores it (no apiVersion/kind on list items, quantities in canonical form, empty fields dropped), so a
-steady state makes no writes.
+steady state makes no writes. `plan_sync` decides that; kube_apply.py makes the calls.
 
 Some children are not rendered: the Secrets of random values the pods share (naming.GeneratedSecret: the JWT
-signing key `<name>-jwt`, the engine API key `<name>-engine-key`; ensure_secret). Each is created once with a
-random value, never patched, rotated or read, and never pruned (Secret is not in CHILD_KINDS, so nothing here
-lists it); the garbage collector deletes it with its GPTDeployment.
+signing key `<name>-jwt`, the engine API key `<name>-engine-key`; kube_apply.ensure_secret). Each is created once
+with a random value, never patched, rotated or read, and never pruned (Secret is not in CHILD_KINDS, so nothing
+here lists it); the garbage collector deletes it with its GPTDeployment.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gpt_operator.informer import ChildCache
-from gpt_operator.kube import ApiError, KubeClient
 from gpt_operator.naming import JWT_SECRET, GeneratedSecret, common_labels, owner_reference
+
+ChildKey = tuple[str, str]  # (kind, name)
 
 JWT_SECRET_KEY = JWT_SECRET.key
 JWT_SECRET_BYTES = JWT_SECRET.random_bytes
@@ -42,8 +41,6 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),  # model.cache; pruned after the pods' Deployments
 }
 OPTIONAL_KINDS = {"ServiceMonitor", "HTTPRoute"}  # their CRDs may be missing in a cluster
-
-__all__ = ["CHILD_KINDS", "OPTIONAL_KINDS", "ApiError", "KubeClient"]
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$")
 _SUFFIX = {
@@ -107,11 +104,56 @@ def is_applied(wanted: dict[str, Any], live: dict[str, Any] | None) -> bool:
 
 
 def with_owner(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with `owner` as its only owner reference (a copy; `obj` is left as it is)."""
     return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner_reference(owner)]}}
+
+
+def child_key(obj: dict[str, Any]) -> ChildKey:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def child_label(key: ChildKey) -> str:
+    """`Kind/name`, as SyncResult lists children."""
+    return f"{key[0]}/{key[1]}"
+
+
+def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+    """Whether one of `obj`'s owner references names `owner` (by uid)."""
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+@dataclass
+class SyncPlan:
+    """What a sync does, decided from the desired children and the cache alone: `apply` (owned, in the desired
+    order) differ from what is live, `unchanged` need nothing, `prune` are ours and no longer desired."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    prune: list[ChildKey] = field(default_factory=list)
+
+
+def plan_sync(owner: dict[str, Any], desired: list[dict[str, Any]], live: dict[ChildKey, dict[str, Any]]) -> SyncPlan:
+    """Which desired children to apply (those not already live as the server stores them) and which live
+    children to delete (owned by `owner`, not desired), in the order the calls are made."""
+    plan = SyncPlan()
+    wanted_keys = set()
+    for obj in desired:
+        obj = with_owner(obj, owner)
+        key = child_key(obj)
+        wanted_keys.add(key)
+        if is_applied(obj, live.get(key)):
+            plan.unchanged.append(child_label(key))
+        else:
+            plan.apply.append(obj)
+    plan.prune = [key for key, obj in live.items() if key not in wanted_keys and owned_by(obj, owner)]
+    return plan
 
 
 @dataclass
 class SyncResult:
+    """What a sync did, by `Kind/name`."""
+
     applied: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
@@ -120,55 +162,6 @@ class SyncResult:
     @property
     def changed(self) -> bool:
         return bool(self.applied or self.pruned)
-
-
-async def sync_children(
-    client: KubeClient,
-    cache: ChildCache,
-    owner: dict[str, Any],
-    desired: list[dict[str, Any]],
-    live: dict[tuple[str, str], dict[str, Any]],
-) -> SyncResult:
-    """Apply what differs from `live` (cache.children), then delete our children no longer desired.
-    What the API answers goes into the cache, so the next tick compares with it."""
-    meta = owner["metadata"]
-    namespace = meta["namespace"]
-    result = SyncResult()
-    wanted_keys = set()
-    for obj in desired:
-        obj = with_owner(obj, owner)
-        kind = obj["kind"]
-        key = (kind, obj["metadata"]["name"])
-        wanted_keys.add(key)
-        label = f"{key[0]}/{key[1]}"
-        if is_applied(obj, live.get(key)):
-            result.unchanged.append(label)
-            continue
-        if kind in OPTIONAL_KINDS and not cache.available(kind, namespace):
-            result.skipped.append(label)
-            continue
-        api_version, plural = CHILD_KINDS[kind]
-        try:
-            cache.store(kind, await client.apply(obj, api_version, plural))
-        except ApiError as exc:
-            if exc.status == 404 and kind in OPTIONAL_KINDS:
-                result.skipped.append(label)
-                continue
-            raise
-        result.applied.append(label)
-    for key, obj in live.items():
-        owners = obj["metadata"].get("ownerReferences") or []
-        ours = any(ref.get("uid") == meta.get("uid") for ref in owners)
-        if key not in wanted_keys and ours:
-            api_version, plural = CHILD_KINDS[key[0]]
-            try:
-                await client.delete(api_version, plural, namespace, key[1])
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-            cache.forget(key[0], namespace, key[1])
-            result.pruned.append(f"{key[0]}/{key[1]}")
-    return result
 
 
 def generated_secret(owner: dict[str, Any], secret: GeneratedSecret, value: str) -> dict[str, Any]:
@@ -203,6 +196,7 @@ class SecretsSeen:
     seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     def fresh(self, key: tuple[str, str, str]) -> bool:
+        """Whether `key` was seen less than ttl_s ago."""
         at = self.seen.get(key)
         return at is not None and time.monotonic() - at < self.ttl_s
 
@@ -210,61 +204,7 @@ class SecretsSeen:
         self.seen[key] = time.monotonic()
 
 
-async def ensure_secret(
-    client: KubeClient,
-    owner: dict[str, Any],
-    secret: GeneratedSecret,
-    seen: SecretsSeen | None = None,
-    *,
-    look: bool = False,
-) -> bool:
-    """Create the generated Secret with a fresh random value if it is missing; True if this call created it.
-
-    `seen` remembers Secrets found, so a resync looks again only after its TTL; `look` looks now anyway.
-    An existing Secret is left exactly as it is (never patched, overwritten or rotated), whoever made it;
-    a 409 means another writer created it meanwhile. The value is never logged or returned, and only the
-    Secret's existence is asked for (GET), never its data through a list or watch.
-    """
+def secret_seen_key(owner: dict[str, Any], secret: GeneratedSecret) -> tuple[str, str, str]:
+    """The SecretsSeen key of `owner`'s generated Secret: (namespace, Secret name, owner uid)."""
     meta = owner["metadata"]
-    name = secret.name(meta["name"])
-    key = (meta["namespace"], name, meta.get("uid", ""))
-    seen = seen if seen is not None else SecretsSeen()
-    if not look and seen.fresh(key):
-        return False
-    created = False
-    if not await client.exists("v1", "secrets", meta["namespace"], name):
-        obj = generated_secret(owner, secret, secrets.token_urlsafe(secret.random_bytes))
-        try:
-            await client.create(obj, "v1", "secrets")
-            created = True
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-    seen.mark(key)
-    return created
-
-
-async def ensure_jwt_secret(
-    client: KubeClient, owner: dict[str, Any], seen: SecretsSeen | None = None, *, look: bool = False
-) -> bool:
-    """ensure_secret for `<name>-jwt`, the runtime pods' shared JWT signing key."""
-    return await ensure_secret(client, owner, JWT_SECRET, seen, look=look)
-
-
-def status_changes(previous: dict[str, Any] | None, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) turning the live status into the wanted one: changed keys, None for
-    removed ones, nested maps patched key by key (a merge patch merges maps, so stale keys need a None)."""
-    previous = previous or {}
-    patch: dict[str, Any] = {}
-    for key, value in wanted.items():
-        old = previous.get(key)
-        if value is None:
-            if old is not None:
-                patch[key] = None
-        elif isinstance(value, dict) and isinstance(old, dict):
-            nested = status_changes(old, value) | {k: None for k in old if k not in value}
-            if nested:
-                patch[key] = nested
-        elif old != value:
-            patch[key] = value
-    return patch
+    return meta["namespace"], secret.name(meta["name"]), meta.get("uid", "")

@@ -1,7 +1,7 @@
 """kopf wiring: settings, login, leader election, and one reconcile for create/update/resume plus a resync.
 
 The only module that imports kopf. Everything it decides comes from reconcile.desire (pure); children are
-read from the informer cache (informer.py) and written through apply.py; the GPTDeployment's status and
+read from the informer cache (informer.py) and written through kube_apply.py; the GPTDeployment's status and
 annotations are written here, in a fixed order (children, status, annotations: see
 reconcile.one_shot_bookkeeping), by merge patches with only the fields that changed.
 """
@@ -23,12 +23,12 @@ import kopf
 from aiohttp import web
 from yarl import URL
 
-from gpt_operator import apply, events, kube, prometheus
+from gpt_operator import apply, events, kube, kube_apply, prometheus
 from gpt_operator.informer import ChildCache
 from gpt_operator.leader import LeaderElector, LeaseConfig
 from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.spec import GROUP, PLURAL, VERSION
-from gpt_operator.status import apply_failed_status
+from gpt_operator.status import apply_failed_status, status_changes
 
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -122,9 +122,9 @@ async def reconcile(
             try:
                 # a change of the GPTDeployment looks at its Secrets at once; a resync after secret_check_interval_s
                 for secret in desired.secrets:
-                    if await apply.ensure_secret(client, dict(body), secret, state.secrets_seen, look=changed):
+                    if await kube_apply.ensure_secret(client, dict(body), secret, state.secrets_seen, look=changed):
                         logger.info(f"created Secret {secret.name(name)} ({secret.what})")
-                result = await apply.sync_children(client, cache, dict(body), desired.objects, live)
+                result = await kube_apply.sync_children(client, cache, dict(body), desired.objects, live)
             except kube.ApiError as exc:
                 message = f"the API refused a child: {exc}"
                 await write_status(state, namespace, name, previous, apply_failed_status(previous, message, now))
@@ -154,7 +154,7 @@ async def write_status(
     """A merge patch of the status subresource with what changed; nothing when nothing did. The answer
     goes into the cache, so the next reconcile starts from this status even before its watch event."""
     assert state.client is not None and state.cache is not None
-    changes = apply.status_changes(previous, wanted)
+    changes = status_changes(previous, wanted)
     if changes:
         patch = {"status": changes}
         state.cache.owners.store(

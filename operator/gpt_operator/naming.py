@@ -54,7 +54,7 @@ def preview_service_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class GeneratedSecret:
-    """A Secret `<name>-<suffix>` the operator creates once with a random value under `key` (apply.ensure_secret),
+    """A Secret `<name>-<suffix>` the operator creates once with a random value under `key` (kube_apply.ensure_secret),
     never rewrites, never reads back, and leaves to the garbage collector."""
 
     suffix: str
@@ -74,7 +74,7 @@ ENGINE_KEY_SECRET = GeneratedSecret("engine-key", "api-key", "a new engine API k
 
 
 def jwt_secret_name(name: str) -> str:
-    """The Secret holding GPT_JWT_SECRET, shared by every pod of one GPTDeployment (apply.ensure_secret)."""
+    """The Secret holding GPT_JWT_SECRET, shared by every pod of one GPTDeployment (kube_apply.ensure_secret)."""
     return JWT_SECRET.name(name)
 
 
@@ -107,7 +107,7 @@ def selector_string(selector: dict[str, str]) -> str:
 
 
 def children_selector(name: str) -> str:
-    """What apply.py lists to find (and prune) this GPTDeployment's children."""
+    """What kube_apply.py lists to find (and prune) this GPTDeployment's children."""
     return selector_string({MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: name})
 
 

@@ -1,6 +1,6 @@
 """The pure core of one reconcile: the GPTDeployment, what its tracks show, and the time -> what to do.
 
-main.py reads the cluster (through apply.py), calls `desire`, and hands the result back to apply.py.
+main.py reads the cluster (the informer cache), calls `desire`, and hands the result to kube_apply.py.
 """
 
 from __future__ import annotations

@@ -303,3 +303,22 @@ def with_state_condition(
     reported = old.get("message") == condition.message and old.get("observedGeneration") == generation
     events = [Event("Warning", condition.reason, condition.message)] if warn and not reported else []
     return status, events
+
+
+def status_changes(previous: dict[str, Any] | None, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning the live status into the wanted one: changed keys, None for
+    removed ones, nested maps patched key by key (a merge patch merges maps, so stale keys need a None)."""
+    previous = previous or {}
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        old = previous.get(key)
+        if value is None:
+            if old is not None:
+                patch[key] = None
+        elif isinstance(value, dict) and isinstance(old, dict):
+            nested = status_changes(old, value) | {k: None for k in old if k not in value}
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
+    return patch

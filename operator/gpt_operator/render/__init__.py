@@ -1,6 +1,6 @@
 """Pure rendering: a parsed spec and a rollout plan -> the Kubernetes objects the operator wants.
 
-No I/O here; apply.py adds owner references and applies the result.
+No I/O here; apply.py adds owner references and decides what to apply, kube_apply.py applies it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The pure parts of apply.py and settings: change detection, owner references, status patches."""
+"""The pure parts of apply.py and settings: change detection, the sync plan, owner references, status patches;
+kube_apply.ensure_jwt_secret against a fake API."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import pytest
 from gpt_operator.apply import (
     CHILD_KINDS,
     SecretsSeen,
-    ensure_jwt_secret,
     is_applied,
     is_subset,
     jwt_secret,
+    owned_by,
+    plan_sync,
     quantity,
-    status_changes,
+    secret_seen_key,
     with_owner,
 )
 from gpt_operator.kube import ApiError, KubeClient, resource_path
+from gpt_operator.kube_apply import ensure_jwt_secret
+from gpt_operator.naming import ENGINE_KEY_SECRET
 from gpt_operator.schema import structural_problems
 from gpt_operator.settings import OperatorSettings
+from gpt_operator.status import status_changes
 from kubernetes_asyncio.client import Configuration
 
 pytestmark = pytest.mark.unit
@@ -85,6 +90,51 @@ def test_empty_wanted_fields_match_their_absence_as_the_server_drops_them() -> N
     wanted = {"spec": {"tolerations": [], "nodeSelector": {}, "volumeMounts": [{"name": "m", "readOnly": False}]}}
     assert is_subset(wanted, {"spec": {"volumeMounts": [{"name": "m"}]}})
     assert not is_subset({"spec": {"tolerations": [{"key": "k"}]}}, {"spec": {}})
+
+
+OWNER = {"metadata": {"name": "chat", "namespace": "ml", "uid": "u-1"}}
+
+
+def _child(kind: str, name: str, owner_uid: str | None = None, **spec: object) -> dict:
+    meta: dict = {"name": name}
+    if owner_uid is not None:
+        meta["ownerReferences"] = [{"uid": owner_uid}]
+    return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": dict(spec)}
+
+
+def test_sync_plan_applies_what_differs_keeps_what_is_live_and_prunes_only_our_leftovers() -> None:
+    desired = [_child("ConfigMap", "a", x=1), _child("Service", "b", x=1), _child("Deployment", "c", x=1)]
+    live = {
+        ("Service", "b"): with_owner(_child("Service", "b", x=1), OWNER),  # already as wanted
+        ("Deployment", "c"): with_owner(_child("Deployment", "c", x=2), OWNER),  # differs
+        ("Service", "old"): _child("Service", "old", "u-1"),  # ours, no longer desired
+        ("Service", "theirs"): _child("Service", "theirs", "u-2"),  # another owner's
+        ("ConfigMap", "orphan"): _child("ConfigMap", "orphan"),  # no owner
+    }
+    plan = plan_sync(OWNER, desired, live)
+    assert [(o["kind"], o["metadata"]["name"]) for o in plan.apply] == [("ConfigMap", "a"), ("Deployment", "c")]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in plan.apply)
+    assert plan.unchanged == ["Service/b"]
+    assert plan.prune == [("Service", "old")]
+    assert "ownerReferences" not in desired[0]["metadata"]  # the rendered objects are left as they are
+
+
+def test_sync_plan_of_a_steady_state_makes_no_calls() -> None:
+    desired = [_child("Service", "b", x=1)]
+    live = with_owner(_child("Service", "b", x=1, clusterIP="10.0.0.1"), OWNER)  # server defaults added
+    plan = plan_sync(OWNER, desired, {("Service", "b"): live})
+    assert (plan.apply, plan.prune, plan.unchanged) == ([], [], ["Service/b"])
+
+
+def test_ownership_is_by_uid() -> None:
+    assert owned_by(_child("Service", "s", "u-1"), OWNER)
+    assert not owned_by(_child("Service", "s", "u-2"), OWNER)
+    assert not owned_by(_child("Service", "s"), OWNER)
+
+
+def test_a_generated_secret_is_remembered_per_namespace_name_and_owner_uid() -> None:
+    assert secret_seen_key(OWNER, ENGINE_KEY_SECRET) == ("ml", "chat-engine-key", "u-1")
+    assert secret_seen_key({"metadata": {"name": "chat", "namespace": "ml"}}, ENGINE_KEY_SECRET)[2] == ""
 
 
 def test_secret_existence_is_looked_at_once_per_ttl_unless_asked() -> None:

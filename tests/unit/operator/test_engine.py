@@ -13,7 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from gpt_operator.__main__ import render_documents
-from gpt_operator.apply import SecretsSeen, ensure_jwt_secret, ensure_secret, generated_secret
+from gpt_operator.apply import SecretsSeen, generated_secret
+from gpt_operator.kube_apply import ensure_jwt_secret, ensure_secret
 from gpt_operator.naming import ENGINE_KEY_SECRET, JWT_SECRET, TEMPLATE_ANNOTATION
 from gpt_operator.reconcile import desire
 from gpt_operator.render import render_children
