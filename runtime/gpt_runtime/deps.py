@@ -14,7 +14,7 @@ from gpt_runtime.auth.api_keys import ApiKeys, is_api_key
 from gpt_runtime.auth.bearer import bearer_token
 from gpt_runtime.backends import JobQueue, WindowCounter
 from gpt_runtime.backends.files import FileStore
-from gpt_runtime.errors import Forbidden, Unauthorized
+from gpt_runtime.domain_errors import Forbidden, Unauthenticated
 from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
@@ -75,7 +75,7 @@ async def get_current_user(request: Request) -> User:
         return already
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
-        raise Unauthorized("missing bearer token", code="missing_token")
+        raise Unauthenticated("missing bearer token", code="missing_token")
     runtime: Runtime = request.app.state.runtime
     user = await runtime.auth.authenticate(token)
     request.state.via_api_key = is_api_key(token)

@@ -1,12 +1,17 @@
-"""API errors and the handlers that turn every failure into one JSON shape.
+"""The HTTP edge of every failure: domain errors mapped to HTTP in one table, and the handlers that turn every
+failure into one JSON shape.
 
-Body: {"error": {"message", "type", "param", "code"}} (OpenAI's shape), for 4xx and 5xx alike.
+Body: {"error": {"message", "type", "param", "code"}} (OpenAI's shape), for 4xx and 5xx alike. Services raise
+gpt_runtime.domain_errors; HTTP_KINDS says which status, error type and headers each kind answers with, for the
+REST handlers here, the WebSocket's error frames (api/ws.py) and the read cache (read_cache.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,99 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from gpt_runtime import domain_errors as domain
+from gpt_runtime.services.limits import rate_headers
+
 log = logging.getLogger("gpt_runtime.errors")
-
-
-class APIError(Exception):
-    """An error a client caused or should see, with its HTTP status."""
-
-    status_code = 400
-    type = "invalid_request_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-
-class BadRequest(APIError):
-    status_code = 400
-
-
-class Unauthorized(APIError):
-    status_code = 401
-    type = "authentication_error"
-
-    def __init__(self, message: str = "invalid or missing credentials", **kwargs: Any):
-        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
-        super().__init__(message, **kwargs)
-
-
-class Forbidden(APIError):
-    status_code = 403
-    type = "permission_error"
-
-
-class NotFound(APIError):
-    status_code = 404
-    type = "not_found_error"
-
-
-class Conflict(APIError):
-    status_code = 409
-    type = "conflict_error"
-
-
-class PayloadTooLarge(APIError):
-    status_code = 413
-    type = "invalid_request_error"
-
-
-class UnsupportedMediaType(APIError):
-    status_code = 415
-
-
-class UnprocessableEntity(APIError):
-    status_code = 422
-
-
-class ServiceUnavailable(APIError):
-    status_code = 503
-    type = "overloaded"
-
-
-class FeatureDisabled(APIError):
-    """A feature this server was configured without (e.g. GPT_EMBEDDING_MODEL_SOURCE=none)."""
-
-    status_code = 501
-    type = "not_implemented_error"
-
-
-class BadGateway(APIError):
-    """A separate model server (an openai+http:// source) answered with an error of its own."""
-
-    status_code = 502
-    type = "api_error"
-
-
-class EngineFailed(APIError):
-    """The model failed while generating; nothing of the exchange was stored."""
-
-    status_code = 500
-    type = "api_error"
-
-    def __init__(self, message: str = "the model failed to generate a reply; nothing was stored", **kwargs: Any):
-        kwargs.setdefault("code", "engine_error")
-        super().__init__(message, **kwargs)
 
 
 class ErrorDetail(BaseModel):
@@ -128,6 +44,66 @@ class ErrorOut(BaseModel):
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     """The JSON error body every failure uses."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+@dataclass(frozen=True)
+class HTTPKind:
+    """How one kind of domain error answers over HTTP."""
+
+    status: int
+    type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# The one table: each domain error kind -> its HTTP status, error type and fixed headers (a subclass not named here
+# answers as its nearest named base). Retry-After comes from the error's retry_after, X-RateLimit-* from its window.
+HTTP_KINDS: dict[type[domain.DomainError], HTTPKind] = {
+    domain.DomainError: HTTPKind(400, "invalid_request_error"),
+    domain.InvalidInput: HTTPKind(400, "invalid_request_error"),
+    domain.Unauthenticated: HTTPKind(401, "authentication_error", {"WWW-Authenticate": "Bearer"}),
+    domain.Forbidden: HTTPKind(403, "permission_error"),
+    domain.NotFound: HTTPKind(404, "not_found_error"),
+    domain.Conflict: HTTPKind(409, "conflict_error"),
+    domain.TooLarge: HTTPKind(413, "invalid_request_error"),
+    domain.UnsupportedType: HTTPKind(415, "invalid_request_error"),
+    domain.InvalidValue: HTTPKind(422, "invalid_request_error"),
+    domain.RateLimited: HTTPKind(429, "rate_limit_error"),
+    domain.TooManyRequests: HTTPKind(429, "requests"),
+    domain.TooManyTokens: HTTPKind(429, "tokens"),
+    domain.QuotaExceeded: HTTPKind(429, "insufficient_quota"),
+    domain.ModelFailed: HTTPKind(500, "api_error"),
+    domain.Disabled: HTTPKind(501, "not_implemented_error"),
+    domain.UpstreamFailed: HTTPKind(502, "api_error"),
+    domain.Unavailable: HTTPKind(503, "overloaded"),
+}
+
+
+def http_kind(kind: type[domain.DomainError]) -> HTTPKind:
+    """The table's row for a kind of domain error: its own, else its nearest base's."""
+    for cls in kind.__mro__:
+        if cls in HTTP_KINDS:
+            return HTTP_KINDS[cls]
+    raise TypeError(f"{kind.__name__} is not a domain error")
+
+
+@dataclass(frozen=True)
+class HTTPError:
+    """A domain error as an HTTP answer: status, JSON body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def http_error(exc: domain.DomainError) -> HTTPError:
+    """The answer a client gets for a domain error, whichever transport carries it."""
+    kind = http_kind(type(exc))
+    headers = dict(kind.headers)
+    if isinstance(exc, domain.RateLimited) and exc.window is not None:
+        headers.update(rate_headers(exc.window))
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return HTTPError(kind.status, error_body(exc.message, kind.type, exc.param, exc.code), headers)
 
 
 _STATUS_TYPES = {
@@ -150,8 +126,9 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), exc.status_code, headers=exc.headers)
+async def _domain_error(_: Request, exc: domain.DomainError) -> JSONResponse:
+    answer = http_error(exc)
+    return JSONResponse(answer.body, answer.status, headers=answer.headers or None)
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -197,7 +174,7 @@ def _json_websocket_not_found(default: ASGIApp) -> ASGIApp:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers so no response ever carries FastAPI's default {"detail": ...}."""
     app.router.default = _json_websocket_not_found(app.router.default)
-    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(domain.DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -15,7 +15,8 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpt_runtime.auth.bearer import bearer_token
-from gpt_runtime.errors import APIError, error_body
+from gpt_runtime.domain_errors import DomainError
+from gpt_runtime.errors import http_error
 from gpt_runtime.services.limits import rate_headers
 
 # path pattern -> (cache kind, route template for metrics)
@@ -64,14 +65,10 @@ class ReadCacheMiddleware:
         try:
             user = await runtime.auth.authenticate(token)
             window = await runtime.limits.check_user(user)
-        except APIError as exc:
+        except DomainError as exc:
             state["route_template"] = template
-            await self._send(
-                send,
-                exc.status_code,
-                json.dumps(error_body(exc.message, exc.type, exc.param, exc.code)).encode(),
-                exc.headers or {},
-            )
+            answer = http_error(exc)
+            await self._send(send, answer.status, json.dumps(answer.body).encode(), answer.headers)
             return
         state["user"] = user
         limit_headers = rate_headers(window) if window is not None else {}

@@ -1,4 +1,5 @@
-"""No import cycles among the first-party packages (gpt_runtime, gpt_model, gpt_operator), read statically.
+"""No import cycles among the first-party packages (gpt_runtime, gpt_model, gpt_operator), read statically; and
+no HTTP (fastapi, starlette, gpt_runtime.errors) imported by the runtime's layers below the HTTP edge.
 
 The graph is built with `ast`, without importing anything:
 - a node per module (``pkg/__init__.py`` is the package ``pkg``);
@@ -233,3 +234,85 @@ def test_the_graph_ignores_what_does_not_run_at_import(tmp_path: Path):
     graph = build_graph({"pkg": tmp_path / "pkg"})
     assert graph == {"pkg": set(), "pkg.a": set(), "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.b"}}
     assert find_cycles(graph) == []
+
+
+# The layers below the HTTP edge raise gpt_runtime.domain_errors and know nothing of HTTP: the edge
+# (gpt_runtime.errors, the routers, deps, the middlewares) maps their errors to statuses and headers.
+DOMAIN_LAYERS = (
+    "gpt_runtime.services",
+    "gpt_runtime.storage",
+    "gpt_runtime.auth",
+    "gpt_runtime.backends",
+    "gpt_runtime.voice",
+    "gpt_runtime.mail",
+    "gpt_runtime.domain_errors",
+)
+HTTP_EDGE = ("fastapi", "starlette", "gpt_runtime.errors")
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def all_imports(packages: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> every module it names in an import, anywhere in the file (functions and TYPE_CHECKING blocks
+    too: a late import of fastapi is still HTTP knowledge). `from x import y` names x.y when that is a module."""
+    modules = _module_files(packages)
+    found: dict[str, set[str]] = {}
+    for name, (path, is_package) in modules.items():
+        package = name if is_package else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules)
+        found[name] = targets
+    return found
+
+
+def http_in_domain_layers(imports: dict[str, set[str]]) -> list[str]:
+    """`module -> imported` for each import of the HTTP edge from a domain layer."""
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in imports.items()
+        if _within(module, DOMAIN_LAYERS)
+        for target in targets
+        if _within(target, HTTP_EDGE)
+    )
+
+
+def test_domain_layers_import_nothing_of_http():
+    imports = all_imports(PACKAGES)
+    assert sum(_within(module, DOMAIN_LAYERS) for module in imports) > 40  # the walk found the layers
+    violations = http_in_domain_layers(imports)
+    assert not violations, "HTTP imported below the edge (raise gpt_runtime.domain_errors instead):\n" + "\n".join(
+        violations
+    )
+
+
+def test_the_layer_rule_catches_http_below_the_edge(tmp_path: Path):
+    """Positive control: a service importing the edge's errors (relatively), a store importing starlette inside a
+    function, and the edge itself importing fastapi (allowed)."""
+    _write(
+        tmp_path / "gpt_runtime",
+        {
+            "__init__.py": "",
+            "errors.py": "from fastapi import Request\n",
+            "domain_errors.py": "",
+            "services/__init__.py": "",
+            "services/quota.py": "from ..errors import NotFound\nfrom gpt_runtime.domain_errors import Conflict\n",
+            "storage/__init__.py": "",
+            "storage/store.py": "def late():\n    import starlette.requests\n",
+        },
+    )
+    imports = all_imports({"gpt_runtime": tmp_path / "gpt_runtime"})
+    assert http_in_domain_layers(imports) == [
+        "gpt_runtime.services.quota -> gpt_runtime.errors",
+        "gpt_runtime.storage.store -> starlette.requests",
+    ]

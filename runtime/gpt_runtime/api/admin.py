@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import AdminUser, RuntimeDep
-from gpt_runtime.errors import NotFound
+from gpt_runtime.domain_errors import NotFound
 from gpt_runtime.schemas import RoleIn, UserOut
 
 router = APIRouter(tags=["cache"], responses=errors(403))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import BadRequest, NotFound
+from gpt_runtime.domain_errors import InvalidInput, NotFound
 from gpt_runtime.schemas import (
     ConversationDetailOut,
     ConversationIn,
@@ -59,7 +59,7 @@ async def list_conversations(
     try:
         page = await runtime.store.list_conversations(user.id, limit=limit, cursor=cursor, updated_since=since)
     except InvalidCursor as exc:
-        raise BadRequest("cursor is not valid", param="cursor", code="invalid_cursor") from exc
+        raise InvalidInput("cursor is not valid", param="cursor", code="invalid_cursor") from exc
     return ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 

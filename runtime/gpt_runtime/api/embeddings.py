@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from gpt_runtime.api.responses import error_response, errors
 from gpt_runtime.deps import CurrentUser, Runtime, RuntimeDep
-from gpt_runtime.errors import BadRequest, FeatureDisabled, NotFound
+from gpt_runtime.domain_errors import Disabled, InvalidInput, NotFound
 from gpt_runtime.services.embeddings import EmbeddingService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -30,7 +30,7 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
 def embedding_service(runtime: Runtime) -> EmbeddingService:
     """The runtime's embedding service; 501 when this server runs without one."""
     if runtime.embeddings is None:
-        raise FeatureDisabled(
+        raise Disabled(
             "embeddings are disabled on this server (GPT_EMBEDDING_MODEL_SOURCE=none)", code="embeddings_disabled"
         )
     return runtime.embeddings
@@ -99,7 +99,7 @@ async def create_embeddings(body: EmbeddingsIn, _: CurrentUser, runtime: Runtime
             code="model_not_found",
         )
     if body.dimensions is not None and body.dimensions != model.dim:
-        raise BadRequest(
+        raise InvalidInput(
             f"{model.model_id} makes {model.dim}-dimensional vectors only", param="dimensions", code="invalid_value"
         )
     texts = [body.input] if isinstance(body.input, str) else list(body.input)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from gpt_runtime.api.responses import errors
 from gpt_runtime.backends.files import FileMeta, FileStore
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import NotFound, PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
+from gpt_runtime.domain_errors import InvalidValue, NotFound, TooLarge, UnsupportedType
 from gpt_runtime.schemas import iso
 from gpt_runtime.services.filetypes import sniff_content_type
 
@@ -96,14 +96,12 @@ async def upload(
     limit = runtime.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")
+        raise TooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")
     if not data:
-        raise UnprocessableEntity("file is empty", param="file", code="empty_file")
+        raise InvalidValue("file is empty", param="file", code="empty_file")
     content_type = sniff_content_type(data)
     if content_type is None:
-        raise UnsupportedMediaType(
-            f"unsupported file type: upload {ALLOWED}", param="file", code="unsupported_media_type"
-        )
+        raise UnsupportedType(f"unsupported file type: upload {ALLOWED}", param="file", code="unsupported_media_type")
     if conversation_id and await runtime.store.get_conversation(user.id, conversation_id) is None:
         raise NotFound("conversation not found", param="conversation_id", code="conversation_not_found")
     file_id = await files.put(

@@ -16,7 +16,8 @@ from starlette.background import BackgroundTask
 from gpt_runtime import sse
 from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
-from gpt_runtime.errors import BadRequest, EngineFailed, error_body
+from gpt_runtime.domain_errors import InvalidInput, ModelFailed
+from gpt_runtime.errors import error_body, http_error
 from gpt_runtime.schemas import GenerateIn, GenerateOut, JobAcceptedOut, MessageOut, UsageOut
 from gpt_runtime.services.generation import Generation, GenerationService
 from gpt_runtime.services.streaming import with_heartbeats
@@ -38,7 +39,7 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
     service = runtime.generation
     if body.run_async:
         if body.stream:
-            raise BadRequest("a request cannot be both async and streamed", param="stream", code="async_stream")
+            raise InvalidInput("a request cannot be both async and streamed", param="stream", code="async_stream")
         request_body = body.model_dump(include={"prompt", "conversation_id", "system"})
         request_body["params"] = body.model_dump(include=set(SAMPLING_FIELDS))
         job = await runtime.jobs.submit(user, request_body)
@@ -82,7 +83,7 @@ async def generate(body: GenerateIn, request: Request, user: CurrentUser, runtim
 def raise_if_failed(generation: Generation) -> None:
     """An engine failure answers 500 with the JSON error body (nothing was stored for it)."""
     if generation.finished is not None and generation.finished.finish_reason == "error":
-        raise EngineFailed()
+        raise ModelFailed()
 
 
 async def collect_events(service: GenerationService, generation: Generation, transport: str = "rest") -> None:
@@ -148,8 +149,7 @@ async def stream_sse(
                 yield sse.sse_data(sse.chunk(gen_id, model, created, delta=delta, extra=extra, logprobs=event.logprobs))
             elif isinstance(event, Finished):
                 if event.finish_reason == "error":
-                    failed = EngineFailed()
-                    yield sse.sse_data(error_body(failed.message, failed.type, None, failed.code))
+                    yield sse.sse_data(http_error(ModelFailed()).body)
                     break
                 reply_extra = extra | (
                     {"message_id": generation.reply.id if generation.reply else None} if extra else {}

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpt_runtime.api.responses import error_response, errors
 from gpt_runtime.deps import CurrentUser, Runtime, RuntimeDep
-from gpt_runtime.errors import BadRequest, NotFound
-from gpt_runtime.services.images import ImageService, as_api_error, not_configured
+from gpt_runtime.domain_errors import InvalidInput, NotFound
+from gpt_runtime.services.images import ImageService, as_domain_error, not_configured
 
 router = APIRouter(tags=["images"])
 
@@ -94,8 +94,8 @@ class ImageGenerationIn(BaseModel):
             if value is None or value in UNSUPPORTED.get(name, ()):
                 continue
             if name in UNSUPPORTED:
-                raise BadRequest(f"{name} is not supported here", param=name, code="unsupported_parameter")
-            raise BadRequest(f"unrecognized request argument: {name}", param=name, code="unknown_parameter")
+                raise InvalidInput(f"{name} is not supported here", param=name, code="unsupported_parameter")
+            raise InvalidInput(f"unrecognized request argument: {name}", param=name, code="unknown_parameter")
 
 
 def _service(runtime: Runtime) -> ImageService:
@@ -110,7 +110,7 @@ def _size(service: ImageService, size: str | None) -> tuple[int, int]:
     try:
         return parse_size(size, service.max_side)
     except ImageRequestError as exc:
-        raise as_api_error(exc) from None
+        raise as_domain_error(exc) from None
 
 
 def _file_url(request: Request, runtime: Runtime, file_id: str) -> str:

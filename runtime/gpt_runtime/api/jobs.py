@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import NotFound
+from gpt_runtime.domain_errors import NotFound
 from gpt_runtime.schemas import JobOut
 
 router = APIRouter(tags=["generation"])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response, status
 
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import Forbidden
+from gpt_runtime.domain_errors import Forbidden
 from gpt_runtime.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyListOut, ApiKeyOut
 from gpt_runtime.storage import User
 

@@ -30,7 +30,8 @@ from gpt_runtime.api.generate import (
 from gpt_runtime.api.openai_schemas import ChatCompletionIn, CompletionIn, SamplingIn
 from gpt_runtime.api.responses import EVENT_STREAM, errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep, set_response_headers
-from gpt_runtime.errors import EngineFailed, NotFound, error_body
+from gpt_runtime.domain_errors import ModelFailed, NotFound
+from gpt_runtime.errors import error_body, http_error
 from gpt_runtime.services.generation import Generation, GenerationService
 from gpt_runtime.services.streaming import with_heartbeats
 
@@ -217,8 +218,7 @@ async def _stream_completions(
                     yield sse.sse_data(_completion(gen_id, model, created, [choice]))
                 elif isinstance(event, Finished):
                     if event.finish_reason == "error":
-                        failed = EngineFailed()
-                        yield sse.sse_data(error_body(failed.message, failed.type, None, failed.code))
+                        yield sse.sse_data(http_error(ModelFailed()).body)
                         yield sse.DONE
                         return
                     choice = {"text": "", "index": index, "logprobs": None, "finish_reason": event.finish_reason}

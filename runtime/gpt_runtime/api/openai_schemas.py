@@ -17,7 +17,7 @@ from gpt_model.json_prefix import UnsupportedSchema, compile_schema
 from gpt_model.protocol import ChatMessage, ResponseFormat
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpt_runtime.errors import BadRequest
+from gpt_runtime.domain_errors import InvalidInput
 
 # extra="allow" keeps unknown fields for a 400 that names them; the document still says they are not allowed
 CLOSED = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
@@ -121,18 +121,18 @@ class SamplingIn(BaseModel):
             if name in UNSUPPORTED:
                 if value == DEFAULTS.get(name, ...):
                     continue
-                raise BadRequest(
+                raise InvalidInput(
                     f"{name} is not supported: {UNSUPPORTED[name]}", param=name, code="unsupported_parameter"
                 )
-            raise BadRequest(f"unrecognized request argument: {name}", param=name, code="unknown_parameter")
+            raise InvalidInput(f"unrecognized request argument: {name}", param=name, code="unknown_parameter")
         if self.n != 1:
-            raise BadRequest("only n=1 is supported", param="n", code="unsupported_parameter")
+            raise InvalidInput("only n=1 is supported", param="n", code="unsupported_parameter")
 
     def sampling(self) -> dict[str, Any]:
         """The engine's sampling settings from this request (max_tokens and logprobs added by the route)."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stop) > 4:
-            raise BadRequest("at most 4 stop sequences", param="stop", code="too_many_stop_sequences")
+            raise InvalidInput("at most 4 stop sequences", param="stop", code="too_many_stop_sequences")
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -157,8 +157,8 @@ class SamplingIn(BaseModel):
         return tuple(sorted(out))
 
 
-def _bad_bias(message: str) -> BadRequest:
-    return BadRequest(message, param="logit_bias", code="invalid_value")
+def _bad_bias(message: str) -> InvalidInput:
+    return InvalidInput(message, param="logit_bias", code="invalid_value")
 
 
 class ChatCompletionIn(SamplingIn):
@@ -177,14 +177,14 @@ class ChatCompletionIn(SamplingIn):
         for i, message in enumerate(self.messages):
             where = f"messages[{i}]"
             if message.role not in ("system", "developer", "user", "assistant"):
-                raise BadRequest(
+                raise InvalidInput(
                     f"{where}.role: {message.role!r} messages are not supported (no tool calls here)",
                     param=f"{where}.role",
                     code="unsupported_value",
                 )
             for name, value in (message.model_extra or {}).items():
                 if value is not None:
-                    raise BadRequest(
+                    raise InvalidInput(
                         f"{where}.{name} is not supported (no tool calls here)",
                         param=f"{where}.{name}",
                         code="unsupported_parameter",
@@ -192,7 +192,7 @@ class ChatCompletionIn(SamplingIn):
             if isinstance(message.content, list):
                 for j, part in enumerate(message.content):
                     if part.type != "text" or part.text is None:
-                        raise BadRequest(
+                        raise InvalidInput(
                             f"{where}.content[{j}]: {part.type!r} parts are not supported; only text is",
                             param=f"{where}.content[{j}].type",
                             code="unsupported_content_type",
@@ -200,7 +200,7 @@ class ChatCompletionIn(SamplingIn):
                 text = "".join(part.text or "" for part in message.content)
             elif message.content is None:
                 if message.role != "assistant":
-                    raise BadRequest(f"{where}.content is required", param=f"{where}.content", code="missing_content")
+                    raise InvalidInput(f"{where}.content is required", param=f"{where}.content", code="missing_content")
                 text = ""
             else:
                 text = message.content
@@ -210,7 +210,7 @@ class ChatCompletionIn(SamplingIn):
     def sampling(self) -> dict[str, Any]:
         params = super().sampling()
         if self.top_logprobs is not None and not self.logprobs:
-            raise BadRequest("top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
+            raise InvalidInput("top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
         params["logprobs"] = (self.top_logprobs or 0) if self.logprobs else None
         params["max_tokens"] = self.max_completion_tokens or self.max_tokens
         params["response_format"] = response_format(self.response_format)
@@ -229,7 +229,7 @@ class CompletionIn(SamplingIn):
     def prompt_texts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
         if not 1 <= len(prompts) <= MAX_PROMPTS:
-            raise BadRequest(f"give 1 to {MAX_PROMPTS} prompts", param="prompt", code="invalid_value")
+            raise InvalidInput(f"give 1 to {MAX_PROMPTS} prompts", param="prompt", code="invalid_value")
         return prompts
 
     def sampling(self) -> dict[str, Any]:
@@ -243,10 +243,10 @@ def response_format(body: ResponseFormatIn | None) -> ResponseFormat | None:
     schema = body.json_schema.schema_ if body.json_schema is not None else None
     if body.type == "json_object" or schema is None:
         if body.type == "json_schema" and body.json_schema is None:
-            raise BadRequest("response_format.json_schema is required", param="response_format", code="invalid_value")
+            raise InvalidInput("response_format.json_schema is required", param="response_format", code="invalid_value")
         return ResponseFormat("json_object")
     try:
         compile_schema(schema)
     except UnsupportedSchema as exc:
-        raise BadRequest(f"response_format: {exc}", param="response_format", code="unsupported_schema") from exc
+        raise InvalidInput(f"response_format: {exc}", param="response_format", code="unsupported_schema") from exc
     return ResponseFormat("json_schema", json.dumps(schema, separators=(",", ":")))

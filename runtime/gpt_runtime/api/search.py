@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from gpt_runtime.api.embeddings import DISABLED, embedding_service
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
-from gpt_runtime.errors import UnprocessableEntity
+from gpt_runtime.domain_errors import InvalidValue
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 MAX_QUERY_CHARS = 500
@@ -44,7 +44,7 @@ async def search_conversations(
     """The caller's conversations ranked by how close their title or a message is in meaning to `q`."""
     service = embedding_service(runtime)
     if not q.strip():
-        raise UnprocessableEntity("q: must contain a non-space character", param="q", code="string_too_short")
+        raise InvalidValue("q: must contain a non-space character", param="q", code="string_too_short")
     hits, pending = await service.search.search(user.id, q.strip(), limit)
     return SearchOut(
         results=[SearchResultOut(**hit.__dict__) for hit in hits],

@@ -18,14 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpt_runtime.api.files import _filename
 from gpt_runtime.api.responses import error_response, errors
 from gpt_runtime.deps import CurrentUser, Runtime, RuntimeDep
-from gpt_runtime.errors import (
-    APIError,
-    FeatureDisabled,
+from gpt_runtime.domain_errors import (
+    Disabled,
+    DomainError,
+    InvalidValue,
     NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    UnprocessableEntity,
-    UnsupportedMediaType,
+    TooLarge,
+    Unavailable,
+    UnsupportedType,
 )
 from gpt_runtime.voice import VoiceService
 from gpt_runtime.voice.base import (
@@ -55,21 +55,21 @@ AUDIO = {
 
 def voice_service(runtime: Runtime) -> VoiceService:
     if runtime.voice is None:
-        raise FeatureDisabled("voice is not available on this server", code="voice_disabled")
+        raise Disabled("voice is not available on this server", code="voice_disabled")
     return runtime.voice
 
 
-def as_api_error(exc: VoiceError) -> APIError:
-    """The JSON answer for a voice failure: 501 engine missing, 503 busy or failed, 4xx for the request."""
+def as_domain_error(exc: VoiceError) -> DomainError:
+    """A voice failure as the domain error a client sees: disabled (engine missing), unavailable (busy or
+    failed), or what is wrong with the request."""
     if isinstance(exc, EngineMissing):
-        return FeatureDisabled(exc.message, code=exc.code)
+        return Disabled(exc.message, code=exc.code)
     if isinstance(exc, InvalidAudio):
-        kind = {413: PayloadTooLarge, 415: UnsupportedMediaType}.get(exc.status, UnprocessableEntity)
+        kind = {413: TooLarge, 415: UnsupportedType}.get(exc.status, InvalidValue)
         return kind(exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, InvalidVoiceRequest):
-        return UnprocessableEntity(exc.message, param=exc.param, code=exc.code)
-    retry = {"Retry-After": "1" if isinstance(exc, EngineBusy) else "5"}
-    return ServiceUnavailable(exc.message, code=exc.code, headers=retry)
+        return InvalidValue(exc.message, param=exc.param, code=exc.code)
+    return Unavailable(exc.message, code=exc.code, retry_after=1 if isinstance(exc, EngineBusy) else 5)
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def voice_errors() -> Iterator[None]:
     try:
         yield
     except VoiceError as exc:
-        raise as_api_error(exc) from None
+        raise as_domain_error(exc) from None
 
 
 class VoiceOut(BaseModel):
@@ -153,7 +153,7 @@ async def transcribe(
     limit = runtime.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")
+        raise TooLarge(f"file exceeds {limit} bytes", param="file", code="file_too_large")
     with voice_errors():
         audio = service.check_audio(data)
     if conversation_id and await runtime.store.get_conversation(user.id, conversation_id) is None:

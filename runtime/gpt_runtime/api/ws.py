@@ -25,10 +25,10 @@ from starlette.websockets import WebSocketDisconnected
 from gpt_runtime import sse
 from gpt_runtime.auth.bearer import websocket_token
 from gpt_runtime.deps import Runtime
-from gpt_runtime.errors import APIError, EngineFailed, error_body
+from gpt_runtime.domain_errors import DomainError, InvalidInput, ModelFailed, RateLimited, Unauthenticated
+from gpt_runtime.errors import http_error
 from gpt_runtime.schemas import GenerationParamsIn, Strict
 from gpt_runtime.services.generation import Generation
-from gpt_runtime.services.limits import RateLimited
 from gpt_runtime.storage import User
 
 log = logging.getLogger("gpt_runtime.ws")
@@ -80,9 +80,8 @@ class Session:
         async with self._send_lock:
             await self.websocket.send_text(json.dumps(frame, ensure_ascii=False))
 
-    async def error(self, request_id: str | None, exc: APIError) -> None:
-        body = error_body(exc.message, exc.type, exc.param, exc.code)
-        await self.send({"type": "error", "request_id": request_id} | body)
+    async def error(self, request_id: str | None, exc: DomainError) -> None:
+        await self.send({"type": "error", "request_id": request_id} | http_error(exc).body)
 
     async def handle(self, raw: str) -> None:
         try:
@@ -90,7 +89,7 @@ class Session:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-            await self.error(_request_id_of(raw), APIError(f"{where}: {first['msg']}", code=first["type"]))
+            await self.error(_request_id_of(raw), InvalidInput(f"{where}: {first['msg']}", code=first["type"]))
             return
         if isinstance(frame, CancelFrame):
             entry = self.running.get(frame.request_id)
@@ -100,7 +99,7 @@ class Session:
         if frame.request_id in self.running:
             await self.error(
                 frame.request_id,
-                APIError("request_id is already running", param="request_id", code="duplicate_request_id"),
+                InvalidInput("request_id is already running", param="request_id", code="duplicate_request_id"),
             )
             return
         service = self.runtime.generation
@@ -114,7 +113,7 @@ class Session:
                 params=frame.params.model_dump(),
             )
             await service.start(generation)
-        except APIError as exc:
+        except DomainError as exc:
             await self.error(frame.request_id, exc)
             return
         task = asyncio.create_task(self._stream(frame.request_id, generation))
@@ -131,7 +130,7 @@ class Session:
                 if isinstance(event, TextDelta):
                     await self.send({"type": "delta", "request_id": request_id, "content": event.text})
                 elif isinstance(event, Finished) and event.finish_reason == "error":
-                    await self.error(request_id, EngineFailed())
+                    await self.error(request_id, ModelFailed())
                 elif isinstance(event, Finished):
                     await self.send(
                         {
@@ -162,15 +161,15 @@ async def ws_generate(websocket: WebSocket) -> None:
     token = websocket_token(websocket.headers.get("authorization"), websocket.query_params.get("access_token"))
     try:
         if not token:
-            raise APIError("missing access token")
+            raise Unauthenticated("missing access token")
         user = await runtime.auth.authenticate(token)
-    except APIError:
+    except DomainError:
         await websocket.close(POLICY_VIOLATION, "authentication failed")
         return
     try:
         await runtime.limits.check_user(user)
     except RateLimited as exc:
-        await websocket.close(RATE_LIMITED, f"rate limited; retry in {exc.headers['Retry-After']}s")
+        await websocket.close(RATE_LIMITED, f"rate limited; retry in {exc.retry_after}s")
         return
     session = Session(websocket, runtime, user)
     try:

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 
-from gpt_runtime.errors import Forbidden, NotFound, Unauthorized
+from gpt_runtime.domain_errors import Forbidden, NotFound, Unauthenticated
 from gpt_runtime.storage import ApiKey, Store, User
 from gpt_runtime.storage.base import now_us
 
@@ -89,7 +89,7 @@ class ApiKeys:
             owner = await self.store.get_user(record.user_id) if record else None
             if record is None or owner is None:
                 self._cache.pop(digest, None)
-                raise Unauthorized("API key is invalid or was revoked", code="invalid_api_key")
+                raise Unauthenticated("API key is invalid or was revoked", code="invalid_api_key")
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
             entry = self._cache[digest] = (now + KEY_CACHE_TTL_S, record, owner)

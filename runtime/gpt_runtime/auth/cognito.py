@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gpt_runtime.auth.local import TokenPair, normalize_email
 from gpt_runtime.auth.oidc import EXTERNAL_PASSWORD, OIDCVerifier, SubjectLinker, is_true
-from gpt_runtime.errors import APIError, BadRequest, Conflict, Forbidden, ServiceUnavailable, Unauthorized
+from gpt_runtime.domain_errors import Conflict, DomainError, Forbidden, InvalidInput, Unauthenticated, Unavailable
 from gpt_runtime.mail.log_sender import LogEmailSender
 from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.storage import AlreadyExists, Store, User
@@ -43,27 +43,27 @@ def _message(exc: ClientError) -> str:
 def _split_token(token: str) -> tuple[str, str]:
     email, sep, code = token.rpartition(":")
     if not sep or not email or not code:
-        raise BadRequest(
+        raise InvalidInput(
             "token must be '<email>:<code>' with the code Cognito sent", param="token", code="invalid_token"
         )
     return normalize_email(email), code.strip()
 
 
-def _common(exc: ClientError) -> APIError:
-    """Errors any Cognito call may give, as API errors; the rest stay server errors."""
+def _common(exc: ClientError) -> DomainError:
+    """Errors any Cognito call may give, as domain errors; the rest stay server errors."""
     code = _code(exc)
     if code in ("TooManyRequestsException", "LimitExceededException", "TooManyFailedAttemptsException"):
-        return ServiceUnavailable(
+        return Unavailable(
             "the identity provider is throttling requests; retry shortly",
             code="idp_throttled",
-            headers={"Retry-After": "5"},
+            retry_after=5,
         )
     if code == "InvalidPasswordException":
-        return BadRequest(_message(exc), param="password", code="weak_password")
+        return InvalidInput(_message(exc), param="password", code="weak_password")
     if code in ("CodeMismatchException", "ExpiredCodeException"):
-        return BadRequest("the code is wrong or has expired", param="token", code="invalid_token")
+        return InvalidInput("the code is wrong or has expired", param="token", code="invalid_token")
     if code == "InvalidParameterException":
-        return BadRequest(_message(exc), code="invalid_parameter")
+        return InvalidInput(_message(exc), code="invalid_parameter")
     raise exc
 
 
@@ -110,7 +110,7 @@ class CognitoAuth:
         try:
             return await asyncio.to_thread(getattr(self.client, operation), **kwargs)
         except BotoCoreError as exc:
-            raise ServiceUnavailable("the identity provider is unreachable", code="idp_unavailable") from exc
+            raise Unavailable("the identity provider is unreachable", code="idp_unavailable") from exc
 
     async def _local_user(self, email: str) -> User:
         user = await self.store.get_user_by_email(email)
@@ -156,7 +156,7 @@ class CognitoAuth:
             )
         except ClientError as exc:
             if _code(exc) in ("NotAuthorizedException", "UserNotFoundException"):
-                raise Unauthorized("incorrect email or password", code="invalid_credentials") from exc
+                raise Unauthenticated("incorrect email or password", code="invalid_credentials") from exc
             if _code(exc) == "UserNotConfirmedException":
                 raise Forbidden("verify your email address before logging in", code="email_not_verified") from exc
             raise _common(exc) from exc
@@ -175,7 +175,7 @@ class CognitoAuth:
             )
         except ClientError as exc:
             if _code(exc) in ("NotAuthorizedException", "ResourceNotFoundException", "UserNotFoundException"):
-                raise Unauthorized("refresh token is no longer valid", code="invalid_token") from exc
+                raise Unauthenticated("refresh token is no longer valid", code="invalid_token") from exc
             raise _common(exc) from exc
         return self._pair(response["AuthenticationResult"], refresh_token)
 
@@ -185,7 +185,7 @@ class CognitoAuth:
             await self._call("confirm_sign_up", ClientId=self.client_id, Username=email, ConfirmationCode=code)
         except ClientError as exc:
             if _code(exc) in ("UserNotFoundException", "NotAuthorizedException"):
-                raise BadRequest("token is no longer valid", param="token", code="invalid_token") from exc
+                raise InvalidInput("token is no longer valid", param="token", code="invalid_token") from exc
             raise _common(exc) from exc
         user = await self._local_user(email)
         return await self.store.update_user(user.id, email_verified=True) or user
@@ -216,7 +216,7 @@ class CognitoAuth:
             )
         except ClientError as exc:
             if _code(exc) in ("UserNotFoundException", "NotAuthorizedException"):
-                raise BadRequest("token is no longer valid", param="token", code="invalid_token") from exc
+                raise InvalidInput("token is no longer valid", param="token", code="invalid_token") from exc
             raise _common(exc) from exc
 
     async def _email_of(self, access_token: str, claims: dict[str, Any]) -> str | None:
@@ -228,7 +228,7 @@ class CognitoAuth:
             response = await self._call("get_user", AccessToken=access_token)
         except ClientError as exc:
             if _code(exc) in ("NotAuthorizedException", "UserNotFoundException"):
-                raise Unauthorized("token was revoked or its user no longer exists", code="invalid_token") from exc
+                raise Unauthenticated("token was revoked or its user no longer exists", code="invalid_token") from exc
             raise _common(exc) from exc
         attributes = {a["Name"]: a["Value"] for a in response.get("UserAttributes", [])}
         return attributes.get("email") if is_true(attributes.get("email_verified")) else None

@@ -10,7 +10,7 @@ from gpt_runtime.auth.account_mail import AccountMail
 from gpt_runtime.auth.api_keys import ApiKeys
 from gpt_runtime.auth.passwords import hash_password, verify_password
 from gpt_runtime.auth.tokens import TokenError, TokenSigner, password_version
-from gpt_runtime.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from gpt_runtime.domain_errors import Conflict, Forbidden, InvalidInput, Unauthenticated
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import AlreadyExists, Store, User
 from gpt_runtime.storage.base import Role
@@ -22,10 +22,10 @@ _DUMMY_HASH = hash_password("not-a-real-password")
 
 
 def normalize_email(email: str) -> str:
-    """Lower-cased, trimmed email; raises BadRequest when it is not an address."""
+    """Lower-cased, trimmed email; raises InvalidInput when it is not an address."""
     email = email.strip().lower()
     if len(email) > 254 or not _EMAIL.match(email):
-        raise BadRequest("email is not a valid address", param="email", code="invalid_email")
+        raise InvalidInput("email is not a valid address", param="email", code="invalid_email")
     return email
 
 
@@ -60,7 +60,7 @@ class LocalAuth:
 
     def _check_password(self, password: str) -> None:
         if len(password) < self.settings.password_min_length:
-            raise BadRequest(
+            raise InvalidInput(
                 f"password must be at least {self.settings.password_min_length} characters",
                 param="password",
                 code="weak_password",
@@ -94,9 +94,9 @@ class LocalAuth:
         user = await self.store.get_user_by_email(email.strip().lower())
         if user is None:
             verify_password(_DUMMY_HASH, password)
-            raise Unauthorized("incorrect email or password", code="invalid_credentials")
+            raise Unauthenticated("incorrect email or password", code="invalid_credentials")
         if not verify_password(user.password_hash, password):
-            raise Unauthorized("incorrect email or password", code="invalid_credentials")
+            raise Unauthenticated("incorrect email or password", code="invalid_credentials")
         if self.settings.require_verified_email and not user.email_verified:
             raise Forbidden("verify your email address before logging in", code="email_not_verified")
         return self._pair(user)
@@ -105,14 +105,14 @@ class LocalAuth:
         claims = self._verify(refresh_token, "refresh")
         user = await self.store.get_user(claims.subject)
         if user is None or claims.password_version != password_version(user.password_hash):
-            raise Unauthorized("refresh token is no longer valid", code="invalid_token")
+            raise Unauthenticated("refresh token is no longer valid", code="invalid_token")
         return self._pair(user)
 
     async def verify_email(self, token: str) -> User:
-        claims = self._verify(token, "verify_email", status=BadRequest)
+        claims = self._verify(token, "verify_email", status=InvalidInput)
         user = await self.store.get_user(claims.subject)
         if user is None:
-            raise BadRequest("token is no longer valid", param="token", code="invalid_token")
+            raise InvalidInput("token is no longer valid", param="token", code="invalid_token")
         if not user.email_verified or self._verified_role(user):
             user = await self.store.update_user(user.id, email_verified=True, role=self._verified_role(user)) or user
         self.forget_user(user.id)
@@ -136,11 +136,13 @@ class LocalAuth:
     async def reset_password(self, token: str, new_password: str) -> None:
         """Set a new password: every refresh token and API key of the account dies with the old one, and
         the mailed token proves the address, so it counts as verified."""
-        claims = self._verify(token, "reset_password", status=BadRequest)
+        claims = self._verify(token, "reset_password", status=InvalidInput)
         self._check_password(new_password)
         user = await self.store.get_user(claims.subject)
         if user is None or claims.password_version != password_version(user.password_hash):
-            raise BadRequest("reset token was already used or is no longer valid", param="token", code="invalid_token")
+            raise InvalidInput(
+                "reset token was already used or is no longer valid", param="token", code="invalid_token"
+            )
         await self.store.update_user(
             user.id, password_hash=hash_password(new_password), email_verified=True, role=self._verified_role(user)
         )
@@ -162,22 +164,22 @@ class LocalAuth:
         else:
             user = await self.store.get_user(claims.subject)
             if user is None:
-                raise Unauthorized("account no longer exists", code="invalid_token")
+                raise Unauthenticated("account no longer exists", code="invalid_token")
             if len(self._users) > 10_000:
                 self._users.clear()
             self._users[user.id] = (now + USER_CACHE_TTL_S, user)
         if claims.password_version != password_version(user.password_hash):
-            raise Unauthorized("the password changed since this token was issued", code="invalid_token")
+            raise Unauthenticated("the password changed since this token was issued", code="invalid_token")
         return user
 
     def forget_user(self, user_id: str) -> None:
         """Drop a cached user after its record changed."""
         self._users.pop(user_id, None)
 
-    def _verify(self, token: str, purpose, status=Unauthorized):
+    def _verify(self, token: str, purpose, status=Unauthenticated):
         try:
             return self.signer.verify(token, purpose)
         except TokenError as exc:
             code = "token_expired" if "expired" in str(exc) else "invalid_token"
-            kwargs = {"param": "token"} if status is BadRequest else {}
+            kwargs = {"param": "token"} if status is InvalidInput else {}
             raise status(str(exc), code=code, **kwargs) from exc

@@ -28,7 +28,7 @@ import httpx
 import jwt
 
 from gpt_runtime.auth.local import USER_CACHE_TTL_S, TokenPair
-from gpt_runtime.errors import BadRequest, ServiceUnavailable, Unauthorized
+from gpt_runtime.domain_errors import InvalidInput, Unauthenticated, Unavailable
 from gpt_runtime.storage import AlreadyExists, Store, User
 
 ALGORITHMS = ["RS256"]
@@ -82,7 +82,7 @@ class JWKSCache:
                     await self._fetch()
                 except (httpx.HTTPError, ValueError) as exc:
                     if not self._keys:
-                        raise ServiceUnavailable(
+                        raise Unavailable(
                             "the identity provider's signing keys are unreachable", code="jwks_unavailable"
                         ) from exc
                     # keep serving with the keys we have; try again in a few seconds
@@ -115,12 +115,12 @@ class OIDCVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise Unauthorized("token is invalid", code="invalid_token") from exc
+            raise Unauthenticated("token is invalid", code="invalid_token") from exc
         if header.get("alg") not in ALGORITHMS or not isinstance(header.get("kid"), str):
-            raise Unauthorized("token is invalid", code="invalid_token")
+            raise Unauthenticated("token is invalid", code="invalid_token")
         key = await self.jwks.key(header["kid"])
         if key is None:
-            raise Unauthorized("token is signed by an unknown key", code="invalid_token")
+            raise Unauthenticated("token is signed by an unknown key", code="invalid_token")
         try:
             claims = jwt.decode(
                 token,
@@ -131,18 +131,18 @@ class OIDCVerifier:
                 options={"require": ["sub", "iss", "exp", "iat"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token has expired", code="token_expired") from exc
+            raise Unauthenticated("token has expired", code="token_expired") from exc
         except jwt.InvalidIssuerError as exc:
-            raise Unauthorized("token is from another issuer", code="invalid_token") from exc
+            raise Unauthenticated("token is from another issuer", code="invalid_token") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized("token is invalid", code="invalid_token") from exc
+            raise Unauthenticated("token is invalid", code="invalid_token") from exc
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else audiences or []
         if self.audience not in audiences and claims.get("client_id") != self.audience:
-            raise Unauthorized("token is for another client", code="invalid_token")
+            raise Unauthenticated("token is for another client", code="invalid_token")
         token_use = claims.get("token_use")
         if token_use != "access" and (self.require_token_use or token_use is not None):
-            raise Unauthorized("an access token is required", code="invalid_token")
+            raise Unauthenticated("an access token is required", code="invalid_token")
         return claims
 
 
@@ -223,8 +223,8 @@ class SubjectLinker:
         return user
 
 
-def _managed_elsewhere(issuer: str) -> BadRequest:
-    return BadRequest(
+def _managed_elsewhere(issuer: str) -> InvalidInput:
+    return InvalidInput(
         f"accounts are managed by the identity provider {issuer}; sign in there",
         code="external_identity_provider",
     )

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 
-from gpt_runtime.errors import ServiceUnavailable
+from gpt_runtime.domain_errors import Unavailable
 from gpt_runtime.metrics import Metrics
 
 PRIORITIES = ("critical", "high", "medium", "low")
@@ -24,7 +24,7 @@ class AdmissionGate:
         *,
         busy: str = "the server is at capacity",
         waited_for: str = "a free slot",
-        full_retry_after: str = "2",
+        full_retry_after: int = 2,
     ):
         self.max_running = max_running
         self.max_waiting = max_waiting
@@ -52,9 +52,7 @@ class AdmissionGate:
             self._gauge()
             return
         if self.waiting >= self.max_waiting:
-            raise ServiceUnavailable(
-                f"{self.busy}; retry shortly", code="queue_full", headers={"Retry-After": self.full_retry_after}
-            )
+            raise Unavailable(f"{self.busy}; retry shortly", code="queue_full", retry_after=self.full_retry_after)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (_RANK[priority], next(self._sequence), future))
         self._gauge()
@@ -64,10 +62,10 @@ class AdmissionGate:
             if future.done() and not future.cancelled():
                 return  # granted just as the wait ran out: keep the slot
             future.cancel()
-            raise ServiceUnavailable(
+            raise Unavailable(
                 f"waited {timeout_s:g}s for {self.waited_for}; retry shortly",
                 code="queue_timeout",
-                headers={"Retry-After": "5"},
+                retry_after=5,
             ) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 from gpt_model.embeddings import SentenceEmbedder, check_source, open_embedder
 
-from gpt_runtime.errors import ServiceUnavailable
+from gpt_runtime.domain_errors import Unavailable
 from gpt_runtime.services.search import ConversationSearch
 from gpt_runtime.storage import Store
 
@@ -66,13 +66,11 @@ class EmbeddingService:
         if self._model is not None:
             return self._model
         if self._failed:
-            raise ServiceUnavailable(
-                "the embedding model could not be loaded", code="embeddings_unavailable", headers={"Retry-After": "60"}
-            )
-        raise ServiceUnavailable(
+            raise Unavailable("the embedding model could not be loaded", code="embeddings_unavailable", retry_after=60)
+        raise Unavailable(
             "the embedding model is still loading; retry shortly",
             code="embeddings_loading",
-            headers={"Retry-After": "2"},
+            retry_after=2,
         )
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:

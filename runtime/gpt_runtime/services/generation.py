@@ -34,12 +34,12 @@ from gpt_model.protocol import (
     Usage,
 )
 
-from gpt_runtime.errors import BadGateway, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from gpt_runtime.domain_errors import InvalidInput, NotFound, RateLimited, TooLarge, Unavailable, UpstreamFailed
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService, fallback_key, response_key
 from gpt_runtime.services.context import fit_context
-from gpt_runtime.services.limits import PRIORITY_BY_ROLE, Limits, RateLimited
+from gpt_runtime.services.limits import PRIORITY_BY_ROLE, Limits
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.sse import usage_dict
 from gpt_runtime.storage import Conversation, Message, NewMessage, Store, User
@@ -129,7 +129,7 @@ class GenerationService:
     ) -> Generation:
         """Check the input, load context and fit it to the window. Nothing is stored yet."""
         if len(prompt) > self.settings.max_prompt_chars:
-            raise PayloadTooLarge(
+            raise TooLarge(
                 f"prompt is {len(prompt)} characters; the limit is {self.settings.max_prompt_chars}",
                 param="prompt",
                 code="prompt_too_large",
@@ -149,7 +149,7 @@ class GenerationService:
     def prepare_chat(self, user: User, messages: list[ChatMessage], params: dict | None = None) -> Generation:
         """A stateless chat (OpenAI-style): the caller sends the whole history; nothing is stored."""
         if sum(len(m.content) for m in messages) > self.settings.max_prompt_chars:
-            raise PayloadTooLarge(
+            raise TooLarge(
                 f"messages exceed {self.settings.max_prompt_chars} characters",
                 param="messages",
                 code="prompt_too_large",
@@ -163,7 +163,7 @@ class GenerationService:
     def prepare_completion(self, user: User, prompt: str, params: dict | None = None) -> Generation:
         """A stateless text completion (OpenAI's /v1/completions): the prompt as is, no chat template."""
         if len(prompt) > self.settings.max_prompt_chars:
-            raise PayloadTooLarge(
+            raise TooLarge(
                 f"prompt is {len(prompt)} characters; the limit is {self.settings.max_prompt_chars}",
                 param="prompt",
                 code="prompt_too_large",
@@ -172,7 +172,7 @@ class GenerationService:
         wanted = min(params.pop("max_tokens", None) or self.settings.default_max_tokens, self.settings.max_new_tokens)
         used = self.engine.count_text_tokens(prompt)
         if used >= self.context_window:
-            raise BadRequest(
+            raise InvalidInput(
                 f"the prompt takes {used} tokens; the model's context window is {self.context_window}",
                 param="prompt",
                 code="context_length_exceeded",
@@ -191,14 +191,14 @@ class GenerationService:
         try:
             kept, budget = fit_context(context, self.engine.count_prompt_tokens, self.context_window, wanted)
         except ContextTooLong as exc:
-            raise BadRequest(str(exc), param=param, code="context_length_exceeded") from exc
+            raise InvalidInput(str(exc), param=param, code="context_length_exceeded") from exc
         params["stop"] = tuple(params.get("stop") or ())
         return GenerationRequest(f"gen-{uuid.uuid4().hex}", tuple(kept), SamplingParams(max_tokens=budget, **params))
 
     async def start(self, generation: Generation) -> None:
         """Quota, then the cache, then an engine slot; then create the conversation and store the prompt.
 
-        Raises APIErrors (429 quota, 503 overloaded, 400 context) before anything is stored, so a
+        Raises domain errors (rate limited, unavailable, invalid input) before anything is stored, so a
         transport can still answer with a plain HTTP error. Follow with `events()`.
         """
         request = generation.request
@@ -237,19 +237,17 @@ class GenerationService:
         except BaseException as exc:
             self._release(generation)
             if isinstance(exc, EngineOverloaded):
-                raise ServiceUnavailable(
-                    "the model is overloaded; retry shortly", code="overloaded", headers={"Retry-After": "1"}
-                ) from exc
+                raise Unavailable("the model is overloaded; retry shortly", code="overloaded", retry_after=1) from exc
             if isinstance(exc, EngineUnavailable):
-                raise ServiceUnavailable(
-                    str(exc), code="engine_unavailable", headers={"Retry-After": str(math.ceil(exc.retry_after_s))}
+                raise Unavailable(
+                    str(exc), code="engine_unavailable", retry_after=math.ceil(exc.retry_after_s)
                 ) from exc
             if isinstance(exc, UpstreamError):
-                raise BadGateway(str(exc), code="upstream_error") from exc
+                raise UpstreamFailed(str(exc), code="upstream_error") from exc
             if isinstance(exc, ContextTooLong):
-                raise BadRequest(str(exc), param="prompt", code="context_length_exceeded") from exc
+                raise InvalidInput(str(exc), param="prompt", code="context_length_exceeded") from exc
             if isinstance(exc, InvalidParameter):
-                raise BadRequest(str(exc), param=exc.param, code="invalid_value") from exc
+                raise InvalidInput(str(exc), param=exc.param, code="invalid_value") from exc
             raise
 
     def _release(self, generation: Generation) -> None:

@@ -18,15 +18,7 @@ from dataclasses import dataclass
 from gpt_model.images import MAX_SEED, GeneratedImage, ImageGenerator, ImageRequestError
 
 from gpt_runtime.backends.files import FileStore
-from gpt_runtime.errors import (
-    BadRequest,
-    EngineFailed,
-    FeatureDisabled,
-    NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    UnprocessableEntity,
-)
+from gpt_runtime.domain_errors import Disabled, InvalidInput, InvalidValue, ModelFailed, NotFound, TooLarge, Unavailable
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService
 from gpt_runtime.services.filetypes import sniff_content_type
@@ -39,8 +31,8 @@ log = logging.getLogger("gpt_runtime.images")
 PNG = "image/png"
 
 
-def not_configured() -> FeatureDisabled:
-    return FeatureDisabled(
+def not_configured() -> Disabled:
+    return Disabled(
         "image generation is not configured on this server: set GPT_IMAGE_MODEL_SOURCE to a diffusers pipeline"
         " (a directory or s3://bucket/prefix)",
         code="not_configured",
@@ -87,7 +79,7 @@ class ImageService:
             settings.image_max_waiting,
             busy="the image model is busy",
             waited_for="the image model",
-            full_retry_after="5",
+            full_retry_after=5,
         )
 
     @property
@@ -106,7 +98,7 @@ class ImageService:
         """Every check that needs no work: 413 for a prompt over GPT_MAX_PROMPT_CHARS, 400 over the model's
         token limit, 422 for a bad size or n."""
         if len(prompt) > self.settings.max_prompt_chars:
-            raise PayloadTooLarge(
+            raise TooLarge(
                 f"prompt is {len(prompt)} characters; the limit is {self.settings.max_prompt_chars}",
                 param="prompt",
                 code="prompt_too_large",
@@ -114,7 +106,7 @@ class ImageService:
         try:
             self.generator.check(prompt, width, height, n, self.settings.image_steps, self.max_side)
         except ImageRequestError as exc:
-            raise as_api_error(exc) from None
+            raise as_domain_error(exc) from None
 
     async def generate(
         self,
@@ -161,9 +153,7 @@ class ImageService:
             )
         except RuntimeError:  # the generator was closed: the server is stopping
             self.gate.release()
-            raise ServiceUnavailable(
-                "the server is stopping", code="shutting_down", headers={"Retry-After": "5"}
-            ) from None
+            raise Unavailable("the server is stopping", code="shutting_down", retry_after=5) from None
         work.add_done_callback(lambda _: self.gate.release())  # free only once the thread is done
         try:
             return await asyncio.shield(work)
@@ -171,10 +161,10 @@ class ImageService:
             stop.set()
             raise
         except ImageRequestError as exc:
-            raise as_api_error(exc) from None
+            raise as_domain_error(exc) from None
         except Exception:
             log.exception("image generation failed")
-            raise EngineFailed("the image model failed; nothing was stored") from None
+            raise ModelFailed("the image model failed; nothing was stored") from None
 
     async def _store(
         self,
@@ -187,7 +177,7 @@ class ImageService:
         """Store every image (all or nothing) as the caller's files; 404 if the conversation went away."""
         for image in images:
             if sniff_content_type(image.png) != PNG:
-                raise EngineFailed("the image model returned no PNG; nothing was stored")
+                raise ModelFailed("the image model returned no PNG; nothing was stored")
         created = None
         if conversation_id is not None:
             if await self.store.get_conversation(user.id, conversation_id) is None:
@@ -219,8 +209,8 @@ class ImageService:
         self.generator.close()
 
 
-def as_api_error(exc: ImageRequestError) -> BadRequest | UnprocessableEntity:
+def as_domain_error(exc: ImageRequestError) -> InvalidInput | InvalidValue:
     """A prompt over the model's token limit is a 400 (as for text); a bad size, n or seed a 422."""
     if exc.code == "context_length_exceeded":
-        return BadRequest(str(exc), param=exc.param, code=exc.code)
-    return UnprocessableEntity(str(exc), param=exc.param, code=exc.code)
+        return InvalidInput(str(exc), param=exc.param, code=exc.code)
+    return InvalidValue(str(exc), param=exc.param, code=exc.code)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from gpt_runtime.backends import Delivery, JobQueue
-from gpt_runtime.errors import APIError, ServiceUnavailable
+from gpt_runtime.domain_errors import DomainError, Unavailable
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.services.generation import GenerationService, title_from_prompt
 from gpt_runtime.sse import usage_dict
@@ -73,10 +73,10 @@ class JobService:
             if not isinstance(exc, Exception):
                 raise
             log.warning("job queue unavailable: job refused", extra={"error": type(exc).__name__})
-            raise ServiceUnavailable(
+            raise Unavailable(
                 "the job queue is unavailable; retry shortly",
                 code="overloaded",
-                headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
+                retry_after=QUEUE_RETRY_AFTER_S,
             ) from exc
         if created is not None:
             await self.generation.cache.invalidate_user(user.id)
@@ -115,7 +115,7 @@ class JobService:
                 params=dict(request.get("params") or {}),
                 priority="low",
             )
-        except APIError as exc:  # e.g. the conversation was deleted meanwhile: final, not retried
+        except DomainError as exc:  # e.g. the conversation was deleted meanwhile: final, not retried
             await self._fail(job, exc.message)
             return
         generation.persist = False  # written below, exactly once, with the job's completion

@@ -6,24 +6,13 @@ import math
 from dataclasses import dataclass
 
 from gpt_runtime.backends import WindowCounter, WindowState
-from gpt_runtime.errors import APIError
+from gpt_runtime.domain_errors import QuotaExceeded, RateLimited, RateWindow, TooManyRequests, TooManyTokens
 from gpt_runtime.metrics import Metrics
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import User
 
 MINUTE, DAY = 60, 86_400
 PRIORITY_BY_ROLE = {"admin": "critical", "premium": "high", "free": "medium"}
-
-
-class RateLimited(APIError):
-    """429 with Retry-After; `type` says which limit: requests, tokens or insufficient_quota."""
-
-    status_code = 429
-
-    def __init__(self, message: str, *, type_: str, retry_after_s: float, headers: dict[str, str] | None = None):
-        retry = str(max(1, math.ceil(retry_after_s)))
-        super().__init__(message, code="rate_limit_exceeded", headers={**(headers or {}), "Retry-After": retry})
-        self.type = type_
 
 
 @dataclass(frozen=True)
@@ -58,7 +47,7 @@ def quota_for(settings: RuntimeSettings, role: str) -> Quota:
     return Quota.parse(text)
 
 
-def rate_headers(state: WindowState) -> dict[str, str]:
+def rate_headers(state: RateWindow) -> dict[str, str]:
     """X-RateLimit-* headers of a request window."""
     return {
         "X-RateLimit-Limit": str(state.limit),
@@ -76,6 +65,19 @@ def token_headers(state: WindowState) -> dict[str, str]:
     }
 
 
+# the rate_limited metric's label of each denial (the error type a client sees)
+_METRIC_LABELS: dict[type[RateLimited], str] = {
+    TooManyRequests: "requests",
+    TooManyTokens: "tokens",
+    QuotaExceeded: "insufficient_quota",
+}
+
+
+def _retry_after(state: WindowState) -> int:
+    """Whole seconds until the window frees, at least 1."""
+    return max(1, math.ceil(state.reset_s))
+
+
 class Limits:
     """Checks and charges every limit a request meets."""
 
@@ -85,18 +87,17 @@ class Limits:
         self.metrics = metrics
 
     async def check_request(self, key: str, limit: int) -> WindowState | None:
-        """One request against a per-minute limit; raises RateLimited; None when unlimited."""
+        """One request against a per-minute limit; raises TooManyRequests; None when unlimited."""
         if limit <= 0:
             return None
         state = await self.counter.hit(f"req:{key}", limit, self.settings.rate_limit_window_s)
         if not state.allowed:
             self.metrics.rate_limited.labels("requests").inc()
-            raise RateLimited(
+            raise TooManyRequests(
                 f"rate limit of {limit} requests per {self.settings.rate_limit_window_s}s exceeded; "
                 f"retry in {math.ceil(state.reset_s)}s",
-                type_="requests",
-                retry_after_s=state.reset_s,
-                headers=rate_headers(state),
+                retry_after=_retry_after(state),
+                window=state,
             )
         return state
 
@@ -110,30 +111,32 @@ class Limits:
         """Before a generation: count it (RPM, RPD) and check tokens (TPM, TPD). Returns token headers."""
         quota = quota_for(self.settings, user.role)
         key = f"quota:{user.id}"
-        for name, limit, window, type_ in (
-            ("requests per day", quota.rpd, DAY, "insufficient_quota"),
-            ("requests per minute", quota.rpm, MINUTE, "requests"),
-        ):
+        denials: tuple[tuple[str, int, int, type[RateLimited]], ...] = (
+            ("requests per day", quota.rpd, DAY, QuotaExceeded),
+            ("requests per minute", quota.rpm, MINUTE, TooManyRequests),
+        )
+        for name, limit, window, denial in denials:
             if limit:
                 state = await self.counter.hit(f"{key}:req:{window}", limit, window)
                 if not state.allowed:
-                    self._deny(type_, f"quota of {limit} {name} exhausted", state)
+                    self._deny(denial, f"quota of {limit} {name} exhausted", state)
         headers: dict[str, str] = {}
-        for name, limit, window, type_ in (
-            ("tokens per day", quota.tpd, DAY, "insufficient_quota"),
-            ("tokens per minute", quota.tpm, MINUTE, "tokens"),
-        ):
+        denials = (
+            ("tokens per day", quota.tpd, DAY, QuotaExceeded),
+            ("tokens per minute", quota.tpm, MINUTE, TooManyTokens),
+        )
+        for name, limit, window, denial in denials:
             if limit:
                 state = await self.counter.peek(f"{key}:tok:{window}", limit, window)
                 if not state.allowed:
-                    self._deny(type_, f"quota of {limit} {name} exhausted", state)
+                    self._deny(denial, f"quota of {limit} {name} exhausted", state)
                 if window == MINUTE:
                     headers = token_headers(state)
         return headers
 
-    def _deny(self, type_: str, message: str, state: WindowState) -> None:
-        self.metrics.rate_limited.labels(type_).inc()
-        raise RateLimited(f"{message}; retry in {math.ceil(state.reset_s)}s", type_=type_, retry_after_s=state.reset_s)
+    def _deny(self, denial: type[RateLimited], message: str, state: WindowState) -> None:
+        self.metrics.rate_limited.labels(_METRIC_LABELS[denial]).inc()
+        raise denial(f"{message}; retry in {math.ceil(state.reset_s)}s", retry_after=_retry_after(state))
 
     async def charge(self, user: User, prompt_tokens: int, completion_tokens: int) -> None:
         """After a generation: charge its tokens to the user's windows and daily usage."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
-from gpt_runtime.errors import NotFound
+from gpt_runtime.domain_errors import NotFound
 
 DIST_DIR = Path(__file__).parent / "dist"
 # Scripts, styles and fonts only from this origin, no inline code; what is rendered from replies is sanitized on

@@ -9,8 +9,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from gpt_model.images import GeneratedImage, ImageRequestError
-from gpt_runtime.errors import BadRequest, EngineFailed, ServiceUnavailable, UnprocessableEntity
-from gpt_runtime.services.images import ImageService, as_api_error
+from gpt_runtime.domain_errors import InvalidInput, InvalidValue, ModelFailed, Unavailable
+from gpt_runtime.errors import http_error
+from gpt_runtime.services.images import ImageService, as_domain_error
 from gpt_runtime.settings import RuntimeSettings
 
 pytestmark = pytest.mark.unit
@@ -68,9 +69,9 @@ def test_generations_take_turns_and_a_full_waiting_room_answers_503():
         await _started(generator)
         second = asyncio.create_task(service._run("b", 64, 64, 1, 2))
         await asyncio.sleep(0.05)
-        with pytest.raises(ServiceUnavailable) as full:
+        with pytest.raises(Unavailable) as full:
             await service._run("c", 64, 64, 1, 3)
-        assert full.value.code == "queue_full" and full.value.headers == {"Retry-After": "5"}
+        assert full.value.code == "queue_full" and http_error(full.value).headers == {"Retry-After": "5"}
         generator.release.set()
         assert [i.seed for i in await first] == [1]
         assert [i.seed for i in await second] == [2]
@@ -85,7 +86,7 @@ def test_waiting_past_the_queue_timeout_answers_503():
         service = _service(generator, queue_timeout_s=0.1)
         first = asyncio.create_task(service._run("a", 64, 64, 1, 1))
         await _started(generator)
-        with pytest.raises(ServiceUnavailable) as late:
+        with pytest.raises(Unavailable) as late:
             await service._run("b", 64, 64, 1, 2)
         assert late.value.code == "queue_timeout"
         generator.release.set()
@@ -119,7 +120,7 @@ def test_a_failing_pipeline_answers_500_and_frees_the_slot():
         generator = BlockingGenerator(fail=True)
         generator.release.set()
         service = _service(generator)
-        with pytest.raises(EngineFailed):
+        with pytest.raises(ModelFailed):
             await service._run("a", 64, 64, 1, 1)
         assert service.gate.running == 0
 
@@ -127,10 +128,11 @@ def test_a_failing_pipeline_answers_500_and_frees_the_slot():
 
 
 def test_request_errors_map_to_400_for_the_token_limit_and_422_otherwise():
-    too_long = as_api_error(ImageRequestError("long", param="prompt", code="context_length_exceeded"))
-    bad_size = as_api_error(ImageRequestError("size", param="size", code="invalid_size"))
-    assert isinstance(too_long, BadRequest) and not isinstance(too_long, UnprocessableEntity)
-    assert isinstance(bad_size, UnprocessableEntity) and (bad_size.param, bad_size.code) == ("size", "invalid_size")
+    too_long = as_domain_error(ImageRequestError("long", param="prompt", code="context_length_exceeded"))
+    bad_size = as_domain_error(ImageRequestError("size", param="size", code="invalid_size"))
+    assert isinstance(too_long, InvalidInput) and not isinstance(too_long, InvalidValue)
+    assert isinstance(bad_size, InvalidValue) and (bad_size.param, bad_size.code) == ("size", "invalid_size")
+    assert (http_error(too_long).status, http_error(bad_size).status) == (400, 422)
 
 
 def test_the_default_size_is_512_within_the_largest_side():

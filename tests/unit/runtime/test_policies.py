@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 from gpt_model.protocol import ChatMessage, SamplingParams
-from gpt_runtime.errors import ServiceUnavailable
+from gpt_runtime.domain_errors import Unavailable
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import fallback_key, response_key
 from gpt_runtime.services.limits import Quota, quota_for, request_limit
@@ -72,10 +72,10 @@ def test_gate_is_bounded_and_times_out():
         await gate.acquire("high", 1)
         waiter = asyncio.create_task(gate.acquire("high", 0.05))
         await asyncio.sleep(0)
-        with pytest.raises(ServiceUnavailable) as full:
+        with pytest.raises(Unavailable) as full:
             await gate.acquire("critical", 1)
-        assert full.value.code == "queue_full" and full.value.headers["Retry-After"]
-        with pytest.raises(ServiceUnavailable) as late:
+        assert full.value.code == "queue_full" and full.value.retry_after
+        with pytest.raises(Unavailable) as late:
             await waiter
         assert late.value.code == "queue_timeout"
         gate.release()
