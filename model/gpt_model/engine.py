@@ -1,9 +1,9 @@
-"""The inference engine: KV cache slots, sampling, a continuous-batching scheduler, async client.
+"""The inference engine: the worker loop that runs the scheduler's plans on a model runner, and the async client.
 
-One worker thread owns the model. Each iteration it
-  1. drops cancelled requests (their slots are freed at once),
-  2. admits waiting requests into free slots and prefills them (up to a token budget per
-     iteration, so running streams keep flowing while long prompts arrive: the prefill/decode split),
+One worker thread owns the model. Each step it
+  1. asks the Scheduler (scheduler.py) for a StepPlan: cancelled requests leave, the prompt being prefilled in
+     chunks gets its next chunk, waiting requests are admitted within the token and KV-memory budgets,
+  2. runs the plan's prefills on the ModelRunner (runners.py) and samples each new request's first token,
   3. runs one decode step for every running request together (one forward over the whole batch),
   4. samples per request (each with its own settings and seeded generator), streams text deltas,
      and retires finished requests, so requests join and leave the batch between decode steps.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ from gpt_model.protocol import (
     TokenLogprob,
     Usage,
 )
+from gpt_model.request import Request
 from gpt_model.runners import ModelRunner, open_runner
 from gpt_model.sampling import (
     apply_logit_bias,
@@ -53,50 +53,10 @@ from gpt_model.sampling import (
     make_generator,
     sample_rows,
 )
+from gpt_model.scheduler import Chunk, Scheduler
 from gpt_model.tokenizer import StreamDecoder
 
 log = logging.getLogger("gpt_model.engine")
-
-# ---------------------------------------------------------------------------------------------
-# requests
-
-
-@dataclass(eq=False)
-class _Request:
-    request_id: str
-    prompt: list[int]
-    params: SamplingParams
-    budget: int  # max completion tokens
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
-    submitted: float = field(default_factory=time.monotonic)
-    generated: list[int] = field(default_factory=list)
-    prefilled: int = 0  # prompt tokens already in the cache
-    text: str = ""
-    emitted: int = 0  # chars of text already streamed
-    decoder: StreamDecoder | None = None
-    generator: torch.Generator | None = None
-    slot: int = -1
-    hit: list = field(default_factory=list)  # prefix cache blocks found at admission
-    cancelled: bool = False  # set by cancel(); the worker frees the slot
-    done: bool = False  # the worker has finished with it
-    closed: bool = False  # a Finished was delivered (loop thread only)
-    first_token_at: float | None = None
-    failure: str | None = None  # why its token selection failed (it then finishes with "error")
-    json: JSONPrefix | None = None  # the output so far, under a response_format constraint
-    forced: list[int] = field(default_factory=list)  # the closing tokens when the constraint force-closes
-    step_logprob: TokenLogprob | None = None  # the logprob entry of the token being accepted
-    logprobs: collections.deque = field(default_factory=collections.deque)  # (text offset, entry) not yet sent
-
-    @property
-    def need(self) -> int:
-        """The most tokens this request can hold in the KV cache."""
-        return len(self.prompt) + self.budget
-
-    @property
-    def position(self) -> int:
-        """Tokens in the cache: the next token's position."""
-        return len(self.prompt) + len(self.generated) - 1
 
 
 @dataclass
@@ -172,11 +132,16 @@ class ModelEngine:
             else None
         )
         self.stats = EngineStats()
-        self._requests: dict[str, _Request] = {}
-        self._waiting: collections.deque[_Request] = collections.deque()
-        self._running: list[_Request] = []  # fully prefilled; slot == index
-        self._prefilling: _Request | None = None  # at most one, at a slot >= len(_running)
-        self._cond = threading.Condition()
+        self._requests: dict[str, Request] = {}
+        self._sched = Scheduler(
+            self._runner,
+            max_batch_size=max_batch_size,
+            max_queue=max_queue,
+            prefill_chunk=prefill_chunk,
+            prefix=self._prefix,
+            on_move=self._moved,
+        )
+        self._cond = self._sched.cond
         self._thread: threading.Thread | None = None
         self._stop = False
         self._rate_window: collections.deque[tuple[float, int]] = collections.deque()
@@ -243,22 +208,16 @@ class ModelEngine:
         await asyncio.to_thread(thread.join)
         self._thread = None
         for req in list(self._requests.values()):
-            if not (req.done or req.cancelled):
+            if not req.finished:
                 self._finish(req, "cancelled")
-        self._waiting.clear()
-        self._running.clear()
-        self._prefilling = None
+        self._sched.clear()
 
     async def health(self) -> EngineHealth:
         ready = self._thread is not None and self._thread.is_alive()
-        with self._cond:
-            return EngineHealth(
-                ready=ready,
-                model_id=self.model_id,
-                detail=self.error or "",
-                queue_depth=len(self._waiting),
-                running=len(self._running) + (self._prefilling is not None),
-            )
+        waiting, running = self._sched.counts()
+        return EngineHealth(
+            ready=ready, model_id=self.model_id, detail=self.error or "", queue_depth=waiting, running=running
+        )
 
     async def submit(self, request: GenerationRequest) -> str:
         if self._thread is None:
@@ -274,7 +233,7 @@ class ModelEngine:
         params = request.params
         start = self._check_params(params)
         budget = max(0, min(params.max_tokens, self.context_window - len(prompt)))
-        req = _Request(request.request_id, prompt, params, budget, asyncio.get_running_loop(), asyncio.Queue())
+        req = Request(request.request_id, prompt, params, budget, asyncio.get_running_loop(), asyncio.Queue())
         req.json = start
         if not params.plain:
             await asyncio.to_thread(self._table)  # once per engine: every token's text and bytes
@@ -282,13 +241,11 @@ class ModelEngine:
             req.generator = make_generator(params.seed, self._runner.device)
         req.decoder = StreamDecoder(self.tokenizer)
         with self._cond:
-            if len(self._waiting) >= self.max_queue:
+            if not self._sched.add(req):
                 self.stats.requests_rejected += 1
-                raise EngineOverloaded(f"{len(self._waiting)} requests are waiting; try again later")
+                raise EngineOverloaded(f"{len(self._sched.waiting)} requests are waiting; try again later")
             self._requests[req.request_id] = req
-            self._waiting.append(req)
             self.stats.requests_total += 1
-            self._cond.notify()
         if budget == 0:
             self.cancel_nowait(req, "length")
         return req.request_id
@@ -316,22 +273,19 @@ class ModelEngine:
             return
         self.cancel_nowait(req, "cancelled")
 
-    def cancel_nowait(self, req: _Request, reason: str) -> None:
+    def cancel_nowait(self, req: Request, reason: str) -> None:
         """Finish a request from the loop thread; the worker frees its slot before the next step."""
         with self._cond:
-            req.cancelled = True
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(req)
+            self._sched.cancel(req, reason)
             if reason == "cancelled":
                 self.stats.requests_cancelled += 1
-            self._cond.notify()
         self._deliver(req, Finished(reason, Usage(len(req.prompt), len(req.generated))))  # type: ignore[arg-type]
 
     def snapshot(self) -> EngineStats:
         """Counters plus queue depth, running requests and recent tokens/s."""
         with self._cond:
             s = EngineStats(**vars(self.stats))
-            s.queue_depth, s.running = len(self._waiting), len(self._running)
+            s.queue_depth, s.running = len(self._sched.waiting), len(self._sched.running)
             s.kv_cache_mb = self._runner.kv_cache_bytes() / 2**20
             if self._prefix is not None:
                 s.prefix_cache_mb = self._prefix.bytes / 2**20
@@ -344,21 +298,21 @@ class ModelEngine:
 
     # -- delivery (loop thread) ----------------------------------------------------------------
 
-    def _deliver(self, req: _Request, event: StreamEvent) -> None:
+    def _deliver(self, req: Request, event: StreamEvent) -> None:
         if req.closed:
             return
         if isinstance(event, Finished):
             req.closed = True
         req.queue.put_nowait(event)
 
-    def _emit(self, req: _Request, event: StreamEvent) -> None:
+    def _emit(self, req: Request, event: StreamEvent) -> None:
         try:
             req.loop.call_soon_threadsafe(self._deliver, req, event)
         except RuntimeError:  # the loop is closed: nobody is listening
-            req.cancelled = True
+            req.finish("cancelled")
 
-    def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
-        req.done = True
+    def _finish(self, req: Request, reason: str, error: str | None = None) -> None:
+        req.finish(reason)
         self.stats.requests_finished += 1
         self._emit(req, Finished(reason, Usage(len(req.prompt), len(req.generated)), error))  # type: ignore[arg-type]
 
@@ -368,7 +322,7 @@ class ModelEngine:
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
-                while not self._stop and not self._waiting and not self._running and not self._prefilling:
+                while not self._stop and not self._sched.has_work:
                     self._runner.idle()  # nothing to do: give the KV cache memory back
                     self._cond.wait()
                 if self._stop:
@@ -377,58 +331,47 @@ class ModelEngine:
                 self._step()
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
-                failed = list(self._running) + ([self._prefilling] if self._prefilling else [])
-                for req in failed:
+                for req in self._sched.fail_all():
                     self._finish(req, "error", self.error)
-                self._running.clear()
-                self._prefilling = None
 
     def _step(self) -> None:
         runner = self._runner
-        assert runner is not None and self._seen is not None
-        self._drop_cancelled()
-        # admit and prefill (chunked: at most `prefill_chunk` prompt tokens per iteration, so
-        # running streams keep flowing while a long prompt comes in)
-        budget = self.prefill_chunk
-        req = self._prefilling
-        if req is not None:  # a long prompt, one chunk per iteration
-            budget -= self._prefill_chunk(req, budget)
-        if self._prefilling is None and budget > 0:
-            # whole prompts that fit the budget are packed into one forward
-            pack = self._admit_pack(budget)
-            for r in pack:  # cached prefixes go straight into their slots
-                if r.hit:
-                    runner.load_prefix(
-                        r.slot, torch.cat([e[1] for e in r.hit], dim=2), torch.cat([e[2] for e in r.hit], dim=2)
-                    )
-                    r.hit = []
-            if len(pack) == 1 and len(pack[0].prompt) - pack[0].prefilled > budget:
-                self._prefilling = pack[0]  # too long for this iteration: chunked from now on
-                self._prefill_chunk(pack[0], budget)
-            elif pack:
-                logits = runner.prefill_many(
-                    [r.slot for r in pack], [r.prompt[r.prefilled :] for r in pack], [r.prefilled for r in pack]
+        assert self._seen is not None
+        plan = self._sched.schedule()
+        self.stats.prefix_cached_tokens_total += plan.prefix_cached_tokens
+        if plan.chunk is not None:  # a long prompt, one chunk per step
+            self._prefill_chunk(plan.chunk)
+        if plan.reserve is not None:
+            runner.reserve(*plan.reserve)
+        for c in plan.pack:  # cached prefixes go straight into their slots
+            r = c.request
+            if r.hit:
+                runner.load_prefix(
+                    r.slot, torch.cat([e[1] for e in r.hit], dim=2), torch.cat([e[2] for e in r.hit], dim=2)
                 )
-                self.stats.prompt_tokens_total += sum(len(r.prompt) - r.prefilled for r in pack)
-                for r in pack:
-                    r.prefilled = len(r.prompt)
-                with self._cond:
-                    self._running.extend(pack)
-                for r in pack:
-                    self._mark_prompt(r)
-                    self._remember_prompt(r)
-                sampled = self._pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)])
-                for r, token in zip(pack, sampled, strict=True):
-                    self._accept(r, r.slot, token)
-        self._drop_finished()
+                r.hit = []
+        if plan.pack_chunked:  # too long for this step: chunked from now on
+            self._prefill_chunk(plan.pack[0])
+        elif plan.pack:  # whole prompts that fit the budget, packed into one forward
+            pack = [c.request for c in plan.pack]
+            logits = runner.prefill_many(
+                [c.slot for c in plan.pack], [c.tokens for c in plan.pack], [c.start for c in plan.pack]
+            )
+            self.stats.prompt_tokens_total += sum(len(c.tokens) for c in plan.pack)
+            for r in pack:
+                self._mark_prompt(r)
+                self._remember_prompt(r)
+            sampled = self._pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)])
+            for r, token in zip(pack, sampled, strict=True):
+                self._accept(r, r.slot, token)
         # one decode step for every running request together
-        ready = list(self._running)
+        ready = self._sched.decode_batch()
         if not ready:
             return
         n = len(ready)
         tokens = [r.generated[-1] for r in ready]
         positions = [r.position for r in ready]
-        logits = runner.decode(tokens, positions, self._prefilling is None)
+        logits = runner.decode(tokens, positions, self._sched.prefilling is None)
         self.stats.decode_steps += 1
         sampled = self._pick(ready, logits, self._seen[:n])
         for slot, (req, token) in enumerate(zip(ready, sampled, strict=True)):
@@ -436,75 +379,37 @@ class ModelEngine:
         self._rate_window.append((time.monotonic(), n))
         while len(self._rate_window) > 256:
             self._rate_window.popleft()
-        self._drop_finished()
+        self._sched.drop_finished()
 
-    def _admit_pack(self, budget: int) -> list[_Request]:
-        """Waiting requests for free slots, first come first served: whole prompts within `budget`
-        tokens, or one longer prompt alone (which is then prefilled in chunks). A request waits
-        while the KV cache for it and the running ones (each up to prompt + max_tokens) would
-        exceed the memory budget."""
-        pack: list[_Request] = []
-        used = 0
-        length = max((r.need for r in self._running), default=0)
-        with self._cond:
-            while self._waiting and len(self._running) + len(pack) < self.max_batch_size:
-                req = self._waiting[0]
-                if req.cancelled:
-                    self._waiting.popleft()
-                    continue
-                slots, longest = len(self._running) + len(pack) + 1, max(length, req.need)
-                if (self._running or pack) and not self._runner.fits(slots, longest):
-                    break
-                if self._prefix is not None and not req.prefilled:
-                    req.hit = self._prefix.lookup(req.prompt)
-                    req.prefilled = len(req.hit) * self._prefix.block
-                    self.stats.prefix_cached_tokens_total += req.prefilled
-                todo = len(req.prompt) - req.prefilled
-                if pack and used + todo > budget:
-                    break  # stays first in line; its prefix hit is kept for the next iteration
-                self._waiting.popleft()
-                req.slot = len(self._running) + len(pack)
-                pack.append(req)
-                used += todo
-                length = longest
-                if used >= budget:
-                    break
-        if pack:
-            self._runner.reserve(len(self._running) + len(pack), length)
-        return pack
-
-    def _prefill_chunk(self, req: _Request, budget: int) -> int:
-        """Prefill the next chunk of a long prompt; when it is all in, the request starts decoding."""
-        runner = self._runner
-        chunk = req.prompt[req.prefilled : req.prefilled + budget]
-        logits = runner.prefill(req.slot, chunk, req.prefilled)
-        req.prefilled += len(chunk)
-        self.stats.prompt_tokens_total += len(chunk)
-        if req.prefilled < len(req.prompt):
-            return len(chunk)
-        with self._cond:
-            self._prefilling = None
-            slot = len(self._running)
-            if req.slot != slot:
-                runner.move(req.slot, slot)
-                req.slot = slot
-            self._running.append(req)
+    def _prefill_chunk(self, chunk: Chunk) -> None:
+        """Prefill a chunk of a long prompt; after the last one the request samples its first token."""
+        req = chunk.request
+        logits = self._runner.prefill(chunk.slot, chunk.tokens, chunk.start)
+        self.stats.prompt_tokens_total += len(chunk.tokens)
+        if not chunk.last:
+            return
+        if chunk.slot != req.slot:  # it joins the running requests at the end
+            self._runner.move(chunk.slot, req.slot)
         self._mark_prompt(req)
         self._remember_prompt(req)
-        token = self._pick([req], logits[None], self._seen[slot : slot + 1])[0]
-        self._accept(req, slot, token)
-        return len(chunk)
+        token = self._pick([req], logits[None], self._seen[req.slot : req.slot + 1])[0]
+        self._accept(req, req.slot, token)
 
-    def _remember_prompt(self, req: _Request) -> None:
+    def _moved(self, req: Request, src: int, dst: int) -> None:
+        """A running request moved slots: its seen tokens go along."""
+        if req.params.repetition_penalty != 1.0:
+            self._seen[dst] = self._seen[src]
+
+    def _remember_prompt(self, req: Request) -> None:
         if self._prefix is not None:
             self._prefix.insert(req.prompt, *self._runner.prefix_of(req.slot, len(req.prompt)))
 
-    def _mark_prompt(self, req: _Request) -> None:
+    def _mark_prompt(self, req: Request) -> None:
         if req.params.repetition_penalty != 1.0:  # only then are the seen tokens tracked
             self._seen[req.slot].zero_()
             self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
 
-    def _pick(self, reqs: Sequence[_Request], logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
+    def _pick(self, reqs: Sequence[Request], logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
         """The next token of each request (rows of `logits` [n, V]); -1: append the forced closing,
         -2: this request's selection failed.
 
@@ -537,7 +442,7 @@ class ModelEngine:
                 tokens[i] = -2
         return tokens
 
-    def _pick_special(self, req: _Request, row: torch.Tensor, token: int, table: constrained.TokenTable) -> int:
+    def _pick_special(self, req: Request, row: torch.Tensor, token: int, table: constrained.TokenTable) -> int:
         """The constrained token (or -1: force-close) and the logprob entry of a non-plain request."""
         if req.json is not None:
             remaining = req.budget - len(req.generated) - 1
@@ -553,8 +458,8 @@ class ModelEngine:
             )
         return token
 
-    def _accept(self, req: _Request, slot: int, token: int) -> None:
-        if req.cancelled:
+    def _accept(self, req: Request, slot: int, token: int) -> None:
+        if req.finished:
             return
         if token == -2:
             self._finish(req, "error", req.failure)
@@ -585,13 +490,13 @@ class ModelEngine:
             self._flush(req)
             self._finish(req, "length")
 
-    def _append_text(self, req: _Request, token: int) -> None:
+    def _append_text(self, req: Request, token: int) -> None:
         if req.step_logprob is not None:
             req.logprobs.append((len(req.text), req.step_logprob))
             req.step_logprob = None
         req.text += req.decoder.push(token)
 
-    def _accept_forced(self, req: _Request, slot: int) -> None:
+    def _accept_forced(self, req: Request, slot: int) -> None:
         """Append the constraint's closing tokens and finish (the model is not run for them)."""
         if req.first_token_at is None:
             req.first_token_at = time.monotonic()
@@ -608,14 +513,14 @@ class ModelEngine:
         self._flush(req)
         self._finish(req, "length" if len(req.generated) >= req.budget else "stop")
 
-    def _take_logprobs(self, req: _Request, upto: int) -> tuple[TokenLogprob, ...]:
+    def _take_logprobs(self, req: Request, upto: int) -> tuple[TokenLogprob, ...]:
         """The entries of tokens whose text starts before character `upto` and was not sent yet."""
         taken = []
         while req.logprobs and req.logprobs[0][0] < upto:
             taken.append(req.logprobs.popleft()[1])
         return tuple(taken)
 
-    def _check_stop(self, req: _Request) -> bool:
+    def _check_stop(self, req: Request) -> bool:
         """Stream what is safe to stream; True when a stop sequence was found (text cut before it)."""
         stops = [s for s in req.params.stop if s]
         text = req.text
@@ -644,44 +549,11 @@ class ModelEngine:
             req.emitted = safe
         return False
 
-    def _flush(self, req: _Request) -> None:
+    def _flush(self, req: Request) -> None:
         req.text += req.decoder.flush()
         if len(req.text) > req.emitted and not any(s and s in req.text for s in req.params.stop):
             self._emit(req, TextDelta(req.text[req.emitted :], self._take_logprobs(req, len(req.text))))
             req.emitted = len(req.text)
-
-    def _drop_cancelled(self) -> None:
-        req = self._prefilling
-        if req is not None and req.cancelled:
-            req.done = True
-            self._prefilling = None
-            self._runner.free(req.slot)
-        for req in [r for r in self._running if r.cancelled]:
-            req.done = True
-            self._remove(req)
-
-    def _drop_finished(self) -> None:
-        for req in [r for r in self._running if r.done or r.cancelled]:
-            self._remove(req)
-
-    def _remove(self, req: _Request) -> None:
-        """Free a slot, keeping running slots compact: the last one moves into the hole.
-
-        A request being prefilled sits at a slot >= len(running) and is never moved here.
-        """
-        runner = self._runner
-        with self._cond:
-            slot = self._running.index(req)
-            last = len(self._running) - 1
-            if slot != last:
-                moved = self._running[last]
-                runner.move(last, slot)
-                if moved.params.repetition_penalty != 1.0:
-                    self._seen[slot] = self._seen[last]
-                self._running[slot] = moved
-                moved.slot = slot
-            self._running.pop()
-            runner.free(last)
 
 
 def open_model_engine(source: str, **options: Any) -> ModelEngine:
