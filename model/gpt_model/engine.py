@@ -13,23 +13,19 @@ Events go to each request's asyncio.Queue through the owning loop's call_soon_th
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
-import json
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from gpt_model import constrained
 from gpt_model.checkpoint import Loaded, load_source
-from gpt_model.json_prefix import JSONPrefix, UnsupportedSchema, compile_schema
+from gpt_model.engine_stats import EngineStats, TokenRate
 from gpt_model.kv_cache import PrefixCache
+from gpt_model.output import OutputProcessor
 from gpt_model.protocol import (
     ChatMessage,
     ContextTooLong,
@@ -37,47 +33,17 @@ from gpt_model.protocol import (
     EngineOverloaded,
     Finished,
     GenerationRequest,
-    InvalidParameter,
-    SamplingParams,
     StreamEvent,
-    TextDelta,
-    TokenLogprob,
     Usage,
 )
 from gpt_model.request import Request
 from gpt_model.runners import ModelRunner, open_runner
-from gpt_model.sampling import (
-    apply_logit_bias,
-    apply_openai_penalties,
-    apply_repetition_penalty,
-    make_generator,
-    sample_rows,
-)
+from gpt_model.sampling import make_generator
 from gpt_model.scheduler import Chunk, Scheduler
+from gpt_model.selection import check_params, pick
 from gpt_model.tokenizer import StreamDecoder
 
 log = logging.getLogger("gpt_model.engine")
-
-
-@dataclass
-class EngineStats:
-    requests_total: int = 0
-    requests_finished: int = 0
-    requests_cancelled: int = 0
-    requests_rejected: int = 0
-    prompt_tokens_total: int = 0
-    prefix_cached_tokens_total: int = 0  # prompt tokens not recomputed thanks to the prefix cache
-    generated_tokens_total: int = 0
-    decode_steps: int = 0
-    queue_depth: int = 0
-    running: int = 0
-    tokens_per_s: float = 0.0
-    kv_cache_mb: float = 0.0
-    prefix_cache_mb: float = 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# the engine
 
 
 class ModelEngine:
@@ -124,6 +90,9 @@ class ModelEngine:
         self.kv_cache_bytes = int(kv_cache_mb * 2**20)
         self._runner: ModelRunner = open_runner(self._loaded, max_batch_size, window, self.kv_cache_bytes, cuda_graphs)
         self.context_window = self._runner.max_len  # capped so that one request alone fits the KV cache budget
+        self._output = OutputProcessor(
+            self.tokenizer, self.context_window, lambda token: constrained.forced_logprob(token, self._table())
+        )
         # prompts that start like earlier ones reuse their keys/values (default: a quarter of the KV budget)
         prefix_bytes = int((kv_cache_mb / 4 if prefix_cache_mb is None else prefix_cache_mb) * 2**20)
         self._prefix = (
@@ -144,7 +113,7 @@ class ModelEngine:
         self._cond = self._sched.cond
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._rate_window: collections.deque[tuple[float, int]] = collections.deque()
+        self._rate = TokenRate()
         self._seen: torch.Tensor | None = None  # [slots, vocab] for repetition penalty
         self._tokens: constrained.TokenTable | None = None  # built on the first constrained/logprobs request
         self.error: str | None = None
@@ -164,24 +133,6 @@ class ModelEngine:
             eos = self.tokenizer.hf.eos_token_id
             ids = [int(eos) if eos is not None else min(self.tokenizer.eos_token_ids or {0})]
         return ids
-
-    def _check_params(self, params: SamplingParams) -> JSONPrefix | None:
-        """Refuse what cannot be honoured (InvalidParameter); the start state of a JSON constraint."""
-        vocab = self._runner.vocab_size
-        outside = [i for i, _ in params.logit_bias if not 0 <= i < vocab]
-        if outside:
-            raise InvalidParameter("logit_bias", f"token id {outside[0]} is outside the vocabulary (0..{vocab - 1})")
-        if params.logprobs is not None and not 0 <= params.logprobs <= 20:
-            raise InvalidParameter("top_logprobs", "top_logprobs must be between 0 and 20")
-        fmt = params.response_format
-        if fmt is None:
-            return None
-        if fmt.type == "json_object":
-            return JSONPrefix.start()
-        try:
-            return JSONPrefix.start(compile_schema(json.loads(fmt.schema or "null")))
-        except (UnsupportedSchema, ValueError) as exc:
-            raise InvalidParameter("response_format", f"json_schema: {exc}") from exc
 
     def _table(self) -> constrained.TokenTable:
         if self._tokens is None:
@@ -231,7 +182,7 @@ class ModelEngine:
         if len(prompt) >= self.context_window:
             raise ContextTooLong(f"prompt takes {len(prompt)} tokens; the context window is {self.context_window}")
         params = request.params
-        start = self._check_params(params)
+        start = check_params(params, self._runner.vocab_size)
         budget = max(0, min(params.max_tokens, self.context_window - len(prompt)))
         req = Request(request.request_id, prompt, params, budget, asyncio.get_running_loop(), asyncio.Queue())
         req.json = start
@@ -289,11 +240,7 @@ class ModelEngine:
             s.kv_cache_mb = self._runner.kv_cache_bytes() / 2**20
             if self._prefix is not None:
                 s.prefix_cache_mb = self._prefix.bytes / 2**20
-        now = time.monotonic()
-        window = [(t, n) for t, n in list(self._rate_window) if now - t <= 5.0]
-        if window:
-            span = max(now - window[0][0], 1e-3)
-            s.tokens_per_s = sum(n for _, n in window) / span
+        s.tokens_per_s = self._rate.per_second()
         return s
 
     # -- delivery (loop thread) ----------------------------------------------------------------
@@ -361,7 +308,7 @@ class ModelEngine:
             for r in pack:
                 self._mark_prompt(r)
                 self._remember_prompt(r)
-            sampled = self._pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)])
+            sampled = pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)], self._table)
             for r, token in zip(pack, sampled, strict=True):
                 self._accept(r, r.slot, token)
         # one decode step for every running request together
@@ -373,12 +320,10 @@ class ModelEngine:
         positions = [r.position for r in ready]
         logits = runner.decode(tokens, positions, self._sched.prefilling is None)
         self.stats.decode_steps += 1
-        sampled = self._pick(ready, logits, self._seen[:n])
+        sampled = pick(ready, logits, self._seen[:n], self._table)
         for slot, (req, token) in enumerate(zip(ready, sampled, strict=True)):
             self._accept(req, slot, token)
-        self._rate_window.append((time.monotonic(), n))
-        while len(self._rate_window) > 256:
-            self._rate_window.popleft()
+        self._rate.record(n)
         self._sched.drop_finished()
 
     def _prefill_chunk(self, chunk: Chunk) -> None:
@@ -392,7 +337,7 @@ class ModelEngine:
             self._runner.move(chunk.slot, req.slot)
         self._mark_prompt(req)
         self._remember_prompt(req)
-        token = self._pick([req], logits[None], self._seen[req.slot : req.slot + 1])[0]
+        token = pick([req], logits[None], self._seen[req.slot : req.slot + 1], self._table)[0]
         self._accept(req, req.slot, token)
 
     def _moved(self, req: Request, src: int, dst: int) -> None:
@@ -409,151 +354,21 @@ class ModelEngine:
             self._seen[req.slot].zero_()
             self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
 
-    def _pick(self, reqs: Sequence[Request], logits: torch.Tensor, seen: torch.Tensor) -> list[int]:
-        """The next token of each request (rows of `logits` [n, V]); -1: append the forced closing,
-        -2: this request's selection failed.
-
-        Plain requests take the batched path. Others get OpenAI's penalties and logit_bias on their
-        row, a JSON constraint picks their token, and their logprob entry is kept for _accept.
-        """
-        params = [r.params for r in reqs]
-        generators = [r.generator for r in reqs]
-        if all(p.plain for p in params):
-            return sample_rows(logits, params, generators, seen).tolist()
-        logits = logits.float().clone()
-        if any(p.repetition_penalty != 1.0 for p in params):
-            penalty = torch.tensor([p.repetition_penalty for p in params], device=logits.device)
-            logits = apply_repetition_penalty(logits, seen, penalty)
-        special = [i for i, p in enumerate(params) if not p.plain]
-        for i in special:
-            p = params[i]
-            row = apply_openai_penalties(logits[i], reqs[i].generated, p.presence_penalty, p.frequency_penalty)
-            logits[i] = apply_logit_bias(row, p.logit_bias)
-        # rows under a constraint are picked below, without drawing from their generator here
-        free = [dataclasses.replace(p, temperature=0) if reqs[i].json is not None else p for i, p in enumerate(params)]
-        tokens = sample_rows(logits, free, generators).tolist()
-        table = self._table()
-        for i in special:
-            try:
-                tokens[i] = self._pick_special(reqs[i], logits[i], tokens[i], table)
-            except Exception as exc:  # this request fails alone; the batch goes on
-                log.exception("token selection failed for %s", reqs[i].request_id)
-                reqs[i].failure = f"{type(exc).__name__}: {exc}"
-                tokens[i] = -2
-        return tokens
-
-    def _pick_special(self, req: Request, row: torch.Tensor, token: int, table: constrained.TokenTable) -> int:
-        """The constrained token (or -1: force-close) and the logprob entry of a non-plain request."""
-        if req.json is not None:
-            remaining = req.budget - len(req.generated) - 1
-            choice = constrained.choose(row, req.json, req.params, req.generator, remaining, table)
-            if choice is None:  # nothing fits: close the document now
-                req.forced = table.encode(req.json.closing())[: max(1, remaining + 1)]
-                token = -1
-            else:
-                token, req.json = choice
-        if req.params.logprobs is not None:
-            req.step_logprob = constrained.token_logprob(
-                torch.log_softmax(row, dim=-1), token if token >= 0 else req.forced[0], req.params.logprobs, table
-            )
-        return token
-
     def _accept(self, req: Request, slot: int, token: int) -> None:
+        """Take a request's sampled token (-2: its selection failed): send the text it adds, finish it when done."""
         if req.finished:
             return
         if token == -2:
             self._finish(req, "error", req.failure)
             return
-        if token < 0:
-            self._accept_forced(req, slot)
-            return
-        if req.first_token_at is None:
-            req.first_token_at = time.monotonic()
-        req.generated.append(token)
-        self.stats.generated_tokens_total += 1
-        if req.params.repetition_penalty != 1.0:
+        if token >= 0 and req.params.repetition_penalty != 1.0:
             self._seen[slot, token] = True
-        if token in self.tokenizer.eos_token_ids and req.json is None:
-            req.generated.pop()  # the stop token is not part of the reply
-            self._flush(req)
-            self._finish(req, "stop")
-            return
-        self._append_text(req, token)
-        if self._check_stop(req):
-            self._finish(req, "stop")
-            return
-        if req.json is not None and req.json.done:  # the document is complete: nothing may follow
-            self._flush(req)
-            self._finish(req, "stop")
-            return
-        if len(req.generated) >= req.budget or req.position >= self.context_window:
-            self._flush(req)
-            self._finish(req, "length")
-
-    def _append_text(self, req: Request, token: int) -> None:
-        if req.step_logprob is not None:
-            req.logprobs.append((len(req.text), req.step_logprob))
-            req.step_logprob = None
-        req.text += req.decoder.push(token)
-
-    def _accept_forced(self, req: Request, slot: int) -> None:
-        """Append the constraint's closing tokens and finish (the model is not run for them)."""
-        if req.first_token_at is None:
-            req.first_token_at = time.monotonic()
-        table = self._table()
-        for i, token in enumerate(req.forced):
-            if i and req.params.logprobs is not None:
-                req.step_logprob = constrained.forced_logprob(token, table)
-            req.generated.append(token)
-            self.stats.generated_tokens_total += 1
-            self._append_text(req, token)
-        if self._check_stop(req):
-            self._finish(req, "stop")
-            return
-        self._flush(req)
-        self._finish(req, "length" if len(req.generated) >= req.budget else "stop")
-
-    def _take_logprobs(self, req: Request, upto: int) -> tuple[TokenLogprob, ...]:
-        """The entries of tokens whose text starts before character `upto` and was not sent yet."""
-        taken = []
-        while req.logprobs and req.logprobs[0][0] < upto:
-            taken.append(req.logprobs.popleft()[1])
-        return tuple(taken)
-
-    def _check_stop(self, req: Request) -> bool:
-        """Stream what is safe to stream; True when a stop sequence was found (text cut before it)."""
-        stops = [s for s in req.params.stop if s]
-        text = req.text
-        if stops:
-            longest = max(len(s) for s in stops)
-            start = max(0, req.emitted - longest)
-            hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-            if hits:
-                cut = min(hits)
-                if cut > req.emitted:
-                    self._emit(req, TextDelta(text[req.emitted : cut], self._take_logprobs(req, cut)))
-                req.emitted = len(text)
-                return True
-            # hold back a tail that could still become a stop sequence
-            hold = 0
-            for s in stops:
-                for k in range(min(len(s) - 1, len(text)), 0, -1):
-                    if text.endswith(s[:k]):
-                        hold = max(hold, k)
-                        break
-            safe = len(text) - hold
-        else:
-            safe = len(text)
-        if safe > req.emitted:
-            self._emit(req, TextDelta(text[req.emitted : safe], self._take_logprobs(req, safe)))
-            req.emitted = safe
-        return False
-
-    def _flush(self, req: Request) -> None:
-        req.text += req.decoder.flush()
-        if len(req.text) > req.emitted and not any(s and s in req.text for s in req.params.stop):
-            self._emit(req, TextDelta(req.text[req.emitted :], self._take_logprobs(req, len(req.text))))
-            req.emitted = len(req.text)
+        out = self._output.accept(req, token)
+        self.stats.generated_tokens_total += out.tokens
+        for delta in out.deltas:
+            self._emit(req, delta)
+        if out.finish is not None:
+            self._finish(req, out.finish)
 
 
 def open_model_engine(source: str, **options: Any) -> ModelEngine:

@@ -58,7 +58,7 @@ def added(s: Scheduler, *reqs: Request) -> list[Request]:
 def test_the_scheduling_modules_import_no_torch():
     code = (
         "import sys\n"
-        "import gpt_model.scheduler, gpt_model.request\n"
+        "import gpt_model.scheduler, gpt_model.request, gpt_model.stops, gpt_model.output, gpt_model.engine_stats\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
