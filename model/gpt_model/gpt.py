@@ -27,6 +27,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # one fused kernel instead of six
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -37,6 +39,30 @@ def make_norm(config: GPTConfig) -> nn.Module:
     if config.family == "gpt2":
         return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=True)
     return RMSNorm(config.n_embd, config.norm_eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear layers
+
+
+class Linear(nn.Linear):
+    """nn.Linear that can keep a float16/bfloat16 copy of its weight for small batches.
+
+    A decode step over few sequences is a matrix-vector product: its time is the time to read the
+    weights, so on a CPU half-size weights make it about twice as fast. Over many rows the matmul is
+    compute-bound, and float32 wins where the CPU has no fast half-precision math (AVX2). Rows up to
+    `small_rows` use the copy; see `GPT.use_small_batch_weights`.
+    """
+
+    small: torch.Tensor | None = None
+    small_rows: int = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = self.small
+        if small is not None and x.numel() <= self.small_rows * x.shape[-1]:
+            bias = None if self.bias is None else self.bias.to(small.dtype)
+            return F.linear(x.to(small.dtype), small, bias).to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,18 +143,24 @@ class Attention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.dim_head
         e, q, kv = config.n_embd, config.n_head * config.dim_head, config.kv_heads * config.dim_head
         self.splits = (q, kv, kv)
-        self.qkv = nn.Linear(e, q + 2 * kv, bias=config.bias)  # one matmul for q, k and v
-        self.o_proj = nn.Linear(q, e, bias=config.bias)
+        self.qkv = Linear(e, q + 2 * kv, bias=config.bias)  # one matmul for q, k and v
+        self.o_proj = Linear(q, e, bias=config.bias)
 
     def forward(self, x, rope=None, cache: Cache | None = None):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.splits, dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if rope is not None:
+        qkv = self.qkv(x)
+        heads = self.n_head + self.n_kv_head
+        if rope is not None:  # q and k rotated together: one set of kernels instead of two
             cos, sin = rope
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = qkv[..., : heads * self.head_dim].view(B, T, heads, self.head_dim).transpose(1, 2)
+            qk = apply_rope(qk, cos, sin)
+            q, k = qk.split((self.n_head, self.n_kv_head), dim=1)
+            v = qkv[..., heads * self.head_dim :]
+        else:
+            q, k, v = qkv.split(self.splits, dim=-1)
+            q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+            k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         mask, is_causal = None, T > 1
         if cache is not None:
             k, v, mask, is_causal = cache.update(self.layer, k, v)
@@ -153,11 +185,11 @@ class MLP(nn.Module):
         self.gated = config.family == "llama"
         e, f = config.n_embd, config.ffn_dim
         if self.gated:
-            self.gate_up = nn.Linear(e, 2 * f, bias=False)  # one matmul for gate and up
-            self.down = nn.Linear(f, e, bias=False)
+            self.gate_up = Linear(e, 2 * f, bias=False)  # one matmul for gate and up
+            self.down = Linear(f, e, bias=False)
         else:
-            self.fc = nn.Linear(e, f, bias=config.bias)
-            self.proj = nn.Linear(f, e, bias=config.bias)
+            self.fc = Linear(e, f, bias=config.bias)
+            self.proj = Linear(f, e, bias=config.bias)
 
     def forward(self, x):
         if self.gated:
@@ -191,7 +223,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.family == "gpt2" else None
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = make_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight
 
@@ -210,6 +242,17 @@ class GPT(nn.Module):
                 with torch.no_grad():
                     p.copy_(torch.randn(p.shape, generator=gen) * scale)
         return self
+
+    def use_small_batch_weights(self, dtype: torch.dtype | None, rows: int) -> int:
+        """Keep a `dtype` copy of every matmul weight for forwards of at most `rows` rows (None: drop
+        the copies). Returns the bytes the copies take."""
+        total = 0
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.small = None if dtype is None else module.weight.detach().to(dtype)
+                module.small_rows = rows if dtype is not None else 0
+                total += 0 if module.small is None else module.small.numel() * module.small.element_size()
+        return total
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -185,3 +185,25 @@ def test_generate_greedy_is_deterministic_and_respects_length():
     for _ in range(10):
         seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(a, seq)
+
+
+@CONFIGS
+def test_small_batch_weights_serve_small_forwards_only_and_stay_close(config):
+    model = _model(config)
+    x1, x3 = torch.randint(0, config.vocab_size, (1, 1)), torch.randint(0, config.vocab_size, (3, 1))
+    with torch.no_grad():
+        ref1, ref3 = model(x1), model(x3)
+        copies = model.use_small_batch_weights(torch.float16, rows=2)
+        small1, small3 = model(x1), model(x3)
+        dropped = model.use_small_batch_weights(None, rows=0)
+        again1 = model(x1)
+    linear_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert copies == 2 * linear_params  # float16: two bytes per weight, biases stay float32
+    assert dropped == 0
+    # one row uses the float16 copy: close to float32, and not bit-identical (the copy is really used)
+    assert small1.dtype == torch.float32
+    torch.testing.assert_close(small1, ref1, atol=2e-2, rtol=2e-2)
+    assert not torch.equal(small1, ref1)
+    # three rows are over the limit: the float32 weights, exactly
+    assert torch.equal(small3, ref3)
+    assert torch.equal(again1, ref1)
