@@ -103,13 +103,20 @@ def evaluate(model, tokenizer, tokens: int) -> dict:
         nll, count = nll + s, count + len(ids) - 1
         preds.append(argmax)
     gens = [greedy(model, tokenizer.encode_chat([ChatMessage("user", p)]), tokens) for p in PROMPTS]
-    return {"ppl": math.exp(nll / count), "tokens": count, "preds": preds, "gens": gens,
-            "seconds": time.perf_counter() - started}
+    return {
+        "ppl": math.exp(nll / count),
+        "tokens": count,
+        "preds": preds,
+        "gens": gens,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def compare(base: dict, other: dict) -> dict:
     """Agreement of `other` with `base` (float32)."""
-    same_top1 = sum(a == b for pa, pb in zip(base["preds"], other["preds"], strict=True) for a, b in zip(pa, pb, strict=True))
+    same_top1 = sum(
+        a == b for pa, pb in zip(base["preds"], other["preds"], strict=True) for a, b in zip(pa, pb, strict=True)
+    )
     total = sum(len(p) for p in base["preds"])
     identical, first_diff = 0, []
     for a, b in zip(base["gens"], other["gens"], strict=True):
@@ -144,15 +151,19 @@ def main() -> int:
         results[name] = evaluate(model, tokenizer, args.tokens)
         model.use_small_batch_weights(None, rows=0)
     base = results["float32"]
-    print(f"SmolLM2-135M, {base['tokens']} teacher-forced tokens over {len(PARAGRAPHS)} paragraphs, "
-          f"{len(PROMPTS)} prompts x {args.tokens} greedy tokens")
+    print(
+        f"SmolLM2-135M, {base['tokens']} teacher-forced tokens over {len(PARAGRAPHS)} paragraphs, "
+        f"{len(PROMPTS)} prompts x {args.tokens} greedy tokens"
+    )
     print(f"{'weights':10} {'perplexity':>10} {'ppl ratio':>9} {'top-1 agree':>11} {'same greedy':>11}  first diff at")
     rows = {}
     for name, r in results.items():
         c = compare(base, r)
         rows[name] = {"perplexity": r["ppl"], "seconds": r["seconds"], **c}
-        print(f"{name:10} {r['ppl']:10.3f} {r['ppl'] / base['ppl']:9.4f} {c['top1_agreement']:11.1%} "
-              f"{c['identical_continuations']:>5}/{c['continuations']:<5}  {c['first_difference_at'] or '-'}")
+        print(
+            f"{name:10} {r['ppl']:10.3f} {r['ppl'] / base['ppl']:9.4f} {c['top1_agreement']:11.1%} "
+            f"{c['identical_continuations']:>5}/{c['continuations']:<5}  {c['first_difference_at'] or '-'}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
