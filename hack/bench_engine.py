@@ -427,7 +427,7 @@ MATMUL_SHAPE = (576, 1536)  # [streams x 576] @ [576 x 1536]
 STREAM_SET = (30, 576, 3072)  # 30 matrices of 576 x 3072, cycled through by a matrix-vector product
 
 
-def _best_rate(step, work: float, seconds: float = 0.3, repeats: int = 3) -> float:
+def _best_rate(step, work: float, seconds: float = 0.1, repeats: int = 10) -> float:
     """The best of `repeats` timings of `step` called for at least `seconds`: work units per second."""
     step()
     best = 0.0
@@ -486,6 +486,7 @@ def _gpu_mb() -> float:
 
 def run_engine(path: Path, args) -> list[dict]:
     from gpt_model.engine import ModelEngine
+    from gpt_model.engine_config import EngineConfig
     from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, TextDelta
 
     results = []
@@ -493,11 +494,13 @@ def run_engine(path: Path, args) -> list[dict]:
     async def main():
         engine = ModelEngine(
             str(path),
-            device=args.device,
-            dtype=args.dtype,
-            max_batch_size=max(args.streams),
-            max_queue=4096,
-            prefix_cache_mb=0 if args.no_prefix_cache else None,
+            EngineConfig(
+                device=args.device,
+                dtype=args.dtype,
+                max_batch_size=max(args.streams),
+                max_queue=4096,
+                prefix_cache_mb=0 if args.no_prefix_cache else None,
+            ),
         )
         engine.tokenizer.eos_token_ids = frozenset()  # exactly max_tokens each, as the baseline
         await engine.start()
