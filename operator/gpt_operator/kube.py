@@ -83,6 +83,7 @@ def login_of(configuration: k8s.Configuration) -> Login:
     token = configuration.api_key.get("BearerToken")
     if token and token.lower().startswith("bearer "):
         token = token[len("bearer ") :]
+    assert configuration.host is not None, "a loaded configuration names its API server"
     return Login(
         server=configuration.host,
         token=token,

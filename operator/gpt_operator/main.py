@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from gpt_operator import apply, events, kube, kube_apply, prometheus
 from gpt_operator.informer import ChildCache
 from gpt_operator.leader import LeaderElector, LeaseConfig
 from gpt_operator.reconcile import analysis_request, desire
+from gpt_operator.settings import OperatorSettings
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 from gpt_operator.status import apply_failed_status, status_changes
 
@@ -41,12 +43,12 @@ CHANGE_DEBOUNCE_S = 0.2
 class OperatorState:
     """What the handlers share: settings, the API client and child cache made at startup, one lock per object."""
 
-    settings: Any
+    settings: OperatorSettings
     client: kube.KubeClient | None = None
     cache: ChildCache | None = None
     secrets_seen: apply.SecretsSeen | None = None
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    clock: Any = None  # () -> aware datetime; tests pass a fake
+    clock: Callable[[], datetime] | None = None  # () -> aware datetime; tests pass a fake
 
     def __post_init__(self) -> None:
         if self.secrets_seen is None:
@@ -84,7 +86,7 @@ def connection_info(login: kube.Login) -> kopf.ConnectionInfo:
     )
 
 
-def failpoint(name: str, environ: Any = os.environ) -> None:
+def failpoint(name: str, environ: Mapping[str, str] = os.environ) -> None:
     """Crash here (exit 70), once, if GPT_OPERATOR_FAILPOINT names this point: the e2e crash tests' only hook.
     Once: a marker file in GPT_OPERATOR_FAILPOINT_DIR (default /tmp, an emptyDir that outlives a container
     restart in the operator's pod) stops it from firing again after the restart."""
@@ -276,7 +278,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     return registry
 
 
-def lease_namespace(settings: Any, environ: Any = os.environ) -> str:
+def lease_namespace(settings: OperatorSettings, environ: Mapping[str, str] = os.environ) -> str:
     """Where the leader Lease lives: the setting, else the pod's namespace, else `default`."""
     if settings.lease_namespace:
         return settings.lease_namespace
@@ -364,8 +366,6 @@ async def operate(state: OperatorState, **kwargs: Any) -> None:
 
 
 def run() -> None:
-    from gpt_operator.settings import OperatorSettings
-
     settings = OperatorSettings()
     kopf.configure(
         verbose=settings.log_level == "DEBUG",

@@ -277,7 +277,7 @@ def state_condition(spec: GPTDeploymentSpec) -> tuple[Condition, bool]:
             )
         warn = spec.environment in ("staging", "prod") or sqlite_replicas
         return Condition("StateShared", "False", "PodLocalState", message), warn
-    if unset:
+    if unset and spec.secret_ref is not None:  # unset is empty without a secretRef
         message = (
             f"{', '.join(unset)} not in spec.env; they may be set in Secret {spec.secret_ref.name} (spec.secretRef),"
             " which the operator does not read, so it cannot tell whether they name shared stores"

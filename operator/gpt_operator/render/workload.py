@@ -238,7 +238,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
     resources = spec.resources or ResourcesSpec()
     engine = spec.engine.external
     _, model_volume = _model_source(spec.model.source)
-    mounts = [{"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": DATA_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     if model_volume is not None:
         volumes.append(model_volume)

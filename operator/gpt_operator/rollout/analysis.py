@@ -131,7 +131,7 @@ def _metric_phase(metric: AnalysisMetric, record: dict[str, Any]) -> RunPhase:
 def _run_phase(phases: list[RunPhase]) -> RunPhase:
     for phase in ("Failed", "Inconclusive"):
         if phase in phases:
-            return phase  # type: ignore[return-value]
+            return phase
     return "Successful" if phases and all(p == "Successful" for p in phases) else "Running"
 
 
@@ -228,7 +228,7 @@ def resumed(spec: GPTDeploymentSpec, run: dict[str, Any]) -> dict[str, Any]:
     records = []
     for rec in run.get("metrics") or []:
         rec = {**rec, "inconclusive": 0}
-        metric = limits.get(rec.get("name"))
+        metric = limits.get(rec.get("name", ""))
         rec["phase"] = _metric_phase(metric, rec) if metric is not None else rec.get("phase", "Running")
         records.append(rec)
     return {**run, "phase": _run_phase([r["phase"] for r in records]), "message": "", "metrics": records}

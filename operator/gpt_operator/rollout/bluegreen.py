@@ -48,7 +48,7 @@ def plan(
         preview_track=inactive,
         scale_down_time=status.scale_down_time,
     )
-    services = {"": active, "-preview": inactive}
+    services: dict[str, str | None] = {"": active, "-preview": inactive}
 
     # First deployment: straight to the active colour.
     if status.stable_revision is None:
@@ -76,7 +76,8 @@ def plan(
     # Steady: the active colour runs the spec; the old colour lingers until its scale-down time.
     if update == status.stable_revision:
         tracks = [update_track(spec, active, replicas)]
-        lingering = status.scale_down_time is not None and now < status.scale_down_time and seen_inactive.exists
+        scale_down = status.scale_down_time
+        lingering = scale_down is not None and now < scale_down and seen_inactive.exists
         if lingering and actions.abort and seen_inactive.revision:
             rollback = RolloutState(
                 stable_revision=seen_inactive.revision,
@@ -99,15 +100,15 @@ def plan(
                 message=f"rolled back to {seen_inactive.revision}; revision {update} aborted",
                 selector_track=inactive,
             )
-        if lingering:
+        if lingering and scale_down is not None:
             tracks.append(kept_track(spec, seen_inactive, inactive, seen_inactive.revision, replicas))
             return Plan(
                 tracks,
                 services,
                 base,
-                requeue_at=status.scale_down_time,
+                requeue_at=scale_down,
                 selector_track=active,
-                message=f"{inactive} scales down at {status.scale_down_time.isoformat()}",
+                message=f"{inactive} scales down at {scale_down.isoformat()}",
             )
         progressing = not seen_active.ready_at(update, replicas)
         return Plan(
