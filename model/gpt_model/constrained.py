@@ -13,8 +13,6 @@ a constraint, so a constrained reply holds only characters the vocabulary has wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from gpt_model.json_prefix import JSONPrefix
@@ -149,7 +147,7 @@ def _try(state: JSONPrefix, text: str | None, remaining: int) -> JSONPrefix | No
 
 def token_logprob(logprobs: torch.Tensor, token: int, top: int, table: TokenTable) -> TokenLogprob:
     """The OpenAI-style logprob entry of `token` from a row of log-probabilities [V]."""
-    alternatives: Sequence[TopLogprob] = ()
+    alternatives: tuple[TopLogprob, ...] = ()
     if top > 0:
         values, ids = torch.topk(logprobs, min(top, logprobs.shape[-1]))
         alternatives = tuple(

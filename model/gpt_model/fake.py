@@ -24,6 +24,7 @@ from gpt_model.protocol import (
     ContextTooLong,
     EngineHealth,
     Finished,
+    FinishReason,
     GenerationRequest,
     InvalidParameter,
     ResponseFormat,
@@ -128,7 +129,7 @@ class FakeEngine:
         params = request.params
         budget = min(params.max_tokens, self.context_window - prompt_tokens)
         text = ""
-        finish = "stop"
+        finish: FinishReason = "stop"
         produced = 0
         tokens = word_tokens(fake_reply(request.messages, params.response_format))
         top = params.logprobs

@@ -122,7 +122,8 @@ def build_tiny_pipeline(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.save_pretrained(str(out), safe_serialization=True)
+    # diffusers' top-level names are typed as its dummy placeholder classes, which lack DiffusionPipeline's methods
+    pipeline.save_pretrained(str(out), safe_serialization=True)  # type: ignore[attr-defined]
     for leftover in staging.iterdir():
         leftover.unlink()
     staging.rmdir()

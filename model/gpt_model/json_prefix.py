@@ -407,9 +407,10 @@ def _closing_chunk(stack: Stack) -> tuple[str, Stack]:
 
 def _feed(stack: Stack, text: str) -> Stack | None:
     for c in text:
-        stack = _step(stack, c)
-        if stack is None:
+        after = _step(stack, c)
+        if after is None:
             return None
+        stack = after
     return stack
 
 
