@@ -174,7 +174,8 @@ def _json_websocket_not_found(default: ASGIApp) -> ASGIApp:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers so no response ever carries FastAPI's default {"detail": ...}."""
     app.router.default = _json_websocket_not_found(app.router.default)
-    app.add_exception_handler(domain.DomainError, _domain_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Starlette types every handler as taking Exception, though it calls each only with the class it is registered for
+    app.add_exception_handler(domain.DomainError, _domain_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

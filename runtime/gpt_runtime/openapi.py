@@ -67,10 +67,11 @@ def public_operations(app: FastAPI) -> set[tuple[str, str]]:
     their prefixes and dependencies applied), so each route's dependant holds its routers' dependencies too.
     """
     return {
-        (route.path_format, method.lower())
+        (path, method.lower())
         for route in iter_route_contexts(app.routes)
         if isinstance(route.original_route, APIRoute) and route.include_in_schema and not requires_user(route.dependant)
-        for method in route.methods
+        if (path := route.path_format) is not None  # an APIRoute always has a path and methods
+        for method in route.methods or ()
     }
 
 
@@ -130,4 +131,4 @@ def install_openapi(app: FastAPI, *, identity_provider: bool = False) -> None:
             app.openapi_schema = None  # build() caches FastAPI's part; ours is redone until the model is known
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema

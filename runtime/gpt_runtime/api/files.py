@@ -117,9 +117,9 @@ async def upload(
     "/files/{file_id}",
     response_class=Response,
     responses={
-        200: {"content": {t: {"schema": {"type": "string"}} for t in STORED_TYPES}, "description": "The file's bytes"}
-    }
-    | errors(404),
+        200: {"content": {t: {"schema": {"type": "string"}} for t in STORED_TYPES}, "description": "The file's bytes"},
+        **errors(404),
+    },
 )
 async def download(file_id: str, user: CurrentUser, files: Files) -> Response:
     """The caller's file, with the type sniffed at upload. Anyone else's id answers 404."""

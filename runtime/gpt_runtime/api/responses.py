@@ -37,7 +37,9 @@ SSE_EVENT = {
         "event": {"type": "string"},
     },
 }
-EVENT_STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+# what FastAPI's `responses=` takes: status (or 'default') -> OpenAPI response object
+Responses = dict[int | str, dict[str, Any]]
+EVENT_STREAM: Responses = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 
 
 def error_response(status: int, description: str | None = None) -> dict[str, Any]:
@@ -48,6 +50,6 @@ def error_response(status: int, description: str | None = None) -> dict[str, Any
     return response
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def errors(*statuses: int) -> Responses:
     """`responses=` for a router or a route: each status with the project's JSON error body."""
     return {status: error_response(status) for status in statuses}

@@ -16,7 +16,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpt_runtime.api.files import _filename
-from gpt_runtime.api.responses import error_response, errors
+from gpt_runtime.api.responses import Responses, error_response, errors
 from gpt_runtime.deps import CurrentUser, Runtime, RuntimeDep
 from gpt_runtime.domain_errors import (
     Disabled,
@@ -40,12 +40,12 @@ from gpt_runtime.voice.base import (
 router = APIRouter(tags=["voice"])
 
 MAX_TEXT_CHARS = 4000
-DISABLED = {
+DISABLED: Responses = {
     501: error_response(
         501, "This server has no such voice engine (GPT_TTS_ENGINE / GPT_STT_ENGINE=none, or espeak-ng not installed)."
     )
 }
-AUDIO = {
+AUDIO: Responses = {
     200: {
         "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()},
         "description": "The speech, as `format` asked (audio/wav by default)",

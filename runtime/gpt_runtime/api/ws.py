@@ -52,7 +52,9 @@ class CancelFrame(Strict):
     request_id: str = Field(min_length=1, max_length=128)
 
 
-ClientFrame = TypeAdapter(Annotated[GenerateFrame | CancelFrame, Field(discriminator="type")])
+ClientFrame: TypeAdapter[GenerateFrame | CancelFrame] = TypeAdapter(
+    Annotated[GenerateFrame | CancelFrame, Field(discriminator="type")]
+)
 
 
 def _request_id_of(raw: str) -> str | None:

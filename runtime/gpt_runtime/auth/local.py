@@ -159,6 +159,7 @@ class LocalAuth:
         claims = self._verify(access_token, "access")
         now = time.monotonic()
         entry = self._users.get(claims.subject)
+        user: User | None
         if entry is not None and entry[0] > now:
             user = entry[1]
         else:

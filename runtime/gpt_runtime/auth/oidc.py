@@ -30,13 +30,14 @@ import jwt
 from gpt_runtime.auth.local import USER_CACHE_TTL_S, TokenPair
 from gpt_runtime.domain_errors import InvalidInput, Unauthenticated, Unavailable
 from gpt_runtime.storage import AlreadyExists, Store, User
+from gpt_runtime.storage.base import Role
 
 ALGORITHMS = ["RS256"]
 EXTERNAL_PASSWORD = "!external"  # never a valid argon2 hash: such accounts cannot log in locally
 _MIN_REFETCH_S = 10.0
 
 
-def role_from_groups(groups: object) -> str:
+def role_from_groups(groups: object) -> Role:
     """admin > premium > free, from a list of group names (anything else counts as no groups)."""
     names = set(groups) if isinstance(groups, list | tuple) else set()
     if "admin" in names:
@@ -197,7 +198,7 @@ class SubjectLinker:
             del self._users[subject]
 
     async def _link(
-        self, subject: str, claims: dict[str, Any], token: str, email_lookup: EmailLookup | None, role: str
+        self, subject: str, claims: dict[str, Any], token: str, email_lookup: EmailLookup | None, role: Role
     ) -> User:
         # Link to an existing account by email only when the issuer vouches for the address: anyone
         # can put any email on their profile at most issuers. Otherwise the subject gets its own account.
@@ -213,7 +214,7 @@ class SubjectLinker:
         user = await self.store.get_user_by_email(key)
         if user is None:
             try:
-                user = await self.store.create_user(key, EXTERNAL_PASSWORD, role)  # type: ignore[arg-type]
+                user = await self.store.create_user(key, EXTERNAL_PASSWORD, role)
             except AlreadyExists:
                 user = await self.store.get_user_by_email(key)
                 if user is None:

@@ -66,7 +66,8 @@ class JobQueue(Protocol):
     `extend` well before the lease ends, so only a dead worker's message is delivered again.
     """
 
-    visibility_timeout_s: float
+    @property
+    def visibility_timeout_s(self) -> float: ...
 
     async def enqueue(self, body: str) -> None: ...
     async def receive(self, wait_s: float) -> Delivery | None: ...

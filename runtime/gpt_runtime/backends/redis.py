@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -149,7 +149,10 @@ class RedisCache(RedisBacked):
         self.breaker = CircuitBreaker("cache")
 
     async def get(self, key: str) -> bytes | None:
-        return await self.breaker.call(lambda: self.client.get(self.prefix + key), _none)
+        # redis' types allow str for any client; this one is made without decode_responses, so it answers bytes
+        return await self.breaker.call(
+            lambda: cast("Awaitable[bytes | None]", self.client.get(self.prefix + key)), _none
+        )
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         await self.breaker.call(lambda: self.client.set(self.prefix + key, value, ex=ttl_s), _none)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -65,17 +67,26 @@ class SQSJobQueue:
         )["QueueUrl"]
         self.dlq_url = dlq_url
 
+    def _url(self) -> str:
+        """The queue's URL, known once _ensure_queues ran (_call runs it before every call that reads this)."""
+        assert self.queue_url is not None, "the queues are made before they are used"
+        return self.queue_url
+
+    def _dlq_url(self) -> str:
+        assert self.dlq_url is not None, "the queues are made before they are used"
+        return self.dlq_url
+
     async def _call(self, fn, /, **kwargs):
         await asyncio.to_thread(self._ensure_queues)
         return await asyncio.to_thread(fn, **kwargs)
 
     async def enqueue(self, body: str) -> None:
-        await self._call(lambda: self.client.send_message(QueueUrl=self.queue_url, MessageBody=body))
+        await self._call(lambda: self.client.send_message(QueueUrl=self._url(), MessageBody=body))
 
     async def receive(self, wait_s: float) -> Delivery | None:
-        def receive() -> dict:
+        def receive() -> Mapping[str, Any]:
             return self.client.receive_message(
-                QueueUrl=self.queue_url,
+                QueueUrl=self._url(),
                 MaxNumberOfMessages=1,
                 WaitTimeSeconds=max(0, min(20, int(wait_s))),
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
@@ -93,20 +104,20 @@ class SQSJobQueue:
 
         def renew() -> None:
             self.client.change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=delivery.receipt, VisibilityTimeout=self.visibility_timeout_s
+                QueueUrl=self._url(), ReceiptHandle=delivery.receipt, VisibilityTimeout=self.visibility_timeout_s
             )
 
         await self._call(renew)
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._call(lambda: self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=delivery.receipt))
+        await self._call(lambda: self.client.delete_message(QueueUrl=self._url(), ReceiptHandle=delivery.receipt))
 
     async def retry(self, delivery: Delivery) -> None:
         """Visible again at once; SQS moves it to the DLQ after max_receives deliveries."""
 
         def release() -> None:
             self.client.change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=delivery.receipt, VisibilityTimeout=0
+                QueueUrl=self._url(), ReceiptHandle=delivery.receipt, VisibilityTimeout=0
             )
 
         await self._call(release)
@@ -114,7 +125,7 @@ class SQSJobQueue:
     async def dead_letters(self) -> list[str]:
         def peek() -> list[str]:
             response = self.client.receive_message(
-                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0
+                QueueUrl=self._dlq_url(), MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0
             )
             return [m["Body"] for m in response.get("Messages", [])]
 
@@ -122,7 +133,7 @@ class SQSJobQueue:
 
     async def ping(self) -> bool:
         try:
-            await self._call(lambda: self.client.get_queue_attributes(QueueUrl=self.queue_url))
+            await self._call(lambda: self.client.get_queue_attributes(QueueUrl=self._url()))
             return True
         except (BotoCoreError, ClientError, OSError):
             return False

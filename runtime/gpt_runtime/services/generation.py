@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -284,7 +284,7 @@ class GenerationService:
         async for event in self.engine.stream(generation.request.request_id):
             yield event
 
-    async def events(self, generation: Generation, transport: str) -> AsyncIterator[StreamEvent]:
+    async def events(self, generation: Generation, transport: str) -> AsyncGenerator[StreamEvent, None]:
         """Stream a started generation; the reply is stored when it ends, also a partial one on cancel."""
         self.metrics.active_streams.inc()
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 import anyio
@@ -13,7 +13,7 @@ T = TypeVar("T")
 _END = object()
 
 
-async def with_heartbeats(source: AsyncIterator[T], interval_s: float) -> AsyncIterator[T | None]:
+async def with_heartbeats(source: AsyncIterator[T], interval_s: float) -> AsyncGenerator[T | None, None]:
     """Yield items of `source`, and None after every `interval_s` seconds without one.
 
     `source` runs in a task of its own: a heartbeat timeout never interrupts it mid-step,

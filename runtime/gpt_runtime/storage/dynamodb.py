@@ -123,9 +123,8 @@ def _code(exc: ClientError) -> str:
 
 def _cancelled_by(exc: ClientError) -> set[str]:
     """The reasons a cancelled transaction gives for its items (None entries dropped)."""
-    reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", []) if isinstance(r, dict)}
-    reasons.discard(None)
-    reasons.discard("None")
+    codes = (r.get("Code") for r in exc.response.get("CancellationReasons", []) if isinstance(r, dict))
+    reasons = {code for code in codes if code is not None and code != "None"}
     if not reasons and "ConditionalCheckFailed" in str(exc):
         reasons.add("ConditionalCheckFailed")
     return reasons

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -127,7 +127,7 @@ def _user(row: aiosqlite.Row) -> User:
     return User(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
 
-def _conversation(row: aiosqlite.Row) -> Conversation:
+def _conversation(row: Sequence[Any]) -> Conversation:
     return Conversation(*row)
 
 
@@ -291,7 +291,7 @@ class SQLiteStore:
             " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
         )
         async with self.db.execute(query, (*args, limit + 1)) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         items = [_conversation(row) for row in rows[:limit]]
         next_cursor = encode_cursor(items[-1].updated_at, items[-1].id) if len(rows) > limit else None
         return Page(items, next_cursor)
@@ -339,7 +339,9 @@ class SQLiteStore:
         async with self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
         ) as seq_cur:
-            (last_seq,) = await seq_cur.fetchone()
+            row = await seq_cur.fetchone()
+        assert row is not None  # an aggregate without GROUP BY answers one row
+        (last_seq,) = row
         stored = []
         for offset, new in enumerate(messages, start=1):
             message = Message(
