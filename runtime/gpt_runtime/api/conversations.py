@@ -96,7 +96,7 @@ async def delete_conversation(conversation_id: str, user: CurrentUser, runtime: 
 
 @router.get(
     "/{conversation_id}/export",
-    responses={200: {"content": {"application/json": {}, "application/pdf": {}}}} | errors(404),
+    responses={200: {"content": {"application/json": {}, "application/pdf": {}}}, **errors(404)},
 )
 async def export_conversation(
     conversation_id: str,
