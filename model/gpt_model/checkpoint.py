@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import torch
 from safetensors.torch import load_file, save_file
 
 from gpt_model.config import PRESETS, GPTConfig, UnsupportedArchitecture, preset
 from gpt_model.gpt import GPT
-from gpt_model.paths import SMOLLM2_DIRNAME, SMOLLM2_GGUF, cache_root, smollm2_gguf  # noqa: F401 (re-exported)
+from gpt_model.paths import SMOLLM2_DIRNAME, SMOLLM2_GGUF, cache_root, offline, smollm2_gguf  # noqa: F401 (re-exported)
 from gpt_model.tokenizer import ChatTokenizer, byte_level_tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -206,6 +203,7 @@ def load_checkpoint(
     model_id: str | None = None,
 ) -> Loaded:
     """Load a Hugging Face-layout directory with our model code (transformers as a fallback)."""
+    offline()
     path = Path(path)
     hf_config = json.loads((path / "config.json").read_text())
     torch_dtype = to_dtype(dtype)
@@ -276,6 +274,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     """
     import shutil
 
+    offline()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -324,6 +323,7 @@ def load_source(
     revision: str | None = None,
 ) -> Loaded:
     """Resolve a model source (builtin:NAME, a local dir, hf:ORG/NAME, s3://bucket/key) and load it."""
+    offline()
     torch_dtype = to_dtype(dtype)
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
@@ -356,6 +356,7 @@ def load_source(
 
 def hf_local_dir(name: str, revision: str | None = None) -> Path:
     """A directory holding ORG/NAME: the name itself as a path, or the local HF hub cache (offline)."""
+    offline()
     if Path(name).is_dir():
         return Path(name)
     from huggingface_hub import snapshot_download

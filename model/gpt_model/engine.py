@@ -13,8 +13,6 @@ Events go to each request's asyncio.Queue through the owning loop's call_soon_th
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -23,6 +21,7 @@ import torch
 
 from gpt_model import constrained
 from gpt_model.checkpoint import Loaded, load_source
+from gpt_model.engine_config import EngineConfig
 from gpt_model.engine_stats import EngineStats, TokenRate
 from gpt_model.kv_cache import PrefixCache
 from gpt_model.output import OutputProcessor
@@ -43,70 +42,40 @@ from gpt_model.scheduler import Chunk, Scheduler
 from gpt_model.selection import check_params, pick
 from gpt_model.tokenizer import StreamDecoder
 
-log = logging.getLogger("gpt_model.engine")
-
 
 class ModelEngine:
     """EngineClient backed by a real model with continuous batching."""
 
-    def __init__(
-        self,
-        source: str,
-        *,
-        dtype: str = "float32",
-        max_context_tokens: int | None = None,
-        cache_dir: str | None = None,
-        device: str | None = None,
-        max_batch_size: int = 32,
-        max_queue: int = 256,
-        prefill_chunk: int = 512,
-        threads: int | None = None,
-        kv_cache_mb: float | None = None,
-        prefix_cache_mb: float | None = None,
-        prefix_block: int = 16,
-        cuda_graphs: bool | None = None,
-        revision: str | None = None,
-        loaded: Loaded | None = None,
-    ):
-        self.source = source
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.max_batch_size = max_batch_size
-        self.max_queue = max_queue
-        self.prefill_chunk = prefill_chunk
-        threads = threads or int(os.environ.get("GPT_MODEL_THREADS", "0") or 0)
-        if threads:  # CPU threads for torch; on a busy node fewer threads beat spinning ones
-            torch.set_num_threads(threads)
+    def __init__(self, source: str, config: EngineConfig, loaded: Loaded | None = None):
+        self.source, self.config = source, config
+        self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if config.threads:  # CPU threads for torch; on a busy node fewer threads beat spinning ones
+            torch.set_num_threads(config.threads)
         self._loaded = loaded or load_source(
-            source, dtype=dtype, device=self.device, cache_dir=cache_dir, revision=revision
+            source, dtype=config.dtype, device=self.device, cache_dir=config.cache_dir, revision=config.revision
         )
         self.tokenizer = self._loaded.tokenizer
         self.model_id = self._loaded.model_id
-        window = self._loaded.context_window
-        window = min(window, max_context_tokens) if max_context_tokens else window
-        if kv_cache_mb is None:
-            kv_cache_mb = float(os.environ.get("GPT_MODEL_KV_CACHE_MB", "0") or 0) or (
-                8192 if str(self.device).startswith("cuda") else 1024
-            )
-        self.kv_cache_bytes = int(kv_cache_mb * 2**20)
-        self._runner: ModelRunner = open_runner(self._loaded, max_batch_size, window, self.kv_cache_bytes, cuda_graphs)
+        window = min(self._loaded.context_window, config.max_context_tokens or self._loaded.context_window)
+        kv_bytes = int(config.kv_cache_budget_mb(str(self.device)) * 2**20)
+        self._runner: ModelRunner = open_runner(
+            self._loaded, config.max_batch_size, window, kv_bytes, config.cuda_graphs
+        )
         self.context_window = self._runner.max_len  # capped so that one request alone fits the KV cache budget
         self._output = OutputProcessor(
             self.tokenizer, self.context_window, lambda token: constrained.forced_logprob(token, self._table())
         )
         # prompts that start like earlier ones reuse their keys/values (default: a quarter of the KV budget)
-        prefix_bytes = int((kv_cache_mb / 4 if prefix_cache_mb is None else prefix_cache_mb) * 2**20)
-        self._prefix = (
-            PrefixCache(prefix_block, prefix_bytes)
-            if prefix_bytes > 0 and prefix_block > 0 and self._runner.supports_prefix_cache
-            else None
-        )
+        prefix_bytes = int(config.prefix_cache_budget_mb(str(self.device)) * 2**20)
+        usable = prefix_bytes > 0 and config.prefix_block > 0 and self._runner.supports_prefix_cache
+        self._prefix = PrefixCache(config.prefix_block, prefix_bytes) if usable else None
         self.stats = EngineStats()
         self._requests: dict[str, Request] = {}
         self._sched = Scheduler(
             self._runner,
-            max_batch_size=max_batch_size,
-            max_queue=max_queue,
-            prefill_chunk=prefill_chunk,
+            max_batch_size=config.max_batch_size,
+            max_queue=config.max_queue,
+            prefill_chunk=config.prefill_chunk,
             prefix=self._prefix,
             on_move=self._moved,
         )
@@ -114,7 +83,7 @@ class ModelEngine:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._rate = TokenRate()
-        self._seen: torch.Tensor | None = None  # [slots, vocab] for repetition penalty
+        self._seen = torch.zeros(0, 0, dtype=torch.bool)  # [slots, vocab] for repetition penalty, from start()
         self._tokens: constrained.TokenTable | None = None  # built on the first constrained/logprobs request
         self.error: str | None = None
 
@@ -143,7 +112,7 @@ class ModelEngine:
         if self._thread is not None:
             return
         self._seen = torch.zeros(
-            self.max_batch_size, self._runner.vocab_size, dtype=torch.bool, device=self._runner.device
+            self.config.max_batch_size, self._runner.vocab_size, dtype=torch.bool, device=self._runner.device
         )
         self._stop = False
         self._thread = threading.Thread(target=self._work, name=f"engine-{self.model_id}", daemon=True)
@@ -283,7 +252,6 @@ class ModelEngine:
 
     def _step(self) -> None:
         runner = self._runner
-        assert self._seen is not None
         plan = self._sched.schedule()
         self.stats.prefix_cached_tokens_total += plan.prefix_cached_tokens
         if plan.chunk is not None:  # a long prompt, one chunk per step
@@ -293,9 +261,7 @@ class ModelEngine:
         for c in plan.pack:  # cached prefixes go straight into their slots
             r = c.request
             if r.hit:
-                runner.load_prefix(
-                    r.slot, torch.cat([e[1] for e in r.hit], dim=2), torch.cat([e[2] for e in r.hit], dim=2)
-                )
+                runner.load_prefix(r.slot, *PrefixCache.joined(r.hit))
                 r.hit = []
         if plan.pack_chunked:  # too long for this step: chunked from now on
             self._prefill_chunk(plan.pack[0])
@@ -306,8 +272,7 @@ class ModelEngine:
             )
             self.stats.prompt_tokens_total += sum(len(c.tokens) for c in plan.pack)
             for r in pack:
-                self._mark_prompt(r)
-                self._remember_prompt(r)
+                self._prompt_in(r)
             sampled = pick(pack, logits, self._seen[pack[0].slot : pack[0].slot + len(pack)], self._table)
             for r, token in zip(pack, sampled, strict=True):
                 self._accept(r, r.slot, token)
@@ -335,8 +300,7 @@ class ModelEngine:
             return
         if chunk.slot != req.slot:  # it joins the running requests at the end
             self._runner.move(chunk.slot, req.slot)
-        self._mark_prompt(req)
-        self._remember_prompt(req)
+        self._prompt_in(req)
         token = pick([req], logits[None], self._seen[req.slot : req.slot + 1], self._table)[0]
         self._accept(req, req.slot, token)
 
@@ -345,14 +309,13 @@ class ModelEngine:
         if req.params.repetition_penalty != 1.0:
             self._seen[dst] = self._seen[src]
 
-    def _remember_prompt(self, req: Request) -> None:
-        if self._prefix is not None:
-            self._prefix.insert(req.prompt, *self._runner.prefix_of(req.slot, len(req.prompt)))
-
-    def _mark_prompt(self, req: Request) -> None:
+    def _prompt_in(self, req: Request) -> None:
+        """A prompt is all in its slot: its tokens count as seen, its blocks go into the prefix cache."""
         if req.params.repetition_penalty != 1.0:  # only then are the seen tokens tracked
             self._seen[req.slot].zero_()
             self._seen[req.slot, torch.tensor(req.prompt, device=self._seen.device)] = True
+        if self._prefix is not None:
+            self._prefix.insert(req.prompt, *self._runner.prefix_of(req.slot, len(req.prompt)))
 
     def _accept(self, req: Request, slot: int, token: int) -> None:
         """Take a request's sampled token (-2: its selection failed): send the text it adds, finish it when done."""
@@ -372,28 +335,6 @@ class ModelEngine:
 
 
 def open_model_engine(source: str, **options: Any) -> ModelEngine:
-    """An unstarted engine for a real model source; unknown options are ignored.
-
-    Options: dtype ("float32" | "bfloat16"), max_context_tokens, cache_dir, device,
-    max_batch_size, max_queue, prefill_chunk, threads (also $GPT_MODEL_THREADS),
-    kv_cache_mb (KV cache memory budget; also $GPT_MODEL_KV_CACHE_MB; default 1024 on CPU, 8192 on CUDA),
-    prefix_cache_mb (reused prompt prefixes; default kv_cache_mb / 4; 0 disables), prefix_block (16),
-    cuda_graphs (default: on for CUDA), revision (for hf: sources).
-    """
-    known = {
-        "dtype",
-        "max_context_tokens",
-        "cache_dir",
-        "device",
-        "max_batch_size",
-        "max_queue",
-        "prefill_chunk",
-        "threads",
-        "kv_cache_mb",
-        "prefix_cache_mb",
-        "prefix_block",
-        "cuda_graphs",
-        "revision",
-    }
-    kwargs = {k: v for k, v in options.items() if k in known and v is not None}
-    return ModelEngine(source, **kwargs)
+    """An unstarted engine for a real model source; `options` are EngineConfig's (None: the default; an unknown
+    one is a TypeError, a bad value a ValueError, both naming it)."""
+    return ModelEngine(source, EngineConfig.from_options(**options))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt_model.paths import cache_root
+from gpt_model.paths import cache_root, offline
 
 MIN_SIDE = 64
 MAX_SIDE = 1024
@@ -222,7 +222,7 @@ def open_image_generator(
 ) -> ImageGenerator:
     """Resolve `source`, load its pipeline offline, and (warm_up) make one small image so the first request
     does not pay for the kernels' first run."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing file is an error, never a download
+    offline()  # a missing file is an error, never a download
     path = resolve_source(source, cache_dir)
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging

@@ -209,3 +209,8 @@ class PrefixCache:
     def clear(self) -> None:
         self.entries.clear()
         self.bytes = 0
+
+    @staticmethod
+    def joined(hit: Sequence[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of consecutive blocks `lookup` found, as one prefix each [layers, heads, T, dim]."""
+        return torch.cat([e[1] for e in hit], dim=2), torch.cat([e[2] for e in hit], dim=2)

@@ -16,7 +16,8 @@ from gpt_model.request import Request
 
 
 class HasEos(Protocol):
-    eos_token_ids: Collection[int]
+    @property
+    def eos_token_ids(self) -> Collection[int]: ...
 
 
 @dataclass
@@ -74,6 +75,7 @@ class OutputProcessor:
         if req.step_logprob is not None:
             req.logprobs.append((len(req.text), req.step_logprob))
             req.step_logprob = None
+        assert req.decoder is not None  # set at submission
         req.text += req.decoder.push(token)
 
     @staticmethod
@@ -97,6 +99,7 @@ class OutputProcessor:
 
     def _flush(self, req: Request, out: Output, reason: str) -> Output:
         """The decoder's held-back bytes and the rest of the text (unless a stop sequence is in it); then done."""
+        assert req.decoder is not None  # set at submission
         req.text += req.decoder.flush()
         if len(req.text) > req.emitted and not stops.contains_stop(req.text, req.params.stop):
             out.deltas.append(TextDelta(req.text[req.emitted :], self._take_logprobs(req, len(req.text))))

@@ -4,9 +4,24 @@ find a converted model without importing the model code."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"  # the converted embedded default, under cache_root()
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def offline() -> None:
+    """Hugging Face libraries read local files only: a missing file is an error, never a download.
+
+    Called where models and tokenizers are loaded (not at import); $HF_HUB_OFFLINE / $TRANSFORMERS_OFFLINE set
+    to something else win. huggingface_hub reads the variable when it is imported, so an already imported hub
+    is told too."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and os.environ["HF_HUB_OFFLINE"].strip().lower() in _TRUE:
+        constants.HF_HUB_OFFLINE = True
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -8,16 +8,13 @@ transformers too.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from gpt_model.paths import offline
 from gpt_model.protocol import ChatMessage
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -68,6 +65,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
 
 def load_tokenizer(path: str | Path) -> Any:
     """AutoTokenizer from a local directory, never touching the network."""
+    offline()
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -20,13 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 
 from gpt_model.checkpoint import load_checkpoint, save_checkpoint, to_dtype
 from gpt_model.config import PRESETS, preset
 from gpt_model.gpt import GPT
+from gpt_model.paths import offline
 from gpt_model.tokenizer import ChatTokenizer, byte_level_tokenizer, load_tokenizer, train_bpe
 
 STATE = "trainer_state.pt"
@@ -121,6 +120,7 @@ def _evaluate(model: GPT, data: torch.Tensor, args, device) -> float:
 
 def train(argv: list[str] | None = None) -> TrainResult:
     args = build_parser().parse_args(argv)
+    offline()
     out = Path(args.out)
     device = torch.device(args.device)
     texts = read_corpus(args.data)

@@ -42,6 +42,17 @@ class RuntimeSettings(BaseSettings):
     model_dtype: Literal["float32", "bfloat16"] = "float32"
     max_context_tokens: int | None = None
     model_cache_dir: Path | None = None
+    # The built-in engine's options (gpt_model.engine_config.EngineConfig); unset: the engine's defaults
+    model_device: str | None = None  # cuda when available, else cpu
+    model_revision: str | None = None  # the revision of an hf: source
+    model_threads: int | None = Field(default=None, ge=0)  # torch's CPU threads (0: torch's default)
+    model_kv_cache_mb: float | None = Field(default=None, gt=0)  # KV cache budget (1024 on CPU, 8192 on CUDA)
+    model_prefix_cache_mb: float | None = Field(default=None, ge=0)  # reused prompt prefixes (KV / 4; 0: off)
+    model_prefix_block: int | None = Field(default=None, ge=0)  # tokens per prefix cache block (16; 0: off)
+    model_max_batch_size: int | None = Field(default=None, gt=0)  # requests decoded together (32)
+    model_max_queue: int | None = Field(default=None, ge=0)  # requests waiting inside the engine (256)
+    model_prefill_chunk: int | None = Field(default=None, gt=0)  # prompt tokens prefilled per step (512)
+    model_cuda_graphs: bool | None = None  # decode steps as CUDA graphs (default: on for CUDA)
     # The bearer token for an openai+http:// model source (the engine container's --api-key); never in the URL
     engine_api_key: SecretStr | None = None
 
@@ -157,6 +168,42 @@ class RuntimeSettings(BaseSettings):
     def _blank_is_none(cls, value: str | None) -> str | None:
         """The downward API gives "" for a label the pod lacks."""
         return (value or "").strip() or None
+
+    @field_validator(
+        "model_device",
+        "model_revision",
+        "model_threads",
+        "model_kv_cache_mb",
+        "model_prefix_cache_mb",
+        "model_prefix_block",
+        "model_max_batch_size",
+        "model_max_queue",
+        "model_prefill_chunk",
+        "model_cuda_graphs",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """GPT_MODEL_THREADS= (empty) means unset, as it always did."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def model_engine_options(self) -> dict[str, object]:
+        """The options of the built-in engine these settings give (EngineConfig's names; None: its default)."""
+        return {
+            "dtype": self.model_dtype,
+            "max_context_tokens": self.max_context_tokens,
+            "cache_dir": str(self.model_cache_dir) if self.model_cache_dir else None,
+            "device": self.model_device,
+            "revision": self.model_revision,
+            "threads": self.model_threads or None,
+            "kv_cache_mb": self.model_kv_cache_mb,
+            "prefix_cache_mb": self.model_prefix_cache_mb,
+            "prefix_block": self.model_prefix_block,
+            "max_batch_size": self.model_max_batch_size,
+            "max_queue": self.model_max_queue,
+            "prefill_chunk": self.model_prefill_chunk,
+            "cuda_graphs": self.model_cuda_graphs,
+        }
 
     @field_validator("database_url", "files_url")
     @classmethod

@@ -10,6 +10,7 @@ moto_server = pytest.importorskip("moto.server")
 
 from gpt_model.checkpoint import build_tiny, load_source, save_checkpoint  # noqa: E402
 from gpt_model.engine import ModelEngine  # noqa: E402
+from gpt_model.engine_config import EngineConfig  # noqa: E402
 from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, collect  # noqa: E402
 from gpt_model.s3 import download_prefix, upload_dir  # noqa: E402
 
@@ -64,7 +65,7 @@ def test_save_upload_load_round_trip_through_s3(tmp_path, s3_env):
     assert weights.stat().st_mtime_ns == first_mtime
 
     async def serve():
-        engine = ModelEngine("s3://models/tiny/v1", cache_dir=str(cache), device="cpu")
+        engine = ModelEngine("s3://models/tiny/v1", EngineConfig(cache_dir=str(cache), device="cpu"))
         out = await collect(
             engine, GenerationRequest("r", [ChatMessage("user", "hi")], SamplingParams(temperature=0, max_tokens=5))
         )

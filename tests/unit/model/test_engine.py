@@ -311,10 +311,14 @@ def test_long_prompts_are_prefilled_in_chunks_between_decode_steps():
     assert stats.prompt_tokens_total + stats.prefix_cached_tokens_total == total
 
 
-def test_registry_opens_real_sources_with_runtime_options_and_ignores_unknown_ones():
+def test_registry_opens_real_sources_with_runtime_options_and_refuses_unknown_ones():
     from gpt_model.registry import open_engine
 
-    e = open_engine("builtin:tiny", dtype="bfloat16", max_context_tokens=64, cache_dir=None, something_new=1)
+    with pytest.raises(TypeError, match="something_new"):
+        open_engine("builtin:tiny", something_new=1)
+    with pytest.raises(TypeError, match="something_new"):
+        open_model_engine("builtin:tiny", something_new=1)
+    e = open_engine("builtin:tiny", dtype="bfloat16", max_context_tokens=64, cache_dir=None, api_key=None)
     assert isinstance(e, ModelEngine) and e.context_window == 64 and e.model_id == "builtin-tiny"
     assert next(e._loaded.model.parameters()).dtype == torch.bfloat16
 

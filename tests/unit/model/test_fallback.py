@@ -6,6 +6,7 @@ import pytest
 import torch
 from gpt_model.checkpoint import load_source
 from gpt_model.engine import ModelEngine
+from gpt_model.engine_config import EngineConfig
 from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, collect
 from gpt_model.tokenizer import byte_level_tokenizer
 
@@ -45,7 +46,7 @@ def test_unsupported_architecture_falls_back_and_batches_correctly(neox_dir):
     prompts = ["one", "two two", "three three three"]
 
     async def main():
-        engine = ModelEngine(str(path), device="cpu", loaded=loaded)
+        engine = ModelEngine(str(path), EngineConfig(device="cpu"), loaded=loaded)
         engine.tokenizer.eos_token_ids = frozenset()
         outs = await asyncio.gather(
             *[

@@ -1,0 +1,83 @@
+"""Every option of the model engine (gpt_model.engine.ModelEngine) in one frozen dataclass, checked when it is made.
+
+Torch-free: the runtime builds it from its settings (GPT_MODEL_*) without importing the model code. The engine
+reads no environment variables; whatever the environment says comes in through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
+    max_context_tokens: int | None = None  # caps the model's context window
+    cache_dir: str | None = None  # converted and downloaded models (default: gpt_model.paths.cache_root())
+    device: str | None = None  # default: cuda when available, else cpu
+    max_batch_size: int = 32  # requests decoded together (the KV cache's slots)
+    max_queue: int = 256  # requests waiting for a slot; more are refused (EngineOverloaded)
+    prefill_chunk: int = 512  # prompt tokens prefilled per step (longer prompts go in chunks between decode steps)
+    threads: int | None = None  # torch's CPU threads (default: torch's own)
+    kv_cache_mb: float | None = None  # the KV cache's memory budget (default: 1024 on CPU, 8192 on CUDA)
+    prefix_cache_mb: float | None = None  # reused prompt prefixes (default: kv_cache_mb / 4; 0 disables)
+    prefix_block: int = 16  # tokens per prefix cache block (0 disables the prefix cache)
+    cuda_graphs: bool | None = None  # replay decode steps as CUDA graphs (default: on for CUDA)
+    revision: str | None = None  # the revision of an hf: source
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"engine option dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        _check_int(self, "max_batch_size", 1)
+        _check_int(self, "max_queue", 0)
+        _check_int(self, "prefill_chunk", 1)
+        _check_int(self, "prefix_block", 0)
+        _check_int(self, "max_context_tokens", 1, optional=True)
+        _check_int(self, "threads", 1, optional=True)
+        _check_number(self, "kv_cache_mb", positive=True)
+        _check_number(self, "prefix_cache_mb", positive=False)
+        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"engine option cuda_graphs must be true or false, not {self.cuda_graphs!r}")
+        for name in ("cache_dir", "device", "revision"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"engine option {name} must be a non-empty string, not {value!r}")
+
+    @classmethod
+    def from_options(cls, **options: object) -> EngineConfig:
+        """A config from keyword options, as callers and the registry pass them: None means the default; an
+        unknown option is a TypeError that names it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown engine option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+
+    def kv_cache_budget_mb(self, device: str) -> float:
+        """kv_cache_mb, or the default for `device`."""
+        if self.kv_cache_mb is not None:
+            return self.kv_cache_mb
+        return 8192.0 if device.startswith("cuda") else 1024.0
+
+    def prefix_cache_budget_mb(self, device: str) -> float:
+        """prefix_cache_mb, or a quarter of the KV cache budget."""
+        return self.kv_cache_budget_mb(device) / 4 if self.prefix_cache_mb is None else self.prefix_cache_mb
+
+
+def _check_int(config: EngineConfig, name: str, least: int, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"engine option {name} must be an integer >= {least}, not {value!r}")
+
+
+def _check_number(config: EngineConfig, name: str, positive: bool) -> None:
+    value = getattr(config, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        raise ValueError(f"engine option {name} must be a number {'>' if positive else '>='} 0, not {value!r}")

@@ -1,0 +1,47 @@
+"""EngineConfig: every engine option, checked when it is made; unknown options are an error, not dropped."""
+
+import dataclasses
+
+import pytest
+from gpt_model.engine_config import EngineConfig
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_and_the_device_dependent_budgets():
+    config = EngineConfig()
+    assert (config.dtype, config.max_batch_size, config.max_queue, config.prefill_chunk) == ("float32", 32, 256, 512)
+    assert config.kv_cache_budget_mb("cpu") == 1024 and config.kv_cache_budget_mb("cuda:0") == 8192
+    assert config.prefix_cache_budget_mb("cpu") == 256
+    assert EngineConfig(kv_cache_mb=2.0, prefix_cache_mb=0).prefix_cache_budget_mb("cuda") == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_batch_size = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("dtype", "float64"),
+        ("max_batch_size", 0),
+        ("max_queue", -1),
+        ("prefill_chunk", 0),
+        ("prefix_block", -16),
+        ("max_context_tokens", 0),
+        ("threads", 0),
+        ("kv_cache_mb", 0),
+        ("prefix_cache_mb", -1.0),
+        ("cuda_graphs", "yes"),
+        ("device", ""),
+        ("max_batch_size", True),
+    ],
+)
+def test_a_bad_value_is_a_value_error_naming_the_option(option, value):
+    with pytest.raises(ValueError, match=f"engine option {option} "):
+        EngineConfig(**{option: value})
+
+
+def test_from_options_takes_none_as_the_default_and_refuses_unknown_options():
+    config = EngineConfig.from_options(dtype="bfloat16", max_batch_size=None, kv_cache_mb=0.5)
+    assert config == EngineConfig(dtype="bfloat16", kv_cache_mb=0.5)
+    with pytest.raises(TypeError, match=r"unknown engine option\(s\): max_batch;"):
+        EngineConfig.from_options(max_batch=4)
