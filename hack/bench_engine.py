@@ -427,7 +427,7 @@ MATMUL_SHAPE = (576, 1536)  # [streams x 576] @ [576 x 1536]
 STREAM_SET = (30, 576, 3072)  # 30 matrices of 576 x 3072, cycled through by a matrix-vector product
 
 
-def _best_rate(step, work: float, seconds: float = 0.3, repeats: int = 3) -> float:
+def _best_rate(step, work: float, seconds: float = 0.1, repeats: int = 10) -> float:
     """The best of `repeats` timings of `step` called for at least `seconds`: work units per second."""
     step()
     best = 0.0

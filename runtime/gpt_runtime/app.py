@@ -76,12 +76,14 @@ async def build_runtime(
     await store.open()
     log.info("loading model", extra={"model_source": settings.model_source})
     # Loading (and on first use converting) weights blocks: keep the event loop free meanwhile.
-    model = engine or await asyncio.to_thread(
-        open_engine,
-        settings.model_source,
-        api_key=settings.engine_api_key.get_secret_value() if settings.engine_api_key else None,
-        **settings.model_engine_options(),
-    )
+    model = engine
+    if model is None:
+        model = await asyncio.to_thread(
+            open_engine,
+            settings.model_source,
+            api_key=settings.engine_api_key.get_secret_value() if settings.engine_api_key else None,
+            **settings.model_engine_options(),
+        )
     await model.start()
     counter = open_counter(settings.ratelimit_url)
     cache_backend = open_cache(settings.cache_url)
