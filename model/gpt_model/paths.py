@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"  # the converted embedded default, under cache_root()
 _TRUE = {"1", "on", "yes", "true"}
@@ -19,7 +20,7 @@ def offline() -> None:
     is told too."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    constants = sys.modules.get("huggingface_hub.constants")
+    constants: Any = sys.modules.get("huggingface_hub.constants")  # a module whose constant is set below
     if constants is not None and os.environ["HF_HUB_OFFLINE"].strip().lower() in _TRUE:
         constants.HF_HUB_OFFLINE = True
 
