@@ -48,6 +48,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 stage "lint"
 .venv/bin/ruff check .
+.venv/bin/mypy  # the packages and settings of [tool.mypy] in pyproject.toml
 actionlint=$(bash hack/tools.sh actionlint)
 "$actionlint" .github/workflows/*.yml
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
