@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
+SMALL_BATCH_DTYPES = ("float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,21 @@ class EngineConfig:
     prefix_block: int = 16  # tokens per prefix cache block (0 disables the prefix cache)
     cuda_graphs: bool | None = None  # replay decode steps as CUDA graphs (default: on for CUDA)
     revision: str | None = None  # the revision of an hf: source
+    # a float16/bfloat16 copy of the matmul weights for decode steps of at most small_batch_rows sequences: about
+    # twice the tokens/s of a lone stream on a CPU, for half the weights' memory again (hack/eval_quality.py: float16
+    # changes no greedy token there); None: float32 weights only
+    small_batch_dtype: str | None = None
+    small_batch_rows: int = 4
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"engine option dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.small_batch_dtype is not None and self.small_batch_dtype not in SMALL_BATCH_DTYPES:
+            raise ValueError(
+                f"engine option small_batch_dtype must be one of {', '.join(SMALL_BATCH_DTYPES)}, "
+                f"not {self.small_batch_dtype!r}"
+            )
+        _check_int(self, "small_batch_rows", 1)
         _check_int(self, "max_batch_size", 1)
         _check_int(self, "max_queue", 0)
         _check_int(self, "prefill_chunk", 1)

@@ -271,9 +271,23 @@ class TransformersRunner:
 
 
 def open_runner(
-    loaded: Loaded, max_slots: int, max_len: int, budget_bytes: int, cuda_graphs: bool | None = None
+    loaded: Loaded,
+    max_slots: int,
+    max_len: int,
+    budget_bytes: int,
+    cuda_graphs: bool | None = None,
+    small_batch: tuple[str, int] | None = None,
 ) -> ModelRunner:
-    """Our GPT's runner when the checkpoint is ours, else the transformers fallback."""
+    """Our GPT's runner when the checkpoint is ours, else the transformers fallback.
+
+    small_batch (dtype name, rows): our GPT keeps a copy of its matmul weights in that dtype for forwards of at
+    most that many rows (`GPT.use_small_batch_weights`); float32 weights only, and ignored for the fallback."""
     if loaded.config is not None:
-        return GPTRunner(loaded.model, max_slots, max_len, budget_bytes, cuda_graphs)
+        model = loaded.model
+        if small_batch is not None and next(model.parameters()).dtype == torch.float32:
+            copies = model.use_small_batch_weights(getattr(torch, small_batch[0]), small_batch[1])
+            log.info(
+                "small-batch weights: %s for up to %d rows, %.0f MB", small_batch[0], small_batch[1], copies / 2**20
+            )
+        return GPTRunner(model, max_slots, max_len, budget_bytes, cuda_graphs)
     return TransformersRunner(loaded.model, max_slots, max_len)

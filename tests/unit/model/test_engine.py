@@ -490,3 +490,23 @@ def test_prefix_cache_stays_within_its_budget():
 
     stats, entries = run(main())
     assert 0 < stats.prefix_cache_mb <= 0.05 and entries == int(0.05 * 2**20) // (16 * 512)
+
+
+def test_small_batch_weights_serve_lone_streams_with_the_same_greedy_text():
+    """GPT_MODEL_SMALL_BATCH_DTYPE=float16: decode steps of <= small_batch_rows streams read a float16 copy of the
+    weights; a lone greedy request's text is that of the float32 engine (the tiny model's margins are wide)."""
+    request = GenerationRequest("r", msgs("tell me a story"), SamplingParams(temperature=0, max_tokens=16))
+
+    async def text(e):
+        await e.start()
+        rid = await e.submit(request)
+        evs = await events(e, rid)
+        await e.close()
+        return "".join(ev.text for ev in evs[:-1])
+
+    plain, small = engine(), engine(small_batch_dtype="float16", small_batch_rows=2)
+    model = small._loaded.model
+    copies = [m.small for m in model.modules() if hasattr(m, "small")]
+    assert copies and all(c is not None and c.dtype == torch.float16 for c in copies)
+    assert {m.small_rows for m in model.modules() if hasattr(m, "small")} == {2}
+    assert run(text(small)) == run(text(plain))

@@ -45,3 +45,12 @@ def test_from_options_takes_none_as_the_default_and_refuses_unknown_options():
     assert config == EngineConfig(dtype="bfloat16", kv_cache_mb=0.5)
     with pytest.raises(TypeError, match=r"unknown engine option\(s\): max_batch;"):
         EngineConfig.from_options(max_batch=4)
+
+
+def test_small_batch_weights_are_float16_or_bfloat16_for_at_least_one_row():
+    assert EngineConfig().small_batch_dtype is None
+    assert EngineConfig(small_batch_dtype="float16", small_batch_rows=8).small_batch_rows == 8
+    with pytest.raises(ValueError, match="engine option small_batch_dtype must be one of float16, bfloat16"):
+        EngineConfig(small_batch_dtype="int8")
+    with pytest.raises(ValueError, match="engine option small_batch_rows "):
+        EngineConfig(small_batch_rows=0)
