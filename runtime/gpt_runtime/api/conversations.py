@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from gpt_runtime.api.responses import errors
 from gpt_runtime.deps import CurrentUser, RuntimeDep
 from gpt_runtime.domain_errors import InvalidInput, NotFound
+from gpt_runtime.read_cache import cached_read
 from gpt_runtime.schemas import (
     ConversationDetailOut,
     ConversationIn,
@@ -45,7 +46,7 @@ async def create_conversation(
     return ConversationOut.of(conversation)
 
 
-@router.get("", responses=errors(400))
+@router.get("", responses=errors(400), openapi_extra=cached_read("list"))
 async def list_conversations(
     user: CurrentUser,
     runtime: RuntimeDep,
@@ -63,7 +64,7 @@ async def list_conversations(
     return ConversationPageOut(items=[ConversationOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{conversation_id}", responses=errors(404))
+@router.get("/{conversation_id}", responses=errors(404), openapi_extra=cached_read("conversation"))
 async def get_conversation(conversation_id: str, user: CurrentUser, runtime: RuntimeDep) -> ConversationDetailOut:
     """A conversation with its messages (reads are cached by gpt_runtime.read_cache)."""
     conversation = await runtime.store.get_conversation(user.id, conversation_id)

@@ -34,6 +34,8 @@ class SearchOut(BaseModel):
     )
 
 
+# not read-cached (no read_cache.cached_read): its answers change when background indexing ends, which bumps no
+# version; app.py includes this router first, so GET /conversations/search never reaches /conversations/{id}
 @router.get("/search", responses=errors(422, 503) | {501: DISABLED})
 async def search_conversations(
     user: CurrentUser,
