@@ -14,8 +14,9 @@ Modes (--modes, default all seven):
   not exist in transformers 5.23), eos_token_id -1 so every request makes --max-tokens tokens;
   TTFT counted from when a request leaves its queue;
 - engine: gpt_model's continuous-batching engine at 1, 8 and 32 concurrent streams (--streams);
-- engine_f16: the same engine with small_batch_dtype=float16 (decode steps of up to 4 streams read a
-  float16 copy of the weights: half the bytes; "% stream" counts 2 bytes per weight for it);
+- engine_fast: the same engine with its CPU weight copies (GPT_MODEL_SMALL_BATCH_DTYPE=float16: decode
+  steps of up to 4 streams read a float16 copy, half the bytes, so "% stream" counts 2 bytes per weight;
+  GPT_MODEL_PACKED_WEIGHTS=true: larger decode steps use oneDNN-packed float32 weights);
 - llamacpp (smollm2-135m only): llama.cpp's `llama-server` (hack/tools.sh builds it), a fresh server
   per streams setting with `--parallel <streams>` and `--threads` = this machine's cores (or
   --threads), clients streaming /v1/chat/completions over HTTP (SSE) with `"ignore_eos": true`;
@@ -91,8 +92,8 @@ TOPICS = [
 ]
 
 
-MODES = ("baseline", "static", "generate_batch", "engine", "engine_f16", "llamacpp", "front")
-PHASES = ("baseline", "static", "generate_batch", "engine", "engine_f16")  # each in a subprocess of its own
+MODES = ("baseline", "static", "generate_batch", "engine", "engine_fast", "llamacpp", "front")
+PHASES = ("baseline", "static", "generate_batch", "engine", "engine_fast")  # each in a subprocess of its own
 PEERS = ("static", "generate_batch")  # a failure shows in their rows instead of ending the run
 SERVED_MODES = ("llamacpp", "front")  # llama-server behind HTTP: only for the model its GGUF holds
 SERVED_MODEL = "smollm2-135m"
@@ -487,7 +488,8 @@ def _gpu_mb() -> float:
 
 
 def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
-    """Our engine (engine_f16 with small_batch: a float16 copy of the weights for steps of up to 4 streams)."""
+    """Our engine; with small_batch (engine_fast) its CPU weight copies: float16 for steps of up to 4 streams,
+    oneDNN-packed float32 for larger ones."""
     from gpt_model.engine import ModelEngine
     from gpt_model.engine_config import EngineConfig
     from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, TextDelta
@@ -504,6 +506,7 @@ def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
                 max_queue=4096,
                 prefix_cache_mb=0 if args.no_prefix_cache else None,
                 small_batch_dtype="float16" if small_batch else None,
+                packed_weights=small_batch,
             ),
         )
         engine.tokenizer.eos_token_ids = frozenset()  # exactly max_tokens each, as the baseline
@@ -535,7 +538,7 @@ def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
             for batch in request_batches(requests, streams):
                 await asyncio.gather(*[one(f"s{streams}-{i}", prompt(i), out) for i in batch])
             wall = time.perf_counter() - wall0
-            results.append(measured("engine_f16" if small_batch else "engine", streams, requests, out, wall))
+            results.append(measured("engine_fast" if small_batch else "engine", streams, requests, out, wall))
         await engine.close()
 
     asyncio.run(main())
@@ -955,7 +958,7 @@ def model_info(path: Path, args, modes: list[str], name: str) -> dict:
     """Matmul parameters, FLOPs and bytes of weights read per token (llama.cpp's: its GGUF's size)."""
     config = json.loads((path / "config.json").read_text())
     params = matmul_params(config)
-    read = {"default": params * {"float32": 4, "bfloat16": 2}[args.dtype], "engine_f16": params * 2}
+    read = {"default": params * {"float32": 4, "bfloat16": 2}[args.dtype], "engine_fast": params * 2}
     if name == SERVED_MODEL and any(m in SERVED_MODES for m in modes):
         from gpt_model.paths import smollm2_gguf
 
@@ -1009,7 +1012,7 @@ def main() -> int:
             "static": run_static,
             "generate_batch": run_generate_batch,
             "engine": run_engine,
-            "engine_f16": lambda path, args: run_engine(path, args, small_batch=True),
+            "engine_fast": lambda path, args: run_engine(path, args, small_batch=True),
             "limits": lambda path, args: run_limits(args),
         }
         print("RESULT " + json.dumps(phases[args.phase](path, args)))

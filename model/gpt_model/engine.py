@@ -60,7 +60,7 @@ class ModelEngine:
         kv_bytes = int(config.kv_cache_budget_mb(str(self.device)) * 2**20)
         small = (config.small_batch_dtype, config.small_batch_rows) if config.small_batch_dtype else None
         self._runner: ModelRunner = open_runner(
-            self._loaded, config.max_batch_size, window, kv_bytes, config.cuda_graphs, small
+            self._loaded, config.max_batch_size, window, kv_bytes, config.cuda_graphs, small, config.packed_weights
         )
         self.context_window = self._runner.max_len  # capped so that one request alone fits the KV cache budget
         self._output = OutputProcessor(

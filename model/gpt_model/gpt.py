@@ -46,22 +46,33 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can keep a float16/bfloat16 copy of its weight for small batches.
+    """nn.Linear that can keep copies of its weight laid out for decode steps.
 
-    A decode step over few sequences is a matrix-vector product: its time is the time to read the
-    weights, so on a CPU half-size weights make it about twice as fast. Over many rows the matmul is
-    compute-bound, and float32 wins where the CPU has no fast half-precision math (AVX2). Rows up to
-    `small_rows` use the copy; see `GPT.use_small_batch_weights`.
+    - `small`: a float16/bfloat16 copy for forwards of at most `small_rows` rows. A decode step over few sequences
+      is a matrix-vector product whose time is the time to read the weights: half the bytes, about twice as fast.
+      Over many rows the matmul is compute-bound, and float32 wins where the CPU has no fast half-precision math.
+    - `packed`: a oneDNN-layout float32 copy (CPU) for forwards of at most `packed_rows` rows. MKL's sgemm packs
+      the weight again on every call, which at 8-32 rows costs about as much as the product; a weight packed once
+      does not.
+    See `GPT.use_small_batch_weights` and `GPT.use_packed_weights`.
     """
 
     small: torch.Tensor | None = None
     small_rows: int = 0
+    packed: torch.Tensor | None = None
+    packed_bias: torch.Tensor | None = None
+    packed_rows: int = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
         small = self.small
-        if small is not None and x.numel() <= self.small_rows * x.shape[-1]:
+        if small is not None and rows <= self.small_rows:
             bias = None if self.bias is None else self.bias.to(small.dtype)
             return F.linear(x.to(small.dtype), small, bias).to(x.dtype)
+        packed = self.packed
+        if packed is not None and rows <= self.packed_rows and x.dtype == torch.float32:
+            y = torch._C._nn.mkldnn_linear(x.reshape(rows, x.shape[-1]).to_mkldnn(), packed, self.packed_bias)
+            return y.to_dense().view(*x.shape[:-1], packed.shape[0])
         return F.linear(x, self.weight, self.bias)
 
 
@@ -252,6 +263,20 @@ class GPT(nn.Module):
                 module.small = None if dtype is None else module.weight.detach().to(dtype)
                 module.small_rows = rows if dtype is not None else 0
                 total += 0 if module.small is None else module.small.numel() * module.small.element_size()
+        return total
+
+    def use_packed_weights(self, rows: int) -> int:
+        """Keep a oneDNN-packed float32 copy of every matmul weight for forwards of at most `rows` rows (0: drop
+        them); CPU float32 models only. Returns the bytes the copies take."""
+        total = 0
+        for module in self.modules():
+            if isinstance(module, Linear):
+                weight = module.weight.detach()
+                usable = rows > 0 and weight.device.type == "cpu" and weight.dtype == torch.float32
+                module.packed = weight.to_mkldnn() if usable else None
+                module.packed_bias = None if module.bias is None or not usable else module.bias.detach().to_mkldnn()
+                module.packed_rows = rows if usable else 0
+                total += weight.numel() * weight.element_size() if usable else 0
         return total
 
     def num_parameters(self) -> int:

@@ -277,17 +277,21 @@ def open_runner(
     budget_bytes: int,
     cuda_graphs: bool | None = None,
     small_batch: tuple[str, int] | None = None,
+    packed_weights: bool = False,
 ) -> ModelRunner:
     """Our GPT's runner when the checkpoint is ours, else the transformers fallback.
 
     small_batch (dtype name, rows): our GPT keeps a copy of its matmul weights in that dtype for forwards of at
-    most that many rows (`GPT.use_small_batch_weights`); float32 weights only, and ignored for the fallback."""
-    if loaded.config is not None:
-        model = loaded.model
-        if small_batch is not None and next(model.parameters()).dtype == torch.float32:
-            copies = model.use_small_batch_weights(getattr(torch, small_batch[0]), small_batch[1])
-            log.info(
-                "small-batch weights: %s for up to %d rows, %.0f MB", small_batch[0], small_batch[1], copies / 2**20
-            )
-        return GPTRunner(model, max_slots, max_len, budget_bytes, cuda_graphs)
-    return TransformersRunner(loaded.model, max_slots, max_len)
+    most that many rows (`GPT.use_small_batch_weights`); packed_weights: a oneDNN-packed copy for decode steps on
+    a CPU (`GPT.use_packed_weights`). Both for float32 weights only, and ignored for the fallback."""
+    if loaded.config is None:
+        return TransformersRunner(loaded.model, max_slots, max_len)
+    model = loaded.model
+    float32 = next(model.parameters()).dtype == torch.float32
+    if small_batch is not None and float32:
+        copies = model.use_small_batch_weights(getattr(torch, small_batch[0]), small_batch[1])
+        log.info("small-batch weights: %s for up to %d rows, %.0f MB", *small_batch, copies / 2**20)
+    if packed_weights and float32:
+        copies = model.use_packed_weights(max_slots)
+        log.info("packed weights for decode steps: %.0f MB", copies / 2**20)
+    return GPTRunner(model, max_slots, max_len, budget_bytes, cuda_graphs)

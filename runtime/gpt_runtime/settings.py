@@ -57,6 +57,8 @@ class RuntimeSettings(BaseSettings):
     # weight memory); unset: float32 only
     model_small_batch_dtype: Literal["float16", "bfloat16"] | None = None
     model_small_batch_rows: int | None = Field(default=None, gt=0)  # streams that use the copy (4)
+    # a oneDNN-packed copy of the weights for CPU decode steps (about 1.3x tokens/s at 8-32 streams, +100 % weights)
+    model_packed_weights: bool | None = None
     # The bearer token for an openai+http:// model source (the engine container's --api-key); never in the URL
     engine_api_key: SecretStr | None = None
 
@@ -186,6 +188,7 @@ class RuntimeSettings(BaseSettings):
         "model_cuda_graphs",
         "model_small_batch_dtype",
         "model_small_batch_rows",
+        "model_packed_weights",
         mode="before",
     )
     @classmethod
@@ -211,6 +214,7 @@ class RuntimeSettings(BaseSettings):
             "cuda_graphs": self.model_cuda_graphs,
             "small_batch_dtype": self.model_small_batch_dtype,
             "small_batch_rows": self.model_small_batch_rows,
+            "packed_weights": self.model_packed_weights,
         }
 
     @field_validator("database_url", "files_url")

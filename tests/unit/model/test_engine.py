@@ -492,21 +492,26 @@ def test_prefix_cache_stays_within_its_budget():
     assert 0 < stats.prefix_cache_mb <= 0.05 and entries == int(0.05 * 2**20) // (16 * 512)
 
 
-def test_small_batch_weights_serve_lone_streams_with_the_same_greedy_text():
+def test_weight_copies_serve_decode_steps_with_the_same_greedy_text():
     """GPT_MODEL_SMALL_BATCH_DTYPE=float16: decode steps of <= small_batch_rows streams read a float16 copy of the
-    weights; a lone greedy request's text is that of the float32 engine (the tiny model's margins are wide)."""
-    request = GenerationRequest("r", msgs("tell me a story"), SamplingParams(temperature=0, max_tokens=16))
+    weights, GPT_MODEL_PACKED_WEIGHTS larger ones a oneDNN-packed copy; a greedy request's text is that of the
+    plain float32 engine (the tiny model's margins are wide)."""
+    greedy = SamplingParams(temperature=0, max_tokens=16)
+    prompts = ["tell me a story", "what is a prime number", "describe the sea", "name three colours"]
 
-    async def text(e):
+    async def texts(e, n):  # n requests at once: decode steps of n rows
         await e.start()
-        rid = await e.submit(request)
-        evs = await events(e, rid)
+        rids = [await e.submit(GenerationRequest(f"r{i}", msgs(p), greedy)) for i, p in enumerate(prompts[:n])]
+        out = ["".join(ev.text for ev in (await events(e, rid))[:-1]) for rid in rids]
         await e.close()
-        return "".join(ev.text for ev in evs[:-1])
+        return out
 
-    plain, small = engine(), engine(small_batch_dtype="float16", small_batch_rows=2)
-    model = small._loaded.model
+    plain, fast = engine(), engine(small_batch_dtype="float16", small_batch_rows=2, packed_weights=True)
+    model = fast._loaded.model
     copies = [m.small for m in model.modules() if hasattr(m, "small")]
     assert copies and all(c is not None and c.dtype == torch.float16 for c in copies)
     assert {m.small_rows for m in model.modules() if hasattr(m, "small")} == {2}
-    assert run(text(small)) == run(text(plain))
+    # larger steps read the oneDNN-packed copy, for up to max_batch_size (32) rows
+    assert {m.packed_rows for m in model.modules() if hasattr(m, "packed")} == {32}
+    assert run(texts(fast, 1)) == run(texts(plain, 1))  # the float16 copy
+    assert run(texts(fast, 4)) == run(texts(plain, 4))  # the packed copy

@@ -54,3 +54,6 @@ def test_small_batch_weights_are_float16_or_bfloat16_for_at_least_one_row():
         EngineConfig(small_batch_dtype="int8")
     with pytest.raises(ValueError, match="engine option small_batch_rows "):
         EngineConfig(small_batch_rows=0)
+    assert EngineConfig().packed_weights is False
+    with pytest.raises(ValueError, match="engine option packed_weights must be true or false"):
+        EngineConfig(packed_weights="yes")  # type: ignore[arg-type]

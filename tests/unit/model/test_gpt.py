@@ -207,3 +207,25 @@ def test_small_batch_weights_serve_small_forwards_only_and_stay_close(config):
     # three rows are over the limit: the float32 weights, exactly
     assert torch.equal(small3, ref3)
     assert torch.equal(again1, ref1)
+
+
+@CONFIGS
+def test_packed_weights_serve_forwards_up_to_their_rows_with_the_same_logits(config):
+    model = _model(config)
+    x4, x9 = torch.randint(0, config.vocab_size, (4, 1)), torch.randint(0, config.vocab_size, (9, 1))
+    with torch.no_grad():
+        ref4, ref9 = model(x4), model(x9)
+        copies = model.use_packed_weights(rows=8)
+        with torch.profiler.profile() as prof:
+            packed4 = model(x4)
+        used4 = sum(e.count for e in prof.key_averages() if e.key == "aten::mkldnn_linear")
+        with torch.profiler.profile() as prof:
+            packed9 = model(x9)
+        used9 = sum(e.count for e in prof.key_averages() if e.key == "aten::mkldnn_linear")
+        assert model.use_packed_weights(rows=0) == 0
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert copies == 4 * sum(m.weight.numel() for m in linears)
+    assert used4 == len(linears) and used9 == 0  # 9 rows are over the limit: the plain weights
+    torch.testing.assert_close(packed4, ref4, atol=1e-4, rtol=1e-4)
+    assert torch.equal(packed9, ref9)
+    assert all(m.packed is None for m in linears)

@@ -19,12 +19,13 @@ def test_gpt_model_variables_become_engine_options(monkeypatch):
         "GPT_MAX_CONTEXT_TOKENS": "128",
         "GPT_MODEL_SMALL_BATCH_DTYPE": "float16",
         "GPT_MODEL_SMALL_BATCH_ROWS": "2",
+        "GPT_MODEL_PACKED_WEIGHTS": "true",
     }.items():
         monkeypatch.setenv(name, value)
     config = EngineConfig.from_options(**RuntimeSettings().model_engine_options())
     assert (config.threads, config.kv_cache_mb, config.max_batch_size, config.prefix_cache_mb) == (2, 64, 4, 0)
     assert (config.cuda_graphs, config.device, config.max_context_tokens) == (False, "cpu", 128)
-    assert (config.small_batch_dtype, config.small_batch_rows) == ("float16", 2)
+    assert (config.small_batch_dtype, config.small_batch_rows, config.packed_weights) == ("float16", 2, True)
 
 
 def test_unset_blank_or_zero_threads_leave_the_engine_defaults(monkeypatch):
