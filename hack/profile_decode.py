@@ -9,7 +9,7 @@ profiler's own cost inflates every kernel alike). "python + dispatch" is the for
 that no kernel accounts for.
 
     .venv/bin/python hack/profile_decode.py                        # this checkout
-    .venv/bin/python hack/profile_decode.py --small-batch-dtype float16 --small-batch-rows 4
+    .venv/bin/python hack/profile_decode.py --small-batch-dtype float16 --small-batch-rows 4 --packed-weights
     .venv/bin/python hack/profile_decode.py --model-dir /tmp/old/model   # another checkout's model/ (before)
 """
 
@@ -118,6 +118,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     ap.add_argument("--small-batch-dtype", default="", help="float16 or bfloat16: a half copy for small batches")
     ap.add_argument("--small-batch-rows", type=int, default=4)
+    ap.add_argument("--packed-weights", action="store_true", help="oneDNN-packed weights for larger steps")
     ap.add_argument("--model-dir", default=str(ROOT / "model"), help="the model/ directory to import gpt_model from")
     ap.add_argument("--label", default="", help="a name for this run in the table")
     ap.add_argument("--json", help="write the numbers here")
@@ -133,6 +134,8 @@ def main() -> int:
     loaded = load_source(str(smollm2_dir()), dtype="float32", device="cpu")
     if args.small_batch_dtype:
         loaded.model.use_small_batch_weights(getattr(torch, args.small_batch_dtype), args.small_batch_rows)
+    if args.packed_weights:
+        loaded.model.use_packed_weights(32)
     rows = [profile(loaded.model, loaded.tokenizer, int(s), args.steps) for s in args.streams.split(",")]
     label = (
         args.label
