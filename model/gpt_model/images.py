@@ -6,10 +6,11 @@ once into `<cache>/s3/` with gpt_model.s3 (objects checked by size and ETag). Lo
 (`local_files_only`, HF_HUB_OFFLINE). torch and diffusers are imported only when a pipeline is opened.
 
 A pipeline is not thread-safe: one generation runs at a time (a lock), and `submit` runs them all on one
-worker thread of the generator's own, whose torch thread count is fixed (GPT_MODEL_THREADS, else torch's
-default): a CPU result depends on how many threads share a reduction, so a pool thread with another setting
-could draw other bytes. Image i of a request is made with its own generator seeded `(seed + i) mod 2**32`, so
-any image is made again, byte for byte, by asking for one image with the seed it was reported with.
+worker thread of the generator's own, whose torch thread count is fixed (`threads`, which the runtime fills
+from GPT_MODEL_THREADS; else torch's default): a CPU result depends on how many threads share a reduction, so
+a pool thread with another setting could draw other bytes. Image i of a request is made with its own generator
+seeded `(seed + i) mod 2**32`, so any image is made again, byte for byte, by asking for one image with the seed
+it was reported with.
 """
 
 from __future__ import annotations
@@ -218,22 +219,27 @@ class ImageGenerator:
 
 
 def open_image_generator(
-    source: str, cache_dir: str | os.PathLike | None = None, dtype: str | None = "float32", *, warm_up: bool = True
+    source: str,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: str | None = "float32",
+    *,
+    threads: int | None = None,
+    warm_up: bool = True,
 ) -> ImageGenerator:
     """Resolve `source`, load its pipeline offline, and (warm_up) make one small image so the first request
-    does not pay for the kernels' first run."""
+    does not pay for the kernels' first run. threads: torch's CPU threads on the worker (None: torch's default;
+    the runtime passes GPT_MODEL_THREADS, as for the text model: fewer can be faster on a busy node)."""
     offline()  # a missing file is an error, never a download
     path = resolve_source(source, cache_dir)
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # no tqdm bars in the server's log
-    threads = int(os.environ.get("GPT_MODEL_THREADS", "0") or 0)  # as for the text model: fewer can be faster
     device, torch_dtype = _device_and_dtype(dtype)
     pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    generator = ImageGenerator(pipeline, source.rstrip("/").rsplit("/", 1)[-1] or "image-model", device, threads)
+    generator = ImageGenerator(pipeline, source.rstrip("/").rsplit("/", 1)[-1] or "image-model", device, threads or 0)
     if warm_up:  # on the worker thread, where requests will run
         generator.submit("warm up", MIN_SIDE, MIN_SIDE, 1, 0, 1).result()
     return generator

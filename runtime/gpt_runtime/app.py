@@ -119,6 +119,7 @@ async def build_runtime(
             settings.image_model_source,
             settings.model_cache_dir,
             settings.model_dtype,
+            threads=settings.model_threads or None,
         )
         image_service = ImageService(generator, settings, store, files, limits, cache)
     voice_service = None
