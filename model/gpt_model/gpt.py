@@ -58,17 +58,35 @@ class Linear(nn.Linear):
     """
 
     small: torch.Tensor | None = None
+    small_bias: torch.Tensor | None = None
     small_rows: int = 0
     packed: torch.Tensor | None = None
     packed_bias: torch.Tensor | None = None
     packed_rows: int = 0
 
+    def keep_small(self, dtype: torch.dtype | None, rows: int) -> int:
+        """Keep a `dtype` copy of the weight (and bias) for forwards of at most `rows` rows (None: drop it);
+        the bytes the weight's copy takes."""
+        self.small = None if dtype is None else self.weight.detach().to(dtype)
+        self.small_bias = None if dtype is None or self.bias is None else self.bias.detach().to(dtype)
+        self.small_rows = rows if dtype is not None else 0
+        return 0 if self.small is None else self.small.numel() * self.small.element_size()
+
+    def keep_packed(self, rows: int) -> int:
+        """Keep a oneDNN-packed copy of a CPU float32 weight (and bias) for forwards of at most `rows` rows (0,
+        or another device or dtype: none); the bytes the weight's copy takes."""
+        weight = self.weight.detach()
+        usable = rows > 0 and weight.device.type == "cpu" and weight.dtype == torch.float32
+        self.packed = weight.to_mkldnn() if usable else None
+        self.packed_bias = None if self.bias is None or not usable else self.bias.detach().to_mkldnn()
+        self.packed_rows = rows if usable else 0
+        return weight.numel() * weight.element_size() if usable else 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         small = self.small
         if small is not None and rows <= self.small_rows:
-            bias = None if self.bias is None else self.bias.to(small.dtype)
-            return F.linear(x.to(small.dtype), small, bias).to(x.dtype)
+            return F.linear(x.to(small.dtype), small, self.small_bias).to(x.dtype)
         packed = self.packed
         if packed is not None and rows <= self.packed_rows and x.dtype == torch.float32:
             y = torch._C._nn.mkldnn_linear(x.reshape(rows, x.shape[-1]).to_mkldnn(), packed, self.packed_bias)
@@ -257,27 +275,12 @@ class GPT(nn.Module):
     def use_small_batch_weights(self, dtype: torch.dtype | None, rows: int) -> int:
         """Keep a `dtype` copy of every matmul weight for forwards of at most `rows` rows (None: drop
         the copies). Returns the bytes the copies take."""
-        total = 0
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.small = None if dtype is None else module.weight.detach().to(dtype)
-                module.small_rows = rows if dtype is not None else 0
-                total += 0 if module.small is None else module.small.numel() * module.small.element_size()
-        return total
+        return sum(m.keep_small(dtype, rows) for m in self.modules() if isinstance(m, Linear))
 
     def use_packed_weights(self, rows: int) -> int:
         """Keep a oneDNN-packed float32 copy of every matmul weight for forwards of at most `rows` rows (0: drop
         them); CPU float32 models only. Returns the bytes the copies take."""
-        total = 0
-        for module in self.modules():
-            if isinstance(module, Linear):
-                weight = module.weight.detach()
-                usable = rows > 0 and weight.device.type == "cpu" and weight.dtype == torch.float32
-                module.packed = weight.to_mkldnn() if usable else None
-                module.packed_bias = None if module.bias is None or not usable else module.bias.detach().to_mkldnn()
-                module.packed_rows = rows if usable else 0
-                total += weight.numel() * weight.element_size() if usable else 0
-        return total
+        return sum(m.keep_packed(rows) for m in self.modules() if isinstance(m, Linear))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
