@@ -132,19 +132,31 @@ def _conversation(row: Sequence[Any]) -> Conversation:
 
 
 class SQLiteStore:
-    """Store on one SQLite database file (or ':memory:')."""
+    """Store on one SQLite database file (or ':memory:').
+
+    Writes share one connection, one transaction at a time (`_serialized`). Reads go through a second,
+    read-only connection: in WAL mode it sees only committed data, so a reader never observes half a
+    write (a job already "succeeded" whose result is not written yet). ':memory:' cannot be opened twice,
+    so there reads share the writer's connection and may see a write in progress."""
 
     def __init__(self, path: str, *, clock: Callable[[], int] = now_us):
         self.path = path
         self.clock = clock
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
+        """The writer's connection: use it inside `_serialized` methods only."""
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+    @property
+    def reads(self) -> aiosqlite.Connection:
+        """The connection for reads outside a write: committed data only (except on ':memory:')."""
+        return self._reader or self.db
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -155,8 +167,15 @@ class SQLiteStore:
         await self._db.execute("PRAGMA busy_timeout = 5000")
         await self._db.executescript(SCHEMA)
         await self._db.commit()
+        if self.path != ":memory:":
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute("PRAGMA query_only = ON")
+            await self._reader.execute("PRAGMA busy_timeout = 5000")
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -185,12 +204,12 @@ class SQLiteStore:
         return user
 
     async def get_user(self, user_id: str) -> User | None:
-        async with self.db.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cur:
+        async with self.reads.execute("SELECT * FROM users WHERE id = ?", (user_id,)) as cur:
             row = await cur.fetchone()
         return _user(row) if row else None
 
     async def get_user_by_email(self, email: str) -> User | None:
-        async with self.db.execute("SELECT * FROM users WHERE email = ?", (email,)) as cur:
+        async with self.reads.execute("SELECT * FROM users WHERE email = ?", (email,)) as cur:
             row = await cur.fetchone()
         return _user(row) if row else None
 
@@ -233,11 +252,12 @@ class SQLiteStore:
 
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         query = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
-        async with self.db.execute(query, (user_id,)) as cur:
+        async with self.reads.execute(query, (user_id,)) as cur:
             return [ApiKey(*row) for row in await cur.fetchall()]
 
     async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        async with self.db.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)) as cur:
+        query = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"
+        async with self.reads.execute(query, (key_hash,)) as cur:
             row = await cur.fetchone()
         return ApiKey(*row) if row else None
 
@@ -270,7 +290,7 @@ class SQLiteStore:
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
         query = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ? AND c.user_id = ?"
-        async with self.db.execute(query, (conversation_id, user_id)) as cur:
+        async with self.reads.execute(query, (conversation_id, user_id)) as cur:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
@@ -290,7 +310,7 @@ class SQLiteStore:
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE {' AND '.join(where)}"
             " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
         )
-        async with self.db.execute(query, (*args, limit + 1)) as cur:
+        async with self.reads.execute(query, (*args, limit + 1)) as cur:
             rows = list(await cur.fetchall())
         items = [_conversation(row) for row in rows[:limit]]
         next_cursor = encode_cursor(items[-1].updated_at, items[-1].id) if len(rows) > limit else None
@@ -366,7 +386,7 @@ class SQLiteStore:
     async def list_messages(self, user_id: str, conversation_id: str) -> list[Message] | None:
         if await self.get_conversation(user_id, conversation_id) is None:
             return None
-        async with self.db.execute(
+        async with self.reads.execute(
             "SELECT id, conversation_id, role, content, tokens, finish_reason, created_at"
             " FROM messages WHERE conversation_id = ? ORDER BY seq",
             (conversation_id,),
@@ -403,7 +423,7 @@ class SQLiteStore:
         return job
 
     async def get_job(self, user_id: str, job_id: str) -> Job | None:
-        async with self.db.execute("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)) as cur:
+        async with self.reads.execute("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)) as cur:
             row = await cur.fetchone()
         return self._job(row) if row else None
 
@@ -485,7 +505,7 @@ class SQLiteStore:
     # versions of a user's data (validate cached reads in every process)
 
     async def user_version(self, user_id: str) -> int:
-        async with self.db.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)) as cur:
+        async with self.reads.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)) as cur:
             row = await cur.fetchone()
         return row[0] if row else 0
 
@@ -504,7 +524,7 @@ class SQLiteStore:
             f"SELECT {_CONVERSATION_COLUMNS}, s.title, COALESCE(s.messages, 0) FROM conversations c"
             " LEFT JOIN search_index s ON s.conversation_id = c.id WHERE c.user_id = ?"
         )
-        async with self.db.execute(query, (user_id,)) as cur:
+        async with self.reads.execute(query, (user_id,)) as cur:
             rows = await cur.fetchall()
         return [IndexState(_conversation(row[:6]), row[6], row[7]) for row in rows]
 
@@ -535,19 +555,19 @@ class SQLiteStore:
         query = "SELECT conversation_id, key, vector FROM search_chunks WHERE user_id = ?"
         rows: list = []
         if conversation_ids is None:
-            async with self.db.execute(query, (user_id,)) as cur:
+            async with self.reads.execute(query, (user_id,)) as cur:
                 rows = list(await cur.fetchall())
         for start in range(0, len(conversation_ids or ()), 500):
             some = list(conversation_ids or ())[start : start + 500]
             marks = ", ".join("?" * len(some))
-            async with self.db.execute(f"{query} AND conversation_id IN ({marks})", (user_id, *some)) as cur:
+            async with self.reads.execute(f"{query} AND conversation_id IN ({marks})", (user_id, *some)) as cur:
                 rows += await cur.fetchall()
         return VectorRows([r[0] for r in rows], [r[1] for r in rows], b"".join(r[2] for r in rows))
 
     async def search_snippets(self, user_id: str, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         found: dict[tuple[str, str], str] = {}
         for conversation_id, key in refs:
-            async with self.db.execute(
+            async with self.reads.execute(
                 "SELECT snippet FROM search_chunks WHERE conversation_id = ? AND key = ? AND user_id = ?",
                 (conversation_id, key, user_id),
             ) as cur:

@@ -366,6 +366,38 @@ async def test_a_job_finishes_once_with_its_messages(backend: Backend):
     assert backend.raw_message_count(conversation.id) == 2
 
 
+async def test_a_reader_never_sees_a_job_finished_without_its_result(backend: Backend):
+    """What a client polling GET /jobs/{id} sees while the worker finishes the job: not done yet, or done with
+    its result, never "succeeded" with no result (the CI failure of stop 21: a read on the writer's
+    connection saw the status of a transaction that had not written the result yet)."""
+    store = backend.store
+    ann = await _user(store)
+    conversation = await store.create_conversation(ann.id, "job")
+    job = await store.create_job(ann.id, {"prompt": "hi", "conversation_id": conversation.id})
+    messages = [NewMessage("user", "hi"), NewMessage("assistant", "hello", 1, "stop")]
+    seen: list[tuple[str, bool]] = []
+
+    async def poll():
+        while not seen or seen[-1][0] == "queued":
+            polled = await store.get_job(ann.id, job.id)
+            seen.append((polled.status, polled.result is not None))
+
+    poller = asyncio.create_task(poll())
+    await asyncio.sleep(0)
+    await store.finish_job(
+        ann.id,
+        job.id,
+        status="succeeded",
+        conversation_id=conversation.id,
+        messages=messages,
+        result={"content": "hello", "finish_reason": "stop"},
+    )
+    await asyncio.wait_for(poller, 10)
+    assert len(seen) >= 2, "the poller never read while the job was unfinished"
+    assert set(seen[:-1]) == {("queued", False)} and seen[-1] == ("succeeded", True), seen
+    assert len(await store.list_messages(ann.id, conversation.id)) == 2
+
+
 async def test_finishing_a_job_checks_owner_and_conversation(backend: Backend):
     store = backend.store
     ann, bob = await _user(store, "ann"), await _user(store, "bob")
