@@ -31,6 +31,7 @@ SECRET_CHECK_TTL_S = 300.0  # how long a seen generated Secret is trusted before
 # kind -> (apiVersion, plural); every kind the operator renders, in prune order.
 CHILD_KINDS: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("monitoring.coreos.com/v1", "servicemonitors"),
     "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
@@ -40,7 +41,7 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "configmaps"),
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),  # model.cache; pruned after the pods' Deployments
 }
-OPTIONAL_KINDS = {"ServiceMonitor", "HTTPRoute"}  # their CRDs may be missing in a cluster
+OPTIONAL_KINDS = {"ServiceMonitor", "HTTPRoute", "ScaledObject"}  # their CRDs may be missing in a cluster
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$")
 _SUFFIX = {

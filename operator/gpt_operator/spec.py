@@ -208,9 +208,9 @@ class EngineSpec(_Model):
 
 
 class PodsMetric(_Model):
-    """A per-pod custom metric target, e.g. the runtime's queue depth."""
+    """A per-pod target on one of the runtime's Prometheus series, e.g. `vllm:num_requests_waiting`."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     average_value: str
 
     @field_validator("average_value")
@@ -222,7 +222,13 @@ class PodsMetric(_Model):
 
 
 class AutoscalingSpec(_Model):
+    """How the replica count follows load: an HPA (default) or a KEDA ScaledObject; both scale the GPTDeployment
+    through its scale subresource. `metrics` name Prometheus series of the runtime (e.g.
+    `vllm:num_requests_waiting`), averaged per pod."""
+
     enabled: bool = True
+    provider: Literal["hpa", "keda"] = "hpa"
+    prometheus_url: str | None = Field(default=None, alias="prometheusURL", pattern=r"^https?://")
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(default=10, ge=1, le=1000)
     target_cpu_utilization_percentage: int | None = Field(
@@ -230,6 +236,12 @@ class AutoscalingSpec(_Model):
     )
     target_memory_utilization_percentage: int | None = Field(default=80, ge=1, le=100)
     metrics: list[PodsMetric] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keda_needs_prometheus(self) -> AutoscalingSpec:
+        if self.provider == "keda" and self.metrics and not self.prometheus_url:
+            raise ValueError("autoscaling.provider keda with metrics needs autoscaling.prometheusURL")
+        return self
 
 
 class ResourcesSpec(_Model):

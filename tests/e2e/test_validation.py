@@ -24,6 +24,22 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "minReplicas must not exceed maxReplicas",
     ),
     (
+        "keda-without-prometheus",
+        {
+            "model": SOURCE,
+            "autoscaling": {
+                "provider": "keda",
+                "metrics": [{"name": "vllm:num_requests_waiting", "averageValue": "4"}],
+            },
+        },
+        "provider keda with metrics needs prometheusURL",
+    ),
+    (
+        "metric-name-is-promql",
+        {"model": SOURCE, "autoscaling": {"metrics": [{"name": 'up{job="x"} or vector(9)', "averageValue": "1"}]}},
+        "spec.autoscaling.metrics[0].name",
+    ),
+    (
         "weights-fall",
         {"model": SOURCE, "rollout": {**CANARY, "canary": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}}},
         "setWeight values must rise",

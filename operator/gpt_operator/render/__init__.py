@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt_operator.render.autoscaling import hpa
+from gpt_operator.render.autoscaling import autoscaler
 from gpt_operator.render.disruption import pdb
 from gpt_operator.render.network import network_policy
 from gpt_operator.render.routes import http_route
@@ -25,7 +25,8 @@ def render_children(
     """Every child object, in apply order: ConfigMaps, Deployments, Services, then HTTPRoute/HPA/PDB/monitoring,
     NetworkPolicy.
 
-    While asleep the HPA is left out (its minReplicas cannot be 0); the tracks are at 0 by the plan.
+    While asleep the autoscaler (HPA or KEDA ScaledObject) is left out (an HPA's minReplicas cannot be 0); the
+    tracks are at 0 by the plan.
     """
     objects: list[dict[str, Any]] = []
     seen_revisions: set[str] = set()
@@ -55,7 +56,7 @@ def render_children(
         weight = plan.state.canary_weight or 0
         objects.append(http_route(name, namespace, routing.gateway_api, spec.service.port, weight))
     if spec.hpa_enabled and spec.autoscaling is not None and not asleep:
-        objects.append(hpa(name, namespace, spec.autoscaling))
+        objects.append(autoscaler(name, namespace, spec.autoscaling))
     if spec.pdb_enabled:
         objects.append(pdb(name, namespace))
     if spec.monitoring.service_monitor:

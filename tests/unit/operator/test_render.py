@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 from gpt_operator.naming import TEMPLATE_ANNOTATION
 from gpt_operator.render import render_children
-from gpt_operator.render.autoscaling import hpa
+from gpt_operator.render.autoscaling import autoscaler, hpa
 from gpt_operator.render.capacity import placement
 from gpt_operator.render.workload import config_map, deployment, spec_from_template
 from gpt_operator.rollout import Plan, RolloutState, TrackPlan
@@ -262,6 +262,81 @@ def test_hpa_targets_the_gptdeployment_scale_subresource() -> None:
     assert metrics[0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
     assert metrics[1]["resource"] == {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 80}}
     assert metrics[2]["pods"]["metric"] == {"name": "gpt_queue_depth"}
+
+
+LLM_METRICS = [
+    {"name": "vllm:num_requests_waiting", "averageValue": "4"},
+    {"name": "vllm:kv_cache_usage_perc", "averageValue": "800m"},
+]
+
+
+def test_hpa_on_llm_signals_reads_the_names_the_adapter_rules_publish() -> None:
+    """The user writes Prometheus names; the HPA asks the custom metrics API for them with ':' as '_', which is
+    what manifests/monitoring/prometheus-adapter's rules publish."""
+    spec = spec_of(environment="prod", autoscaling={"metrics": LLM_METRICS})
+    assert spec.autoscaling is not None
+    out = autoscaler("demo", "ml", spec.autoscaling)
+    kubernetes_validate.validate(out, K8S, strict=True)
+    pods = [m["pods"] for m in out["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods == [
+        {"metric": {"name": "vllm_num_requests_waiting"}, "target": {"type": "AverageValue", "averageValue": "4"}},
+        {"metric": {"name": "vllm_kv_cache_usage_perc"}, "target": {"type": "AverageValue", "averageValue": "800m"}},
+    ]
+
+
+def test_keda_scaled_object_queries_prometheus_per_pod_average() -> None:
+    spec = spec_of(
+        environment="prod",
+        autoscaling={"provider": "keda", "prometheusURL": "http://prometheus.monitoring:9090", "metrics": LLM_METRICS},
+    )
+    assert spec.autoscaling is not None
+    out = autoscaler("demo", "ml", spec.autoscaling)
+    assert (out["apiVersion"], out["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    assert out["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.gpt-operator.dev/v1alpha1",
+        "kind": "GPTDeployment",
+        "name": "demo",
+    }
+    assert (out["spec"]["minReplicaCount"], out["spec"]["maxReplicaCount"]) == (1, 10)
+    triggers = out["spec"]["triggers"]
+    assert [(t["type"], t.get("metricType")) for t in triggers] == [
+        ("cpu", "Utilization"),
+        ("memory", "Utilization"),
+        ("prometheus", "AverageValue"),
+        ("prometheus", "AverageValue"),
+    ]
+    waiting, kv = triggers[2]["metadata"], triggers[3]["metadata"]
+    assert waiting == {
+        "serverAddress": "http://prometheus.monitoring:9090",
+        "query": 'sum(vllm:num_requests_waiting{namespace="ml",service="demo"}) or vector(0)',
+        "threshold": "4",
+    }
+    assert kv["threshold"] == "0.8"  # KEDA takes plain numbers, not quantities
+    assert (
+        out["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+        == 300
+    )
+
+
+def test_keda_replaces_the_hpa_and_leaves_while_asleep() -> None:
+    spec = spec_of(environment="prod", autoscaling={"provider": "keda"})
+    awake = render_children("demo", "ml", spec, _plan(spec, [("main", 3)], {"": "main"}), asleep=False)
+    assert ("ScaledObject", "demo") in kinds(awake) and "HorizontalPodAutoscaler" not in [k for k, _ in kinds(awake)]
+    asleep = render_children("demo", "ml", spec, _plan(spec, [("main", 0)], {"": "main"}), asleep=True)
+    assert "ScaledObject" not in [k for k, _ in kinds(asleep)]
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "message"),
+    [
+        ({"provider": "keda", "metrics": LLM_METRICS}, "needs autoscaling.prometheusURL"),
+        ({"metrics": [{"name": 'up{job="x"} or vector(99)', "averageValue": "1"}]}, "pattern"),
+        ({"provider": "knative"}, "hpa"),
+    ],
+)
+def test_bad_autoscaling_is_refused(autoscaling: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        spec_of(environment="prod", autoscaling=autoscaling)
 
 
 def _plan(spec, tracks: list[tuple[str, int]], services: dict) -> Plan:
