@@ -182,6 +182,8 @@ USER_ACTIVITY = Dashboard(
               (Target(f"sum by (outcome) ({rate('jobs_total', RUNTIME)})", "{{outcome}}"),)),
         Panel("Active streams", "Generations in flight, by pod.", "short",
               (Target(f"sum by (pod) (generation_active_streams{{{RUNTIME}}})", "{{pod}}"),), stack=True),
+        Panel("Tokens by kind", "Prompt and completion tokens processed per second, all transports.", "short",
+              (Target(f"sum by (kind) ({rate('generation_tokens_total', RUNTIME)})", "{{kind}}"),), width=24),
     ),
 )
 
