@@ -54,6 +54,10 @@ actionlint=$(bash hack/tools.sh actionlint)
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
+# a short Locust run (hack/locustfile.py: every API route of a user's journey) against a runtime on the test suite's
+# instant fake model; fails if any request failed (about 45 s; the README's benchmark is the longer run)
+stage "load test (locust)"
+GPT_MODEL_SOURCE='fake:echo?delay_ms=10' bash hack/load_test.sh 4 30
 # llama.cpp's server, the real third-party engine behind an openai+http:// source (first build ~15 min, then cached)
 stage "llama-server"
 GPT_LLAMA_SERVER=$(bash hack/tools.sh llama-server)
