@@ -83,7 +83,8 @@ class ApiUser(HttpUser):
         self._json("POST", "/generate", name="POST /generate", json={"prompt": "Tell me more.", **params})
         self._stream(params)
         self._job(params)
-        self._json("GET", f"/conversations/{cid}/export?format=json", name="GET /conversations/{conversation_id}/export")
+        export = "GET /conversations/{conversation_id}/export"
+        self._json("GET", f"/conversations/{cid}/export?format=json", name=export)
         self._json("GET", "/usage")
 
     def _json(self, method: str, path: str, *, name: str | None = None, expect: int = 200, **kwargs) -> dict | None:
