@@ -27,6 +27,7 @@ from yarl import URL
 from gpt_operator import apply, events, kube, kube_apply, prometheus
 from gpt_operator.informer import ChildCache
 from gpt_operator.leader import LeaderElector, LeaseConfig
+from gpt_operator.metrics import CONTENT_TYPE, OperatorMetrics, analysis_failed, error_reason
 from gpt_operator.reconcile import analysis_request, desire
 from gpt_operator.settings import OperatorSettings
 from gpt_operator.spec import GROUP, PLURAL, VERSION
@@ -49,6 +50,7 @@ class OperatorState:
     secrets_seen: apply.SecretsSeen | None = None
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     clock: Callable[[], datetime] | None = None  # () -> aware datetime; tests pass a fake
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # GET /metrics, leader and standby
 
     def __post_init__(self) -> None:
         if self.secrets_seen is None:
@@ -101,15 +103,43 @@ def failpoint(name: str, environ: Mapping[str, str] = os.environ) -> None:
     os._exit(FAILPOINT_EXIT)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The reconcile_errors_total reason of a failed reconcile: the operator's own two, else by kind."""
+    if isinstance(exc, kopf.PermanentError):
+        return "InvalidSpec"
+    if isinstance(exc, kopf.TemporaryError):
+        return "ApplyFailed"
+    return error_reason(exc)
+
+
 async def reconcile(
+    state: OperatorState, body: kopf.Body | dict[str, Any], logger: Any, *, changed: bool = False
+) -> None:
+    """One reconcile (see reconcile_once), counted in the metrics: outcome, duration, error reason, and
+    the time of the deployment's last success. A deleted GPTDeployment's series are removed."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        state.metrics.forget(namespace, name)
+        return  # being deleted (alone or with its namespace): the garbage collector removes the children
+    started = time.perf_counter()
+    try:
+        await reconcile_once(state, body, logger, changed=changed)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        state.metrics.reconciled(namespace, name, time.perf_counter() - started, error=failure_reason(exc))
+        raise
+    state.metrics.reconciled(namespace, name, time.perf_counter() - started, at=time.time())
+
+
+async def reconcile_once(
     state: OperatorState, body: kopf.Body | dict[str, Any], logger: Any, *, changed: bool = False
 ) -> None:
     """Read the tracks from the cache, decide, apply children, then write status, then annotations."""
     assert state.client is not None and state.cache is not None, "startup has not run"
     client, cache = state.client, state.cache
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return  # being deleted (alone or with its namespace): the garbage collector removes the children
     namespace, name = meta["namespace"], meta["name"]
     async with state.lock(namespace, name):
         body = cache.owners.freshest(dict(body))  # our own last write may be newer than the event's body
@@ -129,7 +159,9 @@ async def reconcile(
                 result = await kube_apply.sync_children(client, cache, dict(body), desired.objects, live)
             except kube.ApiError as exc:
                 message = f"the API refused a child: {exc}"
-                await write_status(state, namespace, name, previous, apply_failed_status(previous, message, now))
+                failed = apply_failed_status(previous, message, now)
+                await write_status(state, namespace, name, previous, failed)
+                state.metrics.observe(namespace, name, failed, desired.sleep)
                 await events.post(client, body, "Warning", "ApplyFailed", message)
                 raise kopf.TemporaryError(message, delay=state.settings.resync_seconds * 3) from exc
             if result.changed:
@@ -139,6 +171,9 @@ async def reconcile(
         if acted:
             failpoint("after-children")
         await write_status(state, namespace, name, previous, desired.status)
+        state.metrics.observe(namespace, name, desired.status, desired.sleep)
+        if analysis_failed(previous, desired.status):
+            state.metrics.analysis_failed(namespace, name)
         if acted:
             failpoint("after-status")
         if desired.consumed_annotations:
@@ -209,6 +244,7 @@ async def resync(state: OperatorState, stop: asyncio.Event, queue: Queue) -> Non
             queue.take()
             next_full = time.monotonic() + settings.resync_seconds
             await asyncio.gather(*(one(body) for body in list(owners.objects.values())))
+            state.metrics.retain(owners.objects)  # the series of GPTDeployments deleted since go
             continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(queue.wake.wait(), max(0.0, next_full - time.monotonic()))
@@ -289,15 +325,24 @@ def lease_namespace(settings: OperatorSettings, environ: Mapping[str, str] = os.
     return "default"
 
 
-async def serve_health(endpoint: str, elector: LeaderElector | None) -> web.AppRunner:
-    """GET /healthz on the liveness endpoint: 200 while the event loop runs, for the leader and the standby."""
+async def serve_health(
+    endpoint: str, elector: LeaderElector | None, metrics: OperatorMetrics | None = None
+) -> web.AppRunner:
+    """GET /healthz on the liveness endpoint: 200 while the event loop runs, for the leader and the standby;
+    GET /metrics on the same host and port (Prometheus text format; see metrics.py)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "leader": elector is None or elector.leading})
 
+    async def serve_metrics(_: web.Request) -> web.Response:
+        assert metrics is not None
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
     url = URL(endpoint)
     app = web.Application()
     app.router.add_get(url.path or "/healthz", healthz)
+    if metrics is not None:
+        app.router.add_get("/metrics", serve_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, url.host, url.port).start()
@@ -330,7 +375,9 @@ async def operate(state: OperatorState, **kwargs: Any) -> None:
                 retry_period_s=settings.lease_retry_period_s,
             ),
         )
-    health = await serve_health(settings.liveness_endpoint, elector) if settings.liveness_endpoint else None
+    health = (
+        await serve_health(settings.liveness_endpoint, elector, state.metrics) if settings.liveness_endpoint else None
+    )
     try:
         if elector is not None:
             await elector.acquire()

@@ -28,7 +28,7 @@ from gpt_operator.naming import (
 from gpt_operator.render import render_children
 from gpt_operator.rollout import Actions, Event, TrackPlan, TrackState, plan
 from gpt_operator.rollout.analysis import Measurement, assess, due_metrics, queries
-from gpt_operator.schedule import evaluate, parse_wake_until
+from gpt_operator.schedule import SleepState, evaluate, parse_wake_until
 from gpt_operator.spec import AnalysisSpec, GPTDeploymentSpec, parse_spec, problems_from_error, validate
 from gpt_operator.status import build_status, invalid_status, rollout_state_from_status, with_state_condition
 
@@ -40,7 +40,8 @@ ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort
 @dataclass(frozen=True)
 class Desired:
     """What one reconcile wants. `objects is None` means: leave the children alone (invalid spec).
-    `secrets`: the generated Secrets the pods need, created (once) before the children are applied."""
+    `secrets`: the generated Secrets the pods need, created (once) before the children are applied.
+    `sleep`: the sleep state it decided from (None for an invalid spec), for the metrics' next wake."""
 
     objects: list[dict[str, Any]] | None
     status: dict[str, Any]
@@ -49,6 +50,7 @@ class Desired:
     requeue_at: datetime | None = None
     consumed_annotations: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    sleep: SleepState | None = None
 
 
 def actions_from_annotations(annotations: dict[str, str] | None) -> Actions:
@@ -208,6 +210,7 @@ def desire(
         events=events,
         requeue_at=min(requeue) if requeue else None,
         consumed_annotations=remove,
+        sleep=sleep,
     )
 
 

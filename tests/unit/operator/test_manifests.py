@@ -120,6 +120,14 @@ def test_operator_deployment_is_two_replicas_with_a_lease_probes_and_limits() ->
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_operator_pod_names_its_metrics_port_for_a_pod_monitor() -> None:
+    """GET /metrics and /healthz share port 8080, named `metrics` (a PodMonitor's port; no Service is needed)."""
+    dep = next(o for o in base_objects() if o["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 8080} in c["ports"]
+    assert c["livenessProbe"]["httpGet"]["port"] == c["readinessProbe"]["httpGet"]["port"] == "metrics"
+
+
 def test_rbac_allows_every_child_kind_and_nothing_cluster_wide_beyond_need() -> None:
     role = next(o for o in base_objects() if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "gpt-operator")
     allowed: dict[tuple[str, str], set[str]] = {}
