@@ -586,8 +586,8 @@ def promtool_problems(promtool: str, files: dict[str, dict[str, Any]]) -> list[P
                 expr = str(target.get("expr", ""))
                 for name, value in DURATION_VARIABLES.items():
                     expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
-                rules.append({"record": "dashboard:query", "expr": expr,
-                              "labels": {"file": file, "panel": str(panel.get("id"))}})  # fmt: skip
+                labels = {"file": file, "panel": str(panel.get("id")), "target": str(target.get("refId", ""))}
+                rules.append({"record": "dashboard:query", "expr": expr, "labels": labels})
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump({"groups": [{"name": "dashboards", "rules": rules}]}, handle)  # JSON is YAML
         handle.flush()
