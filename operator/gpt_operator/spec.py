@@ -231,10 +231,12 @@ class AutoscalingSpec(_Model):
     prometheus_url: str | None = Field(default=None, alias="prometheusURL", pattern=r"^https?://")
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(default=10, ge=1, le=1000)
+    # 0 turns a resource target off (e.g. to scale on LLM signals alone, or where no metrics-server runs)
     target_cpu_utilization_percentage: int | None = Field(
-        default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+        default=70, ge=0, le=100, alias="targetCPUUtilizationPercentage"
     )
-    target_memory_utilization_percentage: int | None = Field(default=80, ge=1, le=100)
+    target_memory_utilization_percentage: int | None = Field(default=80, ge=0, le=100)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     metrics: list[PodsMetric] = Field(default_factory=list)
 
     @model_validator(mode="after")

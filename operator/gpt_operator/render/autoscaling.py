@@ -14,17 +14,22 @@ from gpt_operator.apply import quantity
 from gpt_operator.naming import common_labels
 from gpt_operator.spec import API_VERSION, KIND, AutoscalingSpec
 
-# Model pods are slow to start and costly: scale up promptly, scale down after 5 calm minutes.
-BEHAVIOR: dict[str, Any] = {
-    "scaleUp": {
-        "stabilizationWindowSeconds": 0,
-        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
-    },
-    "scaleDown": {
-        "stabilizationWindowSeconds": 300,
-        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-    },
-}
+
+def behavior(autoscaling: AutoscalingSpec) -> dict[str, Any]:
+    """Model pods are slow to start and costly: scale up promptly (2 pods a minute), scale down one pod a
+    minute once the load has stayed low for `scaleDownStabilizationSeconds` (default 5 minutes)."""
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": autoscaling.scale_down_stabilization_seconds,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+        },
+    }
+
+
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 
 
@@ -76,7 +81,7 @@ def hpa(name: str, namespace: str, autoscaling: AutoscalingSpec) -> dict[str, An
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics,
-            "behavior": BEHAVIOR,
+            "behavior": behavior(autoscaling),
         },
     }
 
@@ -124,7 +129,7 @@ def scaled_object(name: str, namespace: str, autoscaling: AutoscalingSpec) -> di
             "minReplicaCount": autoscaling.min_replicas,
             "maxReplicaCount": autoscaling.max_replicas,
             "pollingInterval": 15,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": BEHAVIOR}},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(autoscaling)}},
             "triggers": triggers,
         },
     }

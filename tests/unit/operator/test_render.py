@@ -277,11 +277,33 @@ def test_hpa_on_llm_signals_reads_the_names_the_adapter_rules_publish() -> None:
     assert spec.autoscaling is not None
     out = autoscaler("demo", "ml", spec.autoscaling)
     kubernetes_validate.validate(out, K8S, strict=True)
+    assert [m["type"] for m in out["spec"]["metrics"]] == ["Resource", "Resource", "Pods", "Pods"]
     pods = [m["pods"] for m in out["spec"]["metrics"] if m["type"] == "Pods"]
     assert pods == [
         {"metric": {"name": "vllm_num_requests_waiting"}, "target": {"type": "AverageValue", "averageValue": "4"}},
         {"metric": {"name": "vllm_kv_cache_usage_perc"}, "target": {"type": "AverageValue", "averageValue": "800m"}},
     ]
+
+
+def test_resource_targets_can_be_turned_off_and_scale_down_waits_as_told() -> None:
+    """0 turns CPU/memory off (scaling on LLM signals alone; without metrics-server an HPA with a resource target
+    never scales down), and the scale-down window is the user's."""
+    autoscaling = {
+        "targetCPUUtilizationPercentage": 0,
+        "targetMemoryUtilizationPercentage": 0,
+        "scaleDownStabilizationSeconds": 20,
+        "metrics": LLM_METRICS[:1],
+    }
+    spec = spec_of(environment="prod", autoscaling=autoscaling)
+    assert spec.autoscaling is not None
+    out = autoscaler("demo", "ml", spec.autoscaling)
+    kubernetes_validate.validate(out, K8S, strict=True)
+    assert [m["type"] for m in out["spec"]["metrics"]] == ["Pods"]
+    assert out["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 20
+    keda = autoscaler(
+        "demo", "ml", spec.autoscaling.model_copy(update={"provider": "keda", "prometheus_url": "http://p"})
+    )
+    assert [t["type"] for t in keda["spec"]["triggers"]] == ["prometheus"]
 
 
 def test_keda_scaled_object_queries_prometheus_per_pod_average() -> None:
