@@ -58,6 +58,7 @@ class ModelEngine:
         self.model_id = self._loaded.model_id
         window = min(self._loaded.context_window, config.max_context_tokens or self._loaded.context_window)
         kv_bytes = int(config.kv_cache_budget_mb(str(self.device)) * 2**20)
+        self._kv_budget_bytes = kv_bytes
         small = (config.small_batch_dtype, config.small_batch_rows) if config.small_batch_dtype else None
         self._runner: ModelRunner = open_runner(
             self._loaded, config.max_batch_size, window, kv_bytes, config.cuda_graphs, small, config.packed_weights
@@ -208,6 +209,7 @@ class ModelEngine:
             s = EngineStats(**vars(self.stats))
             s.queue_depth, s.running = len(self._sched.waiting), len(self._sched.running)
             s.kv_cache_mb = self._runner.kv_cache_bytes() / 2**20
+            s.kv_cache_budget_mb = self._kv_budget_bytes / 2**20
             if self._prefix is not None:
                 s.prefix_cache_mb = self._prefix.bytes / 2**20
         s.tokens_per_s = self._rate.per_second()

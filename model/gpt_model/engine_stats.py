@@ -20,8 +20,16 @@ class EngineStats:
     queue_depth: int = 0
     running: int = 0
     tokens_per_s: float = 0.0
-    kv_cache_mb: float = 0.0
+    kv_cache_mb: float = 0.0  # what the running sequences' KV cache holds now
+    kv_cache_budget_mb: float = 0.0  # the most it may hold (EngineConfig.kv_cache_mb)
     prefix_cache_mb: float = 0.0
+
+    @property
+    def kv_cache_usage(self) -> float:
+        """The fraction of the KV-cache budget in use, 0..1 (vLLM's kv_cache_usage_perc); 0 without a budget."""
+        if self.kv_cache_budget_mb <= 0:
+            return 0.0
+        return min(1.0, max(0.0, self.kv_cache_mb / self.kv_cache_budget_mb))
 
 
 class TokenRate:

@@ -85,8 +85,8 @@ async def build_runtime(
             **settings.model_engine_options(),
         )
     await model.start()
-    counter = open_counter(settings.ratelimit_url)
-    cache_backend = open_cache(settings.cache_url)
+    counter = open_counter(settings.ratelimit_url, on_redis_error=metrics.redis_error)
+    cache_backend = open_cache(settings.cache_url, on_redis_error=metrics.redis_error)
     # A per-process cache keeps its users' data versions in the store, so every process sees every write.
     versions = store if isinstance(cache_backend, MemoryCache) else None
     cache = CacheService(cache_backend, metrics, versions)
@@ -94,6 +94,7 @@ async def build_runtime(
         settings.resolved_queue_url,
         visibility_timeout_s=settings.job_visibility_timeout_s,
         max_receives=settings.job_max_receives,
+        on_redis_error=metrics.redis_error,
     )
     files = open_file_store(settings.resolved_files_url)
     await files.open()
@@ -130,7 +131,7 @@ async def build_runtime(
         settings=settings,
         store=store,
         engine=model,
-        auth=build_auth(settings, store, outbox, api_keys, counter),
+        auth=build_auth(settings, store, outbox, api_keys, counter, on_event=metrics.auth_event),
         api_keys=api_keys,
         outbox=outbox,
         metrics=metrics,

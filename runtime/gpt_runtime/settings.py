@@ -158,6 +158,9 @@ class RuntimeSettings(BaseSettings):
     worker_in_process: bool | None = Field(
         default=None, description="Run a job worker inside the API process; default: only for memory://"
     )
+    worker_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="`python -m gpt_runtime.worker` serves GET /metrics here; 0: off"
+    )
 
     # Input limits
     max_body_bytes: int = Field(default=1_000_000, gt=0)

@@ -2,7 +2,7 @@
 
 Uses the same settings, store and engine as the API; run as many as you like beside it
 (redis:// or sqs:// queues; the embedded sqlite:// and memory:// queues are served by the API's
-in-process worker).
+in-process worker). With GPT_WORKER_METRICS_PORT set it serves GET /metrics on GPT_HOST:that port.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 from gpt_runtime.app import build_runtime, close_runtime
 from gpt_runtime.logging_setup import configure_logging, redact
 from gpt_runtime.metrics import Metrics
+from gpt_runtime.metrics_server import serve_metrics
+from gpt_runtime.scrape import refresh
 from gpt_runtime.services.jobs import Worker
 from gpt_runtime.settings import RuntimeSettings
 
@@ -22,8 +24,18 @@ log = logging.getLogger("gpt_runtime.worker")
 
 
 async def serve(settings: RuntimeSettings, concurrency: int) -> None:
-    runtime = await build_runtime(settings, Metrics(), embeddings=False)  # search indexes lazily: not here
+    metrics = Metrics()
+    runtime = await build_runtime(settings, metrics, embeddings=False)  # search indexes lazily: not here
     worker = Worker(runtime.jobs, runtime.queue, max_receives=settings.job_max_receives, concurrency=concurrency)
+    listener = None
+    if settings.worker_metrics_port:
+
+        async def render() -> bytes:
+            await refresh(metrics, runtime.engine, runtime.gate, runtime.queue)
+            return metrics.render()
+
+        listener = await serve_metrics(settings.host, settings.worker_metrics_port, render)
+        log.info("worker metrics listening", extra={"host": settings.host, "port": settings.worker_metrics_port})
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -31,6 +43,8 @@ async def serve(settings: RuntimeSettings, concurrency: int) -> None:
     try:
         await worker.run()
     finally:
+        if listener is not None:
+            listener.close()
         await close_runtime(runtime)
         log.info("worker stopped")
 

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gpt_runtime.api.responses import error_response
 from gpt_runtime.deps import RuntimeDep
 from gpt_runtime.errors import error_body
+from gpt_runtime.scrape import refresh
 
 router = APIRouter(tags=["operations"])
 
@@ -54,8 +55,6 @@ async def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
     "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
 )
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus text exposition; engine gauges are read at scrape time."""
-    engine = await runtime.engine.health()
-    runtime.metrics.engine_waiting.set(engine.queue_depth)
-    runtime.metrics.engine_running.set(engine.running)
+    """Prometheus text exposition; the gauges of engine, admission and job queue are read at scrape time."""
+    await refresh(runtime.metrics, runtime.engine, runtime.gate, runtime.queue)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from gpt_runtime.auth.account_mail import AccountMail
@@ -10,6 +11,7 @@ from gpt_runtime.auth.api_keys import ApiKeys, is_api_key
 from gpt_runtime.auth.local import LocalAuth, TokenPair
 from gpt_runtime.auth.tokens import TokenSigner, load_or_create_secret
 from gpt_runtime.backends import WindowCounter
+from gpt_runtime.domain_errors import Unauthenticated
 from gpt_runtime.mail.outbox import Outbox
 from gpt_runtime.settings import RuntimeSettings
 from gpt_runtime.storage import Store, User
@@ -30,27 +32,52 @@ class AuthProvider(Protocol):
     def forget_user(self, user_id: str) -> None: ...
 
 
-class WithApiKeys:
-    """An AuthProvider that also takes the account's API keys (`sk-gpt-…`) as bearer tokens."""
+EventHook = Callable[[str], None]  # told an auth event's name (metrics.AUTH_EVENTS), never who it concerns
 
-    def __init__(self, provider: AuthProvider, keys: ApiKeys):
+
+def _ignore(event: str) -> None:
+    return None
+
+
+class WithApiKeys:
+    """An AuthProvider that also takes the account's API keys (`sk-gpt-…`) as bearer tokens.
+
+    Every provider is reached through it, so it reports the auth events (`on_event`): signup, login,
+    login_failed, token_rejected, api_key_rejected, password_reset.
+    """
+
+    def __init__(self, provider: AuthProvider, keys: ApiKeys, on_event: EventHook = _ignore):
         self.provider = provider
         self.keys = keys
+        self.on_event = on_event
 
     async def authenticate(self, access_token: str) -> User:
-        if is_api_key(access_token):
-            return await self.keys.authenticate(access_token)
-        return await self.provider.authenticate(access_token)
+        api_key = is_api_key(access_token)
+        try:
+            if api_key:
+                return await self.keys.authenticate(access_token)
+            return await self.provider.authenticate(access_token)
+        except Unauthenticated:
+            self.on_event("api_key_rejected" if api_key else "token_rejected")
+            raise
 
     def forget_user(self, user_id: str) -> None:
         self.provider.forget_user(user_id)
         self.keys.forget_user(user_id)
 
     async def signup(self, email: str, password: str) -> User:
-        return await self.provider.signup(email, password)
+        user = await self.provider.signup(email, password)
+        self.on_event("signup")
+        return user
 
     async def login(self, email: str, password: str) -> TokenPair:
-        return await self.provider.login(email, password)
+        try:
+            pair = await self.provider.login(email, password)
+        except Unauthenticated:
+            self.on_event("login_failed")
+            raise
+        self.on_event("login")
+        return pair
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         return await self.provider.refresh(refresh_token)
@@ -63,6 +90,7 @@ class WithApiKeys:
 
     async def reset_password(self, token: str, new_password: str) -> None:
         await self.provider.reset_password(token, new_password)
+        self.on_event("password_reset")
 
 
 def jwt_secret(settings: RuntimeSettings) -> str:
@@ -79,7 +107,13 @@ def jwt_secret(settings: RuntimeSettings) -> str:
 
 
 def build_auth(
-    settings: RuntimeSettings, store: Store, outbox: Outbox, keys: ApiKeys, counter: WindowCounter | None = None
+    settings: RuntimeSettings,
+    store: Store,
+    outbox: Outbox,
+    keys: ApiKeys,
+    counter: WindowCounter | None = None,
+    *,
+    on_event: EventHook = _ignore,
 ) -> WithApiKeys:
     """The provider the settings ask for (local accounts by default, Cognito, or any OIDC issuer), with API keys."""
     provider: AuthProvider
@@ -113,4 +147,4 @@ def build_auth(
     else:
         signer = TokenSigner(jwt_secret(settings), settings.jwt_issuer)
         provider = LocalAuth(store, signer, AccountMail(outbox, settings, counter), settings, keys)
-    return WithApiKeys(provider, keys)
+    return WithApiKeys(provider, keys, on_event)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from gpt_runtime.backends import Cache, JobQueue, WindowCounter
 from gpt_runtime.backends.files import FileStore, LocalFileStore
 from gpt_runtime.backends.memory import MemoryCache, MemoryJobQueue, MemoryWindowCounter
+
+ErrorHook = Callable[[str], None]  # told the backend's name when a Redis call fails (redis_errors_total)
 
 
 def _scheme(url: str) -> str:
@@ -17,7 +20,7 @@ def _query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-def open_cache(url: str) -> Cache:
+def open_cache(url: str, on_redis_error: ErrorHook | None = None) -> Cache:
     """memory:// (an LRU) or redis://host:port/db (with a small LRU in front)."""
     scheme = _scheme(url)
     if scheme == "memory":
@@ -26,11 +29,11 @@ def open_cache(url: str) -> Cache:
         from gpt_runtime.backends.redis import RedisCache, connect
         from gpt_runtime.backends.tiered import TieredCache
 
-        return TieredCache(RedisCache(connect(url)))
+        return TieredCache(RedisCache(connect(url), on_error=on_redis_error))
     raise ValueError(f"unsupported cache URL scheme: {scheme!r}")
 
 
-def open_counter(url: str) -> WindowCounter:
+def open_counter(url: str, on_redis_error: ErrorHook | None = None) -> WindowCounter:
     """memory:// or redis://host:port/db (falls back to memory while Redis is down)."""
     scheme = _scheme(url)
     if scheme == "memory":
@@ -38,11 +41,13 @@ def open_counter(url: str) -> WindowCounter:
     if scheme in ("redis", "rediss"):
         from gpt_runtime.backends.redis import RedisWindowCounter, connect
 
-        return RedisWindowCounter(connect(url))
+        return RedisWindowCounter(connect(url), on_error=on_redis_error)
     raise ValueError(f"unsupported rate-limit URL scheme: {scheme!r}")
 
 
-def open_queue(url: str, *, visibility_timeout_s: int, max_receives: int) -> JobQueue:
+def open_queue(
+    url: str, *, visibility_timeout_s: int, max_receives: int, on_redis_error: ErrorHook | None = None
+) -> JobQueue:
     """sqlite:///path or memory:// (in-process workers only), redis://host:port/db, or sqs://name?region=…"""
     scheme = _scheme(url)
     if scheme == "memory":
@@ -63,6 +68,7 @@ def open_queue(url: str, *, visibility_timeout_s: int, max_receives: int) -> Job
             name=query.get("queue", "jobs"),
             visibility_timeout_s=float(query.get("visibility_timeout", visibility_timeout_s)),
             max_receives=int(query.get("max_receives", max_receives)),
+            on_error=on_redis_error,
         )
     if scheme == "sqs":
         from gpt_runtime.backends.sqs import SQSJobQueue

@@ -120,6 +120,11 @@ class MemoryJobQueue:
     async def enqueue(self, body: str) -> None:
         self._ready.put_nowait((body, 0))
 
+    async def depth(self) -> int:
+        """Messages waiting for a worker (not in flight)."""
+        self._requeue_expired()
+        return self._ready.qsize()
+
     def _requeue_expired(self) -> None:
         now = time.monotonic()
         for receipt, (body, count, deadline) in list(self._in_flight.items()):

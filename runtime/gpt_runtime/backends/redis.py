@@ -2,17 +2,19 @@
 
 Every call degrades instead of failing: when Redis is unreachable the cache misses, the counters
 fall back to this pod's memory, and a circuit breaker skips Redis for a few seconds so requests do
-not wait on timeouts. The job queue is the exception: it raises, and the API answers 503.
+not wait on timeouts. The job queue is the exception: it raises, and the API answers 503. Each failed call is reported
+to `on_error(backend)` (the runtime counts them in redis_errors_total).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -24,6 +26,7 @@ from gpt_runtime.backends.window import window_state
 
 log = logging.getLogger("gpt_runtime.redis")
 T = TypeVar("T")
+ErrorHook = Callable[[str], None]  # called with the backend's name (cache, limits, queue) when a Redis call fails
 
 _WINDOW_LUA = """
 local t = redis.call('TIME')
@@ -99,10 +102,17 @@ def connect(url: str, timeout_s: float = 0.5) -> aioredis.Redis:
 class CircuitBreaker:
     """Skips a failing dependency for `cooldown_s` after an error."""
 
-    def __init__(self, name: str, cooldown_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        cooldown_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: ErrorHook | None = None,
+    ):
         self.name = name
         self.cooldown_s = cooldown_s
         self.clock = clock
+        self.on_error = on_error
         self.open_until = 0.0
 
     @property
@@ -115,6 +125,8 @@ class CircuitBreaker:
         try:
             return await operation()
         except (RedisError, OSError) as exc:
+            if self.on_error is not None:
+                self.on_error(self.name)
             if self.closed:
                 log.warning("redis unavailable, degrading", extra={"backend": self.name, "error": type(exc).__name__})
             self.open_until = self.clock() + self.cooldown_s
@@ -143,10 +155,10 @@ async def _none() -> None:
 class RedisCache(RedisBacked):
     """Cache in Redis; errors read as misses."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "gpt:cache:"):
+    def __init__(self, client: aioredis.Redis, prefix: str = "gpt:cache:", on_error: ErrorHook | None = None):
         self.client = client
         self.prefix = prefix
-        self.breaker = CircuitBreaker("cache")
+        self.breaker = CircuitBreaker("cache", on_error=on_error)
 
     async def get(self, key: str) -> bytes | None:
         # redis' types allow str for any client; this one is made without decode_responses, so it answers bytes
@@ -183,11 +195,11 @@ class RedisCache(RedisBacked):
 class RedisWindowCounter(RedisBacked):
     """Sliding-window counters in Redis (one Lua script: atomic across pods), local memory when Redis is down."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "gpt:rl:"):
+    def __init__(self, client: aioredis.Redis, prefix: str = "gpt:rl:", on_error: ErrorHook | None = None):
         self.client = client
         self.prefix = prefix
         self.fallback = MemoryWindowCounter()
-        self.breaker = CircuitBreaker("limits")
+        self.breaker = CircuitBreaker("limits", on_error=on_error)
         self._script = client.register_script(_WINDOW_LUA)
 
     async def _run(self, key: str, window_s: int, limit: int, cost: int, mode: str) -> WindowState:
@@ -226,8 +238,10 @@ class RedisJobQueue(RedisBacked):
         visibility_timeout_s: float = 300.0,
         max_receives: int = 3,
         poll_s: float = 0.2,
+        on_error: ErrorHook | None = None,
     ):
         self.client = client
+        self.on_error = on_error
         base = f"gpt:queue:{{{name}}}:"
         self.keys = {
             "pending": base + "pending",
@@ -244,8 +258,24 @@ class RedisJobQueue(RedisBacked):
         self._extend = client.register_script(_EXTEND_LUA)
         self._last_reap = 0.0
 
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Report a failed call to on_error, then raise it (the queue does not degrade)."""
+        try:
+            yield
+        except (RedisError, OSError):
+            if self.on_error is not None:
+                self.on_error("queue")
+            raise
+
     async def enqueue(self, body: str) -> None:
-        await self.client.lpush(self.keys["pending"], json.dumps({"id": uuid.uuid4().hex, "body": body}))
+        with self._counted():
+            await self.client.lpush(self.keys["pending"], json.dumps({"id": uuid.uuid4().hex, "body": body}))
+
+    async def depth(self) -> int:
+        """LLEN of the pending list: messages waiting for a worker."""
+        with self._counted():
+            return int(await self.client.llen(self.keys["pending"]))
 
     async def reap(self) -> int:
         """Return expired in-flight messages to the queue (or the DLQ); how many moved."""
@@ -254,6 +284,10 @@ class RedisJobQueue(RedisBacked):
         return int(await self._reap(keys=keys, args=[self.max_receives]))
 
     async def receive(self, wait_s: float) -> Delivery | None:
+        with self._counted():
+            return await self._do_receive(wait_s)
+
+    async def _do_receive(self, wait_s: float) -> Delivery | None:
         deadline = time.monotonic() + wait_s
         k = self.keys
         while True:
@@ -273,6 +307,10 @@ class RedisJobQueue(RedisBacked):
             await asyncio.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
 
     async def extend(self, delivery: Delivery) -> None:
+        with self._counted():
+            await self._do_extend(delivery)
+
+    async def _do_extend(self, delivery: Delivery) -> None:
         """Renew the lease while the message is still in flight (one already given back stays given back)."""
         message_id = json.loads(delivery.receipt)["id"]
         await self._extend(
@@ -281,6 +319,10 @@ class RedisJobQueue(RedisBacked):
         )
 
     async def ack(self, delivery: Delivery) -> None:
+        with self._counted():
+            await self._do_ack(delivery)
+
+    async def _do_ack(self, delivery: Delivery) -> None:
         message_id = json.loads(delivery.receipt)["id"]
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.lrem(self.keys["processing"], 1, delivery.receipt)
@@ -289,6 +331,10 @@ class RedisJobQueue(RedisBacked):
             await pipe.execute()
 
     async def retry(self, delivery: Delivery) -> None:
+        with self._counted():
+            await self._do_retry(delivery)
+
+    async def _do_retry(self, delivery: Delivery) -> None:
         message_id = json.loads(delivery.receipt)["id"]
         dead = delivery.receive_count >= self.max_receives
         async with self.client.pipeline(transaction=True) as pipe:

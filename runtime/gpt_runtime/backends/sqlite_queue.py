@@ -137,6 +137,15 @@ class SQLiteJobQueue:
         )
         self._arrived.set()
 
+    async def depth(self) -> int:
+        """Messages waiting for a worker (not in flight, not dead)."""
+        async with self._lock:
+            db = await self._conn()
+            sql = "SELECT COUNT(*) FROM queue WHERE dead = 0 AND visible_at <= ?"
+            async with db.execute(sql, (time.time(),)) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def dead_letters(self) -> list[str]:
         async with self._lock:
             db = await self._conn()

@@ -122,6 +122,17 @@ class SQSJobQueue:
 
         await self._call(release)
 
+    async def depth(self) -> int:
+        """ApproximateNumberOfMessages: visible messages waiting for a worker."""
+
+        def count() -> int:
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self._url(), AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            return int(attributes["ApproximateNumberOfMessages"])
+
+        return await self._call(count)
+
     async def dead_letters(self) -> list[str]:
         def peek() -> list[str]:
             response = self.client.receive_message(

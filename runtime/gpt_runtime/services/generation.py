@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from gpt_model.protocol import (
 )
 
 from gpt_runtime.domain_errors import InvalidInput, NotFound, RateLimited, TooLarge, Unavailable, UpstreamFailed
-from gpt_runtime.metrics import Metrics
+from gpt_runtime.metrics import Metrics, StreamTimer
 from gpt_runtime.services.admission import AdmissionGate
 from gpt_runtime.services.cache import CacheService, fallback_key, response_key
 from gpt_runtime.services.context import fit_context
@@ -73,6 +74,7 @@ class Generation:
     cache_source: str | None = None  # "cache" or "quota-fallback"
     headers: dict[str, str] = field(default_factory=dict)
     release: Callable[[], None] | None = None
+    timer: StreamTimer = field(default_factory=lambda: StreamTimer(time.monotonic()))  # arrival: when prepared
 
     @property
     def conversation_id(self) -> str:
@@ -291,6 +293,7 @@ class GenerationService:
             try:
                 async for event in self._source(generation):
                     if isinstance(event, TextDelta):
+                        self._timed_token(generation)
                         generation.text.append(event.text)
                         generation.logprobs.extend(event.logprobs)
                     else:
@@ -308,6 +311,14 @@ class GenerationService:
         finally:
             self.metrics.active_streams.dec()
             await self.abort(generation, transport)
+
+    def _timed_token(self, generation: Generation) -> None:
+        """vLLM's TTFT and inter-token latency, for tokens the engine made (not a cached answer)."""
+        if generation.cached is not None:
+            return
+        kind, seconds = generation.timer.token()
+        histogram = self.metrics.vllm_ttft if kind == "ttft" else self.metrics.vllm_itl
+        histogram.labels(self.engine.model_id).observe(seconds)
 
     async def abort(self, generation: Generation, transport: str) -> None:
         """End a started generation nobody will read further: free its engine slot, keep what was said.
@@ -340,8 +351,9 @@ class GenerationService:
             await self._discard(generation)
             return
         if generation.cached is None:
-            self.metrics.generation_tokens.labels("prompt").inc(usage.prompt_tokens)
-            self.metrics.generation_tokens.labels("completion").inc(usage.completion_tokens)
+            model_name = self.engine.model_id
+            self.metrics.vllm_e2e.labels(model_name).observe(generation.timer.finished())
+            self.metrics.tokens(model_name, usage.prompt_tokens, usage.completion_tokens)
             await self.limits.charge(generation.user, usage.prompt_tokens, usage.completion_tokens)
             if finished.finish_reason in ("stop", "length"):
                 await self._remember(generation)

@@ -371,6 +371,25 @@ def test_kv_cache_budget_limits_concurrency_and_the_context_window():
     assert idle.kv_cache_mb == 0  # released when idle
 
 
+def test_kv_cache_usage_is_what_running_requests_hold_of_the_budget():
+    async def main():
+        e = engine(kv_cache_mb=1.0)
+        rid = await e.submit(GenerationRequest("kv", msgs("hello"), SamplingParams(temperature=0, max_tokens=100)))
+        during = []
+        async for _ in e.stream(rid):
+            during.append(e.snapshot())
+        await asyncio.sleep(0.05)
+        idle = e.snapshot()
+        await e.close()
+        return during, idle
+
+    during, idle = run(main())
+    assert all(s.kv_cache_budget_mb == 1.0 for s in during)
+    # a slot of 256 tokens x 512 bytes = 128 KiB of the 1 MiB budget
+    assert max(s.kv_cache_usage for s in during) == pytest.approx(0.125)
+    assert idle.kv_cache_usage == 0
+
+
 def test_a_long_request_waits_for_room_then_runs_with_the_cache_reshaped_under_budget():
     long_prompt = "long context " * 50
 
