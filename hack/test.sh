@@ -55,7 +55,7 @@ actionlint=$(bash hack/tools.sh actionlint)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
 # a short Locust run (hack/locustfile.py: every API route of a user's journey) against a runtime on the test suite's
-# instant fake model; fails if any request failed (about 45 s; the README's benchmark is the longer run)
+# instant fake model; fails if any request failed (30 s of load plus the runtime's start; the README's benchmark is longer)
 stage "load test (locust)"
 GPT_MODEL_SOURCE='fake:echo?delay_ms=10' bash hack/load_test.sh 4 30
 # llama.cpp's server, the real third-party engine behind an openai+http:// source (first build ~15 min, then cached)
