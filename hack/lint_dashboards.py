@@ -16,9 +16,9 @@ there is any. The rules (dashboard-linter's names where it has the rule):
   vector, sum() an instant vector, ...; with --promtool also Prometheus' own parser, `promtool check rules`).
 - target-rate-interval-rule: rate, irate and increase take `[$__rate_interval]`.
 - target-job-rule: where the dashboard has a `job` variable, every selector has the matcher job=~"$job".
-- target-metric-contract-rule: every metric a query or variable reads is in the contract: the names in backticks in
-  docs/metrics.md when it exists, else CONTRACT below (issue 14's list); a histogram's _bucket/_sum/_count and a
-  counter's _total count as its name.
+- target-metric-contract-rule: every metric a query or variable reads is in the contract: the names in the Metric
+  column of docs/metrics.md's tables when it exists, else CONTRACT below (issue 14's list); a histogram's
+  _bucket/_sum/_count and a counter's _total count as its name.
 
 grafana/dashboard-linter itself is not installable here (the Go module proxy lists no version of it).
 """
@@ -459,10 +459,12 @@ class Problem:
 
 
 def contract_names(doc: Path = METRICS_DOC) -> frozenset[str]:
-    """The metric names of the contract: those in backticks in `doc` when it exists, else CONTRACT."""
+    """The metric names of the contract: those in backticks in the first column of `doc`'s tables (the Metric
+    column) when it exists, else CONTRACT."""
     if not doc.exists():
         return CONTRACT
-    return frozenset(re.findall(r"`([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^`]*\})?`", doc.read_text()))
+    first_cells = [line.split("|")[1] for line in doc.read_text().splitlines() if line.startswith("|")]
+    return frozenset(name for cell in first_cells for name in re.findall(r"`([a-zA-Z_:][a-zA-Z0-9_:]*)[`{]", cell))
 
 
 def in_contract(metric: str, contract: frozenset[str]) -> bool:
