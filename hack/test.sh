@@ -51,6 +51,7 @@ stage "lint"
 .venv/bin/mypy  # the packages and settings of [tool.mypy] in pyproject.toml
 actionlint=$(bash hack/tools.sh actionlint)
 "$actionlint" .github/workflows/*.yml
+.venv/bin/python hack/dashboards.py --check; .venv/bin/python hack/lint_dashboards.py  # Grafana dashboards (<1 s)
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
