@@ -51,6 +51,11 @@ stage "lint"
 .venv/bin/mypy  # the packages and settings of [tool.mypy] in pyproject.toml
 actionlint=$(bash hack/tools.sh actionlint)
 "$actionlint" .github/workflows/*.yml
+# the alerting rules: promtool's check and the rules' unit tests (manifests/monitoring/tests; about 2 s once built)
+GPT_PROMTOOL=$(bash hack/tools.sh promtool)
+export GPT_PROMTOOL
+"$GPT_PROMTOOL" check rules manifests/monitoring/rules.yaml
+"$GPT_PROMTOOL" test rules manifests/monitoring/tests/*.yaml
 .venv/bin/python hack/dashboards.py --check; .venv/bin/python hack/lint_dashboards.py  # Grafana dashboards (<1 s)
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)

@@ -3,6 +3,8 @@
 #
 #   hack/tools.sh actionlint     the GitHub Actions workflow linter
 #   hack/tools.sh mailpit        an SMTP server with an HTTP API: the mail tests send through it
+#   hack/tools.sh promtool       Prometheus' rule checker: `check rules` and `test rules` on manifests/monitoring
+#   hack/tools.sh prometheus     the Prometheus server (the API only: a plain `go install` has no web UI assets)
 #   hack/tools.sh llama-server   llama.cpp's OpenAI-compatible server (C++, cmake and g++), built from the
 #                                llama.cpp that the pinned llama-cpp-python sdist on PyPI vendors (no GitHub here):
 #                                the third-party engine the upstream-engine tests and benchmarks run against
@@ -10,7 +12,9 @@
 #   GPT_TOOLS_CACHE=DIR   cache root (default ${XDG_CACHE_HOME:-~/.cache}/gpt-operator/tools)
 set -euo pipefail
 declare -A module=([actionlint]=github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
-                   [mailpit]=github.com/axllent/mailpit@v1.33.1)
+                   [mailpit]=github.com/axllent/mailpit@v1.33.1
+                   [promtool]=github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+                   [prometheus]=github.com/prometheus/prometheus/cmd/prometheus@v0.316.0)
 name=${1:?usage: $0 TOOL}
 cache="${GPT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt-operator/tools}"
 if [ "$name" = llama-server ]; then
