@@ -61,6 +61,9 @@ export GPT_PROMTOOL
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
+# the Prometheus that tests/integration/runtime/test_prometheus_under_load.py runs (built once, then cached)
+GPT_PROMETHEUS=$(bash hack/tools.sh prometheus)
+export GPT_PROMETHEUS
 # a short Locust run (hack/locustfile.py: every API route of a user's journey) against a runtime on the test suite's
 # instant fake model; fails if any request failed (30 s of load plus the runtime's start; the README's benchmark is longer)
 stage "load test (locust)"
