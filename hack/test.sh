@@ -51,7 +51,7 @@ stage "lint"
 .venv/bin/mypy  # the packages and settings of [tool.mypy] in pyproject.toml
 actionlint=$(bash hack/tools.sh actionlint)
 "$actionlint" .github/workflows/*.yml
-# the alerting rules: promtool's check and the rules' unit tests (manifests/monitoring/tests; about 2 s once built)
+# the alerting rules: promtool's check and the rules' unit tests (manifests/monitoring/tests; ~5 s once built)
 GPT_PROMTOOL=$(bash hack/tools.sh promtool)
 export GPT_PROMTOOL
 "$GPT_PROMTOOL" check rules manifests/monitoring/rules.yaml
