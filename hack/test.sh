@@ -84,6 +84,8 @@ if [ "$e2e_local" = 1 ]; then
   images=$(bash hack/images/build.sh operator runtime moto llama-server | tr '\n' ' ')
   wait "$go_build" || { tail -n 40 "$GPT_K8S_CLUSTER_DIR.build.log" >&2; exit 1; }
   rm -f "$GPT_K8S_CLUSTER_DIR.build.log"
+  # prometheus-adapter for tests/e2e/test_autoscaling.py (first build ~5 min, then cached)
+  bash hack/tools.sh prometheus-adapter >/dev/null
   stage "cluster up (images loaded)"
   GPT_K8S_NODE_IMAGES="$images" bash hack/k8s/cluster.sh up --node >/dev/null
   eval "$(bash hack/k8s/cluster.sh env)"

@@ -5,6 +5,8 @@
 #   hack/tools.sh mailpit        an SMTP server with an HTTP API: the mail tests send through it
 #   hack/tools.sh promtool       Prometheus' rule checker: `check rules` and `test rules` on manifests/monitoring
 #   hack/tools.sh prometheus     the Prometheus server (the API only: a plain `go install` has no web UI assets)
+#   hack/tools.sh prometheus-adapter  the custom metrics API server that the HPA reads LLM signals from
+#                                (the autoscaling e2e; rules in manifests/monitoring/prometheus-adapter)
 #   hack/tools.sh llama-server   llama.cpp's OpenAI-compatible server (C++, cmake and g++), built from the
 #                                llama.cpp that the pinned llama-cpp-python sdist on PyPI vendors (no GitHub here):
 #                                the third-party engine the upstream-engine tests and benchmarks run against
@@ -41,7 +43,23 @@ if [ "$name" = llama-server ]; then
   echo "$bin/llama-server"
   exit 0
 fi
-[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]} llama-server)" >&2; exit 2; }
+if [ "$name" = prometheus-adapter ]; then
+  # The proxy serves this exact version but lists none, and `go install pkg@version` asks for the list (refused):
+  # build inside the downloaded module instead, with its own go.mod and go.sum.
+  version=v0.12.0
+  bin="$cache/prometheus-adapter-$version"
+  if [ ! -x "$bin/prometheus-adapter" ]; then
+    echo "==> building prometheus-adapter $version" >&2
+    dir=$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/prometheus-adapter@$version" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    mkdir -p "$bin"
+    (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$bin/prometheus-adapter.tmp" ./cmd/adapter) >&2
+    mv "$bin/prometheus-adapter.tmp" "$bin/prometheus-adapter"
+  fi
+  echo "$bin/prometheus-adapter"
+  exit 0
+fi
+[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]} llama-server prometheus-adapter)" >&2; exit 2; }
 version=${module[$name]##*@}
 bin="$cache/$name-$version"
 if [ ! -x "$bin/$name" ]; then

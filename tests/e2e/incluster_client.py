@@ -15,6 +15,8 @@ with a command; it prints one JSON document.
     post URL                      an unauthenticated POST of {} to URL: its status (who may call an engine port)
     features URL EMAIL PASSWORD   what the image brings beyond the API: the web page and one hashed asset (status,
                                   type, cache headers), a /synthesize -> /transcribe round trip, a search
+    load URL TOKEN SECONDS N      N threads each sending chat completions back to back for SECONDS: answers by
+                                  status
 """
 
 from __future__ import annotations
@@ -238,6 +240,33 @@ def post(url: str) -> dict[str, Any]:
         return {"status": -1}
 
 
+def load(url: str, token: str, seconds: float, threads: int) -> dict[str, Any]:
+    """Keep `threads` requests in flight for `seconds` (a steady queue for the autoscaler to see)."""
+    import threading
+
+    model = _model(url, token)
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        while time.monotonic() < deadline:
+            try:
+                answer = request("POST", f"{url}/v1/chat/completions", _chat(model, 16, False), token=token, timeout=60)
+                status = str(answer["status"])
+            except Exception as exc:
+                status = type(exc).__name__
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return {"statuses": statuses}
+
+
 def main(argv: list[str]) -> None:
     cmd, *args = argv
     if cmd == "health":
@@ -260,6 +289,8 @@ def main(argv: list[str]) -> None:
         out = post(args[0])
     elif cmd == "features":
         out = features(*args)
+    elif cmd == "load":
+        out = load(args[0], args[1], float(args[2]), int(args[3]))
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(out))
