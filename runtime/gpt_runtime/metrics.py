@@ -119,6 +119,8 @@ class Metrics:
             "auth_events", "Sign-ups, logins, refused credentials and password resets, by event.", ["event"],
             registry=self.registry,
         )  # fmt: skip
+        for event in AUTH_EVENTS:  # every event's series starts at 0, so rate() sees its first occurrence
+            self.auth_events.labels(event)
         self.redis_errors = Counter(
             "redis_errors",
             "Redis calls that failed (refused, timed out), by backend; the backend then degrades or raises.",

@@ -12,7 +12,7 @@ from gpt_runtime.backends.memory import MemoryJobQueue
 from gpt_runtime.backends.redis import CircuitBreaker
 from gpt_runtime.backends.sqlite_queue import SQLiteJobQueue
 from gpt_runtime.domain_errors import Unauthenticated
-from gpt_runtime.metrics import Metrics, StreamTimer
+from gpt_runtime.metrics import AUTH_EVENTS, Metrics, StreamTimer
 from gpt_runtime.metrics_server import serve_metrics
 from gpt_runtime.scrape import RequestCounts, queue_depth, request_counts
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -62,6 +62,13 @@ def test_auth_events_are_a_closed_set():
     with pytest.raises(ValueError):
         metrics.auth_event("someone@example.com")
     assert b'auth_events_total{event="login"} 1.0' in metrics.render()
+
+
+def test_every_auth_event_series_exists_at_zero_before_its_first_occurrence():
+    """rate() and increase() cannot see a counter's first sample: a series born at 1 hides the first failed login."""
+    rendered = Metrics().render()
+    for event in AUTH_EVENTS:
+        assert f'auth_events_total{{event="{event}"}} 0.0'.encode() in rendered
 
 
 def test_job_queue_depth_has_no_series_until_known():
