@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from gpt_runtime.auth.account_mail import AccountMail
 from gpt_runtime.auth.api_keys import ApiKeys
-from gpt_runtime.auth.passwords import hash_password, verify_password
+from gpt_runtime.auth.passwords import hash_password, hash_password_off_loop, verify_password_off_loop
 from gpt_runtime.auth.tokens import TokenError, TokenSigner, password_version
 from gpt_runtime.domain_errors import Conflict, Forbidden, InvalidInput, Unauthenticated
 from gpt_runtime.settings import RuntimeSettings
@@ -83,7 +83,7 @@ class LocalAuth:
         email = normalize_email(email)
         self._check_password(password)
         try:
-            user = await self.store.create_user(email, hash_password(password), "free")
+            user = await self.store.create_user(email, await hash_password_off_loop(password), "free")
         except AlreadyExists as exc:
             raise Conflict("an account with this email already exists", param="email", code="email_taken") from exc
         token = self.signer.issue(user.id, "verify_email", self.settings.email_token_ttl_s)
@@ -93,9 +93,9 @@ class LocalAuth:
     async def login(self, email: str, password: str) -> TokenPair:
         user = await self.store.get_user_by_email(email.strip().lower())
         if user is None:
-            verify_password(_DUMMY_HASH, password)
+            await verify_password_off_loop(_DUMMY_HASH, password)
             raise Unauthenticated("incorrect email or password", code="invalid_credentials")
-        if not verify_password(user.password_hash, password):
+        if not await verify_password_off_loop(user.password_hash, password):
             raise Unauthenticated("incorrect email or password", code="invalid_credentials")
         if self.settings.require_verified_email and not user.email_verified:
             raise Forbidden("verify your email address before logging in", code="email_not_verified")
@@ -144,7 +144,10 @@ class LocalAuth:
                 "reset token was already used or is no longer valid", param="token", code="invalid_token"
             )
         await self.store.update_user(
-            user.id, password_hash=hash_password(new_password), email_verified=True, role=self._verified_role(user)
+            user.id,
+            password_hash=await hash_password_off_loop(new_password),
+            email_verified=True,
+            role=self._verified_role(user),
         )
         if self.api_keys is not None:
             await self.api_keys.revoke_all(user.id)

@@ -63,3 +63,64 @@ def test_dev_secret_is_created_once_with_private_mode(tmp_path):
     assert len(first) >= 32
     assert load_or_create_secret(path) == first
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+class _SlowHasher:
+    """argon2's cost, made visible: each hash or verify holds its thread for 0.3 s."""
+
+    def hash(self, password: str) -> str:
+        time.sleep(0.3)
+        return "$slow$" + password
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        time.sleep(0.3)
+        return password_hash == "$slow$" + password
+
+
+class _NoUsers:
+    async def get_user_by_email(self, email: str) -> None:
+        return None
+
+    async def create_user(self, email: str, password_hash: str, role: str) -> None:
+        raise AssertionError("not reached: the test stops at the hash")
+
+
+def test_logins_and_signups_hash_off_the_event_loop(monkeypatch: pytest.MonkeyPatch):
+    """While a password is hashed or verified, the event loop goes on serving other requests (it stalled every
+    request of the pod for the hash's duration: ~1 s per login under load)."""
+    import asyncio
+    import contextlib
+
+    from gpt_runtime.auth import passwords
+    from gpt_runtime.auth.local import LocalAuth
+    from gpt_runtime.domain_errors import Unauthenticated
+    from gpt_runtime.settings import RuntimeSettings
+
+    monkeypatch.setattr(passwords, "_hasher", _SlowHasher())
+    auth = LocalAuth(_NoUsers(), TokenSigner(SECRET, "issuer"), None, RuntimeSettings())  # type: ignore[arg-type]
+
+    async def ticks_during(flow) -> int:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        with contextlib.suppress(Unauthenticated, AssertionError):
+            await flow()
+        done.set()
+        await task
+        return ticks
+
+    async def main() -> tuple[int, int]:
+        login = await ticks_during(lambda: auth.login("nobody@example.com", "correct horse battery"))
+        signup = await ticks_during(lambda: auth.signup("new@example.com", "correct horse battery"))
+        return login, signup
+
+    login_ticks, signup_ticks = asyncio.run(main())
+    assert login_ticks >= 10 and signup_ticks >= 10, (login_ticks, signup_ticks)
