@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .kube import Kube, gptd_manifest
+from .kube import Kube, awake_for, gptd_manifest
 from .realpods import InClusterClient, on_real_node, real_node_name, service_url
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,8 @@ def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
 @pytest.fixture
 def deployment(kube: Kube, ns: str) -> Iterator[str]:
     spec = {"environment": "dev", "model": {"source": "builtin:tiny"}, "replicas": 1}
-    kube.apply(gptd_manifest(NAME, ns, on_real_node(spec, {"cpu": "100m", "memory": "1536Mi"})))
+    # awake whatever the hour: dev sleeps 20:00-08:00 and weekends by default (CI at 22:00 UTC waited 300 s for it)
+    kube.apply(gptd_manifest(NAME, ns, on_real_node(spec, {"cpu": "100m", "memory": "1536Mi"}), awake_for()))
     kube.wait_ready(ns, NAME, 1, timeout=300)
     yield service_url(kube, ns, NAME)
     kube.run("delete", "gptd", NAME, "-n", ns, "--wait=false", check=False)
