@@ -11,6 +11,7 @@ a failed JSON-patch `test` (kmock answers 500); list/watch honouring `labelSelec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 import uuid
@@ -286,16 +287,19 @@ def clock() -> Clock:
     return Clock(datetime(2026, 3, 4, 12, 0, tzinfo=UTC))  # a Wednesday, noon UTC
 
 
-@pytest_asyncio.fixture()
-async def operator(cluster: Emulator, clock: Clock) -> AsyncIterator[OperatorState]:
+@contextlib.asynccontextmanager
+async def running_operator(
+    cluster: Emulator, clock: Clock, liveness_endpoint: str = ""
+) -> AsyncIterator[OperatorState]:
     """The operator in its own thread and event loop, as in production: kopf cancels every task started
-    after it in its loop when it stops, which would include the test's own tasks."""
-    settings = OperatorSettings(  # cluster-wide, alone (no Lease), no health port
+    after it in its loop when it stops, which would include the test's own tasks. Cluster-wide, alone (no
+    Lease); its health server (and /metrics) only where `liveness_endpoint` names one."""
+    settings = OperatorSettings(
         server=str(cluster.url),
         resync_seconds=0.2,
         secret_check_interval_s=0.5,
         leader_election=False,
-        liveness_endpoint="",
+        liveness_endpoint=liveness_endpoint,
     )
     state = OperatorState(settings=settings, clock=clock)
     stop, ready = threading.Event(), threading.Event()
@@ -315,6 +319,13 @@ async def operator(cluster: Emulator, clock: Clock) -> AsyncIterator[OperatorSta
     await asyncio.to_thread(thread.join, 20)
     assert not thread.is_alive(), "the operator did not stop"
     assert not errors, errors
+
+
+@pytest_asyncio.fixture()
+async def operator(cluster: Emulator, clock: Clock) -> AsyncIterator[OperatorState]:
+    """The operator, no health port."""
+    async with running_operator(cluster, clock) as state:
+        yield state
 
 
 async def _eventually(check: Callable[[], Any], within: float = 10.0, interval: float = 0.05) -> Any:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from gpt_operator.main import OperatorState, operate
-from gpt_operator.settings import OperatorSettings
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import NAMESPACE, Clock, Emulator
+from .conftest import NAMESPACE, Clock, Emulator, running_operator
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -33,31 +30,8 @@ def free_port() -> int:
 async def served(cluster: Emulator, clock: Clock) -> AsyncIterator[str]:
     """The operator (as conftest's `operator` fixture runs it) with its health server on; yields its base URL."""
     port = free_port()
-    settings = OperatorSettings(
-        server=str(cluster.url),
-        resync_seconds=0.2,
-        secret_check_interval_s=0.5,
-        leader_election=False,
-        liveness_endpoint=f"http://127.0.0.1:{port}/healthz",
-    )
-    state = OperatorState(settings=settings, clock=clock)
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(operate(state, stop_flag=stop, ready_flag=ready))
-        except BaseException as exc:  # reported at teardown
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="gpt-operator", daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 20), f"the operator did not start: {errors}"
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.to_thread(thread.join, 20)
-    assert not thread.is_alive(), "the operator did not stop"
-    assert not errors, errors
+    async with running_operator(cluster, clock, f"http://127.0.0.1:{port}/healthz"):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def scrape(base: str) -> dict[tuple[str, frozenset], float]:
