@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -104,26 +106,56 @@ def start_runtime(tmp: Path, ready_path: str = "/ready", **env: str) -> RuntimeS
         [sys.executable, "-m", "gpt_runtime"], env=full_env, stdout=log_file, stderr=subprocess.STDOUT
     )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"runtime exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base_url}{ready_path}", timeout=5).status_code == 200:
-                return RuntimeServer(base_url, f"ws://127.0.0.1:{port}", secret, log_path, process)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"runtime did not become ready:\n{log_path.read_text()}")
+    wait_until_ready(process, f"{base_url}{ready_path}", log_path, "runtime", timeout=120, request_timeout=5)
+    return RuntimeServer(base_url, f"ws://127.0.0.1:{port}", secret, log_path, process)
 
 
 def stop_runtime(server: RuntimeServer) -> None:
-    server.process.terminate()
+    stop_process(server.process)
+
+
+def tool_binary(name: str, env_var: str) -> str:
+    """$`env_var` (hack/test.sh exports it), else `hack/tools.sh name`'s cached build (built on first use)."""
+    given = os.environ.get(env_var)
+    if given:
+        return given
+    built = subprocess.run(["bash", str(REPO_ROOT / "hack" / "tools.sh"), name], capture_output=True, text=True)
+    assert built.returncode == 0, f"hack/tools.sh {name} failed:\n{built.stderr[-3000:]}"
+    return built.stdout.strip().splitlines()[-1]
+
+
+def wait_until_ready(
+    process: subprocess.Popen,
+    url: str,
+    log_path: Path,
+    what: str,
+    *,
+    timeout: float,
+    request_timeout: float = 2,
+    interval: float = 0.2,
+) -> None:
+    """Poll `url` until it answers 200; a process that exits first, or a timeout, raises with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url, timeout=request_timeout).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval)
+    process.kill()
+    raise RuntimeError(f"{what} did not become ready:\n{log_path.read_text()}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
     try:
-        server.process.wait(timeout=15)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
+        process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -4,28 +4,21 @@ scraping given targets every second, with rule files loaded, queried over its HT
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import yaml
 
-from .conftest import free_port
+from .conftest import free_port, stop_process, tool_binary, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def prometheus_binary() -> str:
     """$GPT_PROMETHEUS (hack/test.sh exports it), else hack/tools.sh's cached build (built on first use)."""
-    given = os.environ.get("GPT_PROMETHEUS")
-    if given:
-        return given
-    built = subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "prometheus"], capture_output=True, text=True)
-    assert built.returncode == 0, f"hack/tools.sh prometheus failed:\n{built.stderr[-3000:]}"
-    return built.stdout.strip().splitlines()[-1]
+    return tool_binary("prometheus", "GPT_PROMETHEUS")
 
 
 @dataclass
@@ -85,23 +78,9 @@ def start_prometheus(tmp: Path, targets: dict[str, dict], rule_files: list[Path]
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/-/ready", timeout=2).status_code == 200:
-                return Prometheus(base_url, process, log_path)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"prometheus did not become ready:\n{log_path.read_text()}")
+    wait_until_ready(process, f"{base_url}/-/ready", log_path, "prometheus", timeout=60)
+    return Prometheus(base_url, process, log_path)
 
 
 def stop_prometheus(prometheus: Prometheus) -> None:
-    prometheus.process.terminate()
-    try:
-        prometheus.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        prometheus.process.kill()
+    stop_process(prometheus.process)

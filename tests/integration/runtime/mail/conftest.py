@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..conftest import RuntimeServer, free_port, start_runtime, stop_runtime
+from ..conftest import (
+    RuntimeServer,
+    free_port,
+    start_runtime,
+    stop_process,
+    stop_runtime,
+    tool_binary,
+    wait_until_ready,
+)
 
 REPO = Path(__file__).resolve().parents[4]
 SMTP_USER = "runtime"
@@ -30,13 +37,7 @@ SMTP_PASSWORD = "mail-Pa55word"
 
 
 def mailpit_binary() -> str:
-    configured = os.environ.get("GPT_MAILPIT")
-    if configured:
-        return configured
-    built = subprocess.run(
-        ["bash", str(REPO / "hack" / "tools.sh"), "mailpit"], capture_output=True, text=True, check=True
-    )
-    return built.stdout.strip().splitlines()[-1]
+    return tool_binary("mailpit", "GPT_MAILPIT")
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -127,26 +128,12 @@ def start_mailpit(directory: Path, *, implicit_tls: bool = False) -> Mailpit:
         stderr=subprocess.STDOUT,
     )
     api = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mailpit exited:\n{(directory / 'mailpit.log').read_text()}")
-        try:
-            if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
-                return Mailpit(smtp_port, api, cert, process)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("mailpit did not become ready")
+    wait_until_ready(process, f"{api}/readyz", directory / "mailpit.log", "mailpit", timeout=30, interval=0.1)
+    return Mailpit(smtp_port, api, cert, process)
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_process(process, timeout=10)
 
 
 @pytest.fixture(scope="module")
