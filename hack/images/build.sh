@@ -2,9 +2,10 @@
 # Build both images from the Dockerfiles users build, with the tags the manifests name, so
 # manifests/base and the samples run them unchanged (imagePullPolicy IfNotPresent: nothing is pulled).
 #
-#   hack/images/build.sh [operator] [runtime] [moto] [llama-server]
+#   hack/images/build.sh [operator] [runtime] [moto] [llama-server] [redis] [prometheus]
 #                          build (default: operator and runtime; moto is the e2e suite's AWS emulator,
-#                          llama-server its llama.cpp engine, from hack/tools.sh's build);
+#                          llama-server its llama.cpp engine, from hack/tools.sh's build; redis and prometheus
+#                          are compose.yaml's, prometheus from hack/tools.sh's build);
 #                          the references go to stdout
 #
 #   GPT_IMAGE_BASE=IMAGE   the BASE_IMAGE build arg (default: hack/images/base.sh's Debian-made Python,
@@ -20,6 +21,8 @@ OPERATOR_IMAGE=ghcr.io/gpt-operator/gpt-operator:0.1.0  # manifests/base/kustomi
 RUNTIME_IMAGE=ghcr.io/gpt-operator/gpt-runtime:0.1.0    # gpt_operator.spec.DEFAULT_IMAGE
 MOTO_IMAGE=gpt-operator.local/moto:e2e                   # tests/e2e (a shared DynamoDB for runtime pods)
 LLAMA_SERVER_IMAGE=gpt-operator.local/llama-server:e2e   # tests/e2e (spec.engine.type: llamacpp)
+REDIS_IMAGE=gpt-operator.local/redis:7                   # compose.yaml (Debian bookworm's redis-server 7.0)
+PROMETHEUS_IMAGE=gpt-operator.local/prometheus:v0.316.0  # compose.yaml's monitoring profile (hack/tools.sh's version)
 
 bash hack/images/dockerd.sh start
 base="${GPT_IMAGE_BASE:-$(bash hack/images/base.sh)}"
@@ -66,7 +69,13 @@ for name in "${wanted[@]}"; do
       cp "$(bash hack/tools.sh llama-server)" "$context/llama-server"
       CONTEXT="$context" build llama-server "$PWD/hack/images/llama-server.Dockerfile" "$LLAMA_SERVER_IMAGE"
       rm -rf "$context" ;;
-    *) echo "build.sh: unknown image $name (operator, runtime, moto, llama-server)" >&2; exit 2 ;;
+    redis) build redis hack/images/redis.Dockerfile "$REDIS_IMAGE" ;;
+    prometheus)
+      context=$(mktemp -d)
+      cp "$(bash hack/tools.sh prometheus)" "$context/prometheus"
+      CONTEXT="$context" build prometheus "$PWD/hack/images/prometheus.Dockerfile" "$PROMETHEUS_IMAGE"
+      rm -rf "$context" ;;
+    *) echo "build.sh: unknown image $name (operator, runtime, moto, llama-server, redis, prometheus)" >&2; exit 2 ;;
   esac
 done
 # images the new tags replaced (each runtime build that changes the dependencies leaves a 6 GB one)
