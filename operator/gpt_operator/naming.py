@@ -21,9 +21,10 @@ MANAGED_BY = "gpt-operator"
 # Annotations a user sets on the GPTDeployment (kubectl annotate; GitOps manifests stay untouched).
 PROMOTE_ANNOTATION = f"{GROUP}/promote"  # one-shot: "true" (next step) or "full"
 ABORT_ANNOTATION = f"{GROUP}/abort"  # one-shot
+RETRY_ANNOTATION = f"{GROUP}/retry"  # one-shot: run the aborted revision again from the start
 PAUSED_ANNOTATION = f"{GROUP}/paused"  # "true" while paused; remove it to resume
 WAKE_UNTIL_ANNOTATION = f"{GROUP}/wake-until"  # RFC 3339 time
-ONE_SHOT_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION)
+ONE_SHOT_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
 
 # Annotations the operator sets on its children.
 TEMPLATE_ANNOTATION = f"{GROUP}/template-spec"  # the pod-deciding spec a track was rendered from

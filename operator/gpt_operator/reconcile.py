@@ -13,12 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gpt_operator.history import recorded_history
 from gpt_operator.naming import (
     ABORT_ANNOTATION,
     ENGINE_KEY_SECRET,
     JWT_SECRET,
     PAUSED_ANNOTATION,
     PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
     REVISION_LABEL,
     TEMPLATE_ANNOTATION,
     TRACK_LABEL,
@@ -34,7 +36,7 @@ from gpt_operator.status import build_status, invalid_status, rollout_state_from
 
 TRUE_VALUES = ("true", "yes", "1", "on")
 # The one-shot annotations, and the action each asks for.
-ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"))
+ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"), (RETRY_ANNOTATION, "retry"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def actions_from_annotations(annotations: dict[str, str] | None) -> Actions:
     return Actions(
         promote=promote_action,
         abort=ABORT_ANNOTATION in annotations,
+        retry=RETRY_ANNOTATION in annotations,
         paused=annotations.get(PAUSED_ANNOTATION, "").strip().lower() in TRUE_VALUES,
     )
 
@@ -158,6 +161,9 @@ def desire(
     recorded = previous.get("lastActions") or {}
     applied = [key for key, _ in ACTION_ANNOTATIONS if key in annotations and recorded.get(key) == annotations[key]]
     actions = actions_from_annotations({k: v for k, v in annotations.items() if k not in applied})
+    retried = retried_status(previous, spec.revision) if actions.retry else None
+    if retried is not None:
+        previous = retried
     analysis = assess(spec, previous, measurements, actions, now)
     actions = analysis.actions
     sleep = evaluate(
@@ -168,7 +174,7 @@ def desire(
     rollout = plan(spec, rollout_state_from_status(previous), observed, now, replicas=replicas, actions=actions)
     if analysis.pause_message and rollout.paused:
         rollout = replace(rollout, message=analysis.pause_message)
-    rollout = replace(rollout, consumed=rollout.consumed | analysis.consumed)
+    rollout = replace(rollout, consumed=rollout.consumed | analysis.consumed | ({"retry"} if retried else set()))
     objects = render_children(name, namespace, spec, rollout, asleep=sleep.asleep)
     status = build_status(
         name=name,
@@ -186,6 +192,13 @@ def desire(
     events += state_events
     if analysis.run is not None:
         status["analysis"] = analysis.run
+    elif retried is not None:
+        status["analysis"] = None  # the failed analysis of the aborted try is forgotten
+    if retried is not None:
+        events.append(Event("Normal", "RolloutRetried", f"revision {spec.revision}: the aborted rollout starts again"))
+    stable = status["stableRevision"]
+    template = stable_template(spec, rollout.tracks, stable)
+    status["history"] = recorded_history(previous.get("history"), stable, template, now)
     was_sleeping = previous.get("phase") == "Sleeping"
     if sleep.asleep and not was_sleeping and previous:
         events.append(Event("Normal", "Sleeping", sleep.message))
@@ -195,8 +208,13 @@ def desire(
     remove = list(applied)
     # A one-shot annotation with nothing to act on is dropped too, so it cannot fire on a later rollout.
     idle = not rollout.progressing and not rollout.paused
-    for key, _ in ACTION_ANNOTATIONS:
-        if key in annotations and key not in acted and key not in applied and idle:
+    for key, action in ACTION_ANNOTATIONS:
+        if key not in annotations or key in acted or key in applied:
+            continue
+        if action == "retry":  # acts at once or never: only an aborted revision can be retried
+            remove.append(key)
+            events.append(Event("Warning", "AnnotationIgnored", f"{key}: revision {spec.revision} is not aborted"))
+        elif idle:
             remove.append(key)
             events.append(Event("Warning", "AnnotationIgnored", f"{key}: no rollout in progress"))
     status["lastActions"] = one_shot_bookkeeping(recorded, annotations, acted)
@@ -212,6 +230,25 @@ def desire(
         consumed_annotations=remove,
         sleep=sleep,
     )
+
+
+def retried_status(previous: dict[str, Any], revision: str) -> dict[str, Any] | None:
+    """The status a retry of the aborted `revision` starts from: the abort and that try's rollout position
+    and analysis forgotten, so the strategy starts the same revision again from its first step. None when
+    `revision` (the spec's) is not the aborted one: there is nothing to retry."""
+    if not previous.get("abortedRevision") or previous.get("abortedRevision") != revision:
+        return None
+    cleared = ("abortedRevision", "updateRevision", "currentStep", "previewReadyTime", "pauseUntil", "analysis")
+    return {**previous, **dict.fromkeys(cleared)}
+
+
+def stable_template(spec: GPTDeploymentSpec, tracks: Iterable[TrackPlan], stable: str | None) -> dict[str, Any] | None:
+    """The pod-deciding spec of the stable revision: the spec's own, or the one a track keeps it with."""
+    if stable is None:
+        return None
+    if stable == spec.revision:
+        return spec.pod_template_spec()
+    return next((track.template for track in tracks if track.revision == stable), None)
 
 
 def needed_secrets(spec: GPTDeploymentSpec, tracks: Iterable[TrackPlan]) -> tuple[GeneratedSecret, ...]:

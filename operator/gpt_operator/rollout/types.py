@@ -79,6 +79,7 @@ class Actions:
 
     promote: str | None = None  # None | "step" | "full"
     abort: bool = False
+    retry: bool = False  # the strategies never see it: reconcile.retried_status resets the state instead
     paused: bool = False
 
 

@@ -372,3 +372,89 @@ def test_promote_values_written_by_the_plugin_are_understood() -> None:
     assert actions_from_annotations({key: "full"}).promote == "full"
     assert actions_from_annotations({key: "step@2026-03-04T12:00:00.000000Z"}).promote == "step"
     assert actions_from_annotations({key: "true"}).promote == "step"
+
+
+RETRY = "serving.gpt-operator.dev/retry"
+
+
+def aborted_canary() -> tuple[dict, object]:
+    """A canary of a new revision, aborted by the abort annotation (its removal already done): (spec, desired)."""
+    spec = {"environment": "staging", "replicas": 2, "rollout": {"strategy": "Canary"}}
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.objects is not None
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    new_spec = {**spec, "model": {"source": "builtin:other"}}
+    assert steady.objects is not None
+    canary = desire(body(new_spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert canary.objects is not None and canary.status["currentStep"] == 0
+    abort = {"serving.gpt-operator.dev/abort": "a1"}
+    aborted = desire(
+        body(new_spec, status=canary.status, annotations=abort), cluster_from(canary.objects), WEDNESDAY_NOON
+    )
+    assert aborted.objects is not None and aborted.status["abortedRevision"] == canary.status["updateRevision"]
+    return new_spec, aborted
+
+
+def test_retry_runs_the_aborted_revision_again_from_the_first_step_once() -> None:
+    spec, aborted = aborted_canary()
+    revision = aborted.status["abortedRevision"]
+    retry = {RETRY: "r1"}
+    d = desire(body(spec, status=aborted.status, annotations=retry), cluster_from(aborted.objects), WEDNESDAY_NOON)
+    assert d.status["abortedRevision"] is None and d.status["phase"] != "Degraded"
+    assert d.status["updateRevision"] == revision and d.status["currentStep"] == 0
+    assert d.objects is not None
+    canary = [o for o in d.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "demo-canary"]
+    assert canary and canary[0]["metadata"]["labels"]["serving.gpt-operator.dev/revision"] == revision
+    assert [e.reason for e in d.events if e.reason == "RolloutRetried"] == ["RolloutRetried"]
+    # recorded with its effect; the annotation goes on the next reconcile, which does not act again
+    assert d.status["lastActions"] == retry and d.consumed_annotations == []
+    moved = desire(body(spec, status=d.status, annotations=retry), cluster_from(d.objects), WEDNESDAY_NOON)
+    assert moved.consumed_annotations == [RETRY] and moved.status["currentStep"] == 1
+    assert not [e for e in moved.events if e.reason == "RolloutRetried"]
+
+
+def test_retry_of_a_revision_that_is_not_aborted_is_dropped_with_a_warning() -> None:
+    spec, aborted = aborted_canary()
+    newer = {**spec, "model": {"source": "builtin:newer"}}
+    d = desire(
+        body(newer, status=aborted.status, annotations={RETRY: "r1"}), cluster_from(aborted.objects), WEDNESDAY_NOON
+    )
+    assert d.consumed_annotations == [RETRY] and d.status["lastActions"] is None
+    assert [e.message for e in d.events if e.reason == "AnnotationIgnored"] == [
+        f"{RETRY}: revision {d.status['updateRevision']} is not aborted"
+    ]
+
+
+def test_retry_forgets_the_failed_analysis_of_the_aborted_try() -> None:
+    spec, aborted = aborted_canary()
+    failed = {**aborted.status, "analysis": {"revision": aborted.status["abortedRevision"], "phase": "Failed"}}
+    d = desire(body(spec, status=failed, annotations={RETRY: "r1"}), cluster_from(aborted.objects), WEDNESDAY_NOON)
+    assert "analysis" in d.status and d.status["analysis"] is None  # a null in the status patch removes it
+
+
+def test_history_records_each_revision_that_became_stable_newest_first() -> None:
+    spec = {"environment": "staging", "rollout": {"strategy": "Canary"}}
+    first = desire(body(spec), [], WEDNESDAY_NOON)
+    assert first.status["history"] is None and first.objects is not None
+    steady = desire(body(spec, status=first.status), cluster_from(first.objects), WEDNESDAY_NOON)
+    [one] = steady.status["history"]
+    assert one["number"] == 1 and one["revision"] == steady.status["stableRevision"]
+    assert one["template"]["model"]["source"] == "builtin:tiny" and "secretRef" not in one["template"]
+    assert steady.objects is not None
+    again = desire(body(spec, status=steady.status), cluster_from(steady.objects), WEDNESDAY_NOON)
+    assert again.status["history"] == steady.status["history"]  # unchanged: no status write at rest
+    new_spec = {
+        **spec,
+        "model": {"source": "builtin:other"},
+        "rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}]}},
+    }
+    d, objects = steady, steady.objects
+    for _ in range(6):
+        d = desire(body(new_spec, status=d.status), cluster_from(objects), WEDNESDAY_NOON)
+        assert d.objects is not None
+        objects = d.objects
+    assert d.status["stableRevision"] == d.status["updateRevision"] != one["revision"]
+    assert [(e["number"], e["revision"]) for e in d.status["history"]] == [
+        (2, d.status["stableRevision"]),
+        (1, one["revision"]),
+    ]
