@@ -136,9 +136,14 @@ class ModelEngine:
 
     async def health(self) -> EngineHealth:
         ready = self._thread is not None and self._thread.is_alive()
-        waiting, running = self._sched.counts()
+        stats = self.snapshot()
         return EngineHealth(
-            ready=ready, model_id=self.model_id, detail=self.error or "", queue_depth=waiting, running=running
+            ready=ready,
+            model_id=self.model_id,
+            detail=self.error or "",
+            queue_depth=stats.queue_depth,
+            running=stats.running,
+            kv_cache_usage=stats.kv_cache_usage,
         )
 
     async def submit(self, request: GenerationRequest) -> str:

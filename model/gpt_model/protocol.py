@@ -136,6 +136,8 @@ class EngineHealth:
     detail: str = ""
     queue_depth: int = 0
     running: int = 0
+    kv_cache_usage: float = 0.0  # the fraction of the KV-cache budget held by running requests; 0 when unknown
+    separate: bool = False  # a separate engine server: its own queue and KV cache are its /metrics' business
 
 
 class EngineOverloaded(Exception):

@@ -263,7 +263,11 @@ class UpstreamEngine:
         if ready and not self._discovered:
             await self._discover()
         health = EngineHealth(
-            ready=ready and bool(self.model_id), model_id=self.model_id, detail=detail, running=len(self._tasks)
+            ready=ready and bool(self.model_id),
+            model_id=self.model_id,
+            detail=detail,
+            running=len(self._tasks),
+            separate=True,
         )
         self._health = (now, health)
         return health

@@ -28,26 +28,12 @@ class RequestCounts:
     waiting: int
 
 
-def request_counts(upstream: bool, engine: EngineHealth, gate_running: int, gate_waiting: int) -> RequestCounts:
+def request_counts(engine: EngineHealth, gate_running: int, gate_waiting: int) -> RequestCounts:
     """An engine of ours: its running batch, its waiting requests plus those waiting in our admission queue.
     A separate (upstream) engine: our own admission numbers (the engine's queue is its own /metrics' business)."""
-    if upstream:
+    if engine.separate:
         return RequestCounts(gate_running, gate_waiting)
     return RequestCounts(engine.running, engine.queue_depth + gate_waiting)
-
-
-def kv_cache_usage(engine: EngineClient) -> float:
-    """The engine's KV-cache fraction in use (the built-in engine's snapshot()), 0 when it cannot tell."""
-    snapshot = getattr(engine, "snapshot", None)
-    if snapshot is None:
-        return 0.0
-    return float(getattr(snapshot(), "kv_cache_usage", 0.0))
-
-
-def is_upstream(engine: EngineClient) -> bool:
-    from gpt_model.upstream import UpstreamEngine
-
-    return isinstance(engine, UpstreamEngine)
 
 
 async def queue_depth(queue: JobQueue, timeout_s: float = QUEUE_DEPTH_TIMEOUT_S) -> int | None:
@@ -64,12 +50,12 @@ async def refresh(metrics: Metrics, engine: EngineClient, gate: AdmissionGate, q
     health = await engine.health()
     metrics.engine_waiting.set(health.queue_depth)
     metrics.engine_running.set(health.running)
-    counts = request_counts(is_upstream(engine), health, gate.running, gate.waiting)
+    counts = request_counts(health, gate.running, gate.waiting)
     model_name = engine.model_id
     for gauge, value in (
         (metrics.vllm_running, counts.running),
         (metrics.vllm_waiting, counts.waiting),
-        (metrics.vllm_kv_cache, kv_cache_usage(engine)),
+        (metrics.vllm_kv_cache, health.kv_cache_usage),
     ):
         gauge.clear()  # one series, for the model served now
         gauge.labels(model_name).set(value)

@@ -375,19 +375,22 @@ def test_kv_cache_usage_is_what_running_requests_hold_of_the_budget():
     async def main():
         e = engine(kv_cache_mb=1.0)
         rid = await e.submit(GenerationRequest("kv", msgs("hello"), SamplingParams(temperature=0, max_tokens=100)))
-        during = []
+        during, health_during = [], []
         async for _ in e.stream(rid):
             during.append(e.snapshot())
+            health_during.append(await e.health())  # what /metrics publishes as vllm:kv_cache_usage_perc
         await asyncio.sleep(0.05)
-        idle = e.snapshot()
+        idle, health_idle = e.snapshot(), await e.health()
         await e.close()
-        return during, idle
+        return during, idle, health_during, health_idle
 
-    during, idle = run(main())
+    during, idle, health_during, health_idle = run(main())
     assert all(s.kv_cache_budget_mb == 1.0 for s in during)
     # a slot of 256 tokens x 512 bytes = 128 KiB of the 1 MiB budget
     assert max(s.kv_cache_usage for s in during) == pytest.approx(0.125)
-    assert idle.kv_cache_usage == 0
+    assert max(h.kv_cache_usage for h in health_during) == pytest.approx(0.125)
+    assert idle.kv_cache_usage == 0 and health_idle.kv_cache_usage == 0
+    assert not health_idle.separate  # the built-in engine's queue counts are its own
 
 
 def test_a_long_request_waits_for_room_then_runs_with_the_cache_reshaped_under_budget():

@@ -43,9 +43,9 @@ def test_stream_timer_measures_first_token_gaps_and_end_from_arrival():
 
 def test_request_counts_add_our_admission_queue_to_a_builtin_engine():
     engine = EngineHealth(ready=True, model_id="m", queue_depth=3, running=4)
-    assert request_counts(False, engine, gate_running=4, gate_waiting=2) == RequestCounts(running=4, waiting=5)
+    assert request_counts(engine, gate_running=4, gate_waiting=2) == RequestCounts(running=4, waiting=5)
     # a separate engine keeps its own queue: we report only what our admission gate holds
-    assert request_counts(True, EngineHealth(ready=True, model_id="m", running=1), 6, 2) == RequestCounts(
+    assert request_counts(EngineHealth(ready=True, model_id="m", running=1, separate=True), 6, 2) == RequestCounts(
         running=6, waiting=2
     )
 
