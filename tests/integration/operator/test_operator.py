@@ -187,6 +187,46 @@ async def test_canary_abort_annotation_is_consumed_and_returns_traffic_to_stable
     assert cluster.get(DEPLOYMENTS, "chat-stable")["spec"]["replicas"] == 2
 
 
+async def test_retry_after_an_abort_rolls_the_same_revision_out_again_and_history_keeps_both(
+    cluster, operator, gptd, eventually
+) -> None:
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    await cluster.put_object(GPTD, gptd(environment="staging", replicas=2, rollout=rollout))
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-stable"))
+    await available(cluster, eventually)
+    first = cluster.get(GPTD, "chat")["status"]
+    assert [e["number"] for e in first["history"]] == [1] and first["history"][0]["revision"] == first["stableRevision"]
+
+    await patch_gptd(cluster, "chat", {"spec": {"model": {"source": "builtin:small"}}})
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary"))
+    await cluster.settle_deployments()
+    await eventually(lambda: cluster.get(GPTD, "chat")["status"].get("phase") == "Paused")
+    await patch_gptd(cluster, "chat", {"metadata": {"annotations": {"serving.gpt-operator.dev/abort": "a1"}}})
+    aborted = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("abortedRevision") and o)
+    await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary") is None)
+
+    await patch_gptd(cluster, "chat", {"metadata": {"annotations": {"serving.gpt-operator.dev/retry": "r1"}}})
+    canary = await eventually(lambda: cluster.get(DEPLOYMENTS, "chat-canary"))
+    assert canary["metadata"]["labels"]["serving.gpt-operator.dev/revision"] == aborted["status"]["abortedRevision"]
+    await cluster.settle_deployments()
+    paused = await eventually(lambda: (o := cluster.get(GPTD, "chat"))["status"].get("phase") == "Paused" and o)
+    assert paused["status"]["currentStep"] == 1 and not paused["status"].get("abortedRevision")
+    assert events(cluster, "RolloutRetried")
+    await eventually(
+        lambda: "serving.gpt-operator.dev/retry" not in (cluster.get(GPTD, "chat")["metadata"].get("annotations") or {})
+    )
+    revision = canary["metadata"]["labels"]["serving.gpt-operator.dev/revision"]
+    await patch_gptd(cluster, "chat", {"metadata": {"annotations": {"serving.gpt-operator.dev/promote": "p1"}}})
+    for _ in range(40):  # the promotion rolls the stable track, grows it, then removes the canary
+        await cluster.settle_deployments()
+        done = cluster.get(GPTD, "chat")
+        if done["status"].get("stableRevision") == revision:
+            break
+        await asyncio.sleep(0.25)
+    assert done["status"]["stableRevision"] == revision
+    assert [e["number"] for e in done["status"]["history"]] == [2, 1]
+
+
 async def test_hpa_scales_through_the_scale_subresource(cluster, operator, gptd, eventually) -> None:
     """What an HPA does: read the Scale (selector, replicas), then write spec.replicas through it."""
     await cluster.put_object(GPTD, gptd(environment="prod", replicas=3))
