@@ -3,6 +3,7 @@
 #
 #   hack/tools.sh actionlint     the GitHub Actions workflow linter
 #   hack/tools.sh mailpit        an SMTP server with an HTTP API: the mail tests send through it
+#   hack/tools.sh helm           Helm 3: `helm lint` of charts/gpt-operator and its tests (render, install)
 #   hack/tools.sh promtool       Prometheus' rule checker: `check rules` and `test rules` on manifests/monitoring
 #   hack/tools.sh prometheus     the Prometheus server (the API only: a plain `go install` has no web UI assets)
 #   hack/tools.sh prometheus-adapter  the custom metrics API server that the HPA reads LLM signals from
@@ -16,7 +17,8 @@ set -euo pipefail
 declare -A module=([actionlint]=github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
                    [mailpit]=github.com/axllent/mailpit@v1.33.1
                    [promtool]=github.com/prometheus/prometheus/cmd/promtool@v0.316.0
-                   [prometheus]=github.com/prometheus/prometheus/cmd/prometheus@v0.316.0)
+                   [prometheus]=github.com/prometheus/prometheus/cmd/prometheus@v0.316.0
+                   [helm]=helm.sh/helm/v3/cmd/helm@v3.22.0)
 name=${1:?usage: $0 TOOL}
 cache="${GPT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt-operator/tools}"
 if [ "$name" = llama-server ]; then
