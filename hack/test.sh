@@ -84,6 +84,13 @@ export GPT_PROMTOOL
 "$GPT_PROMTOOL" test rules manifests/monitoring/tests/*.yaml
 # the Grafana dashboards: as hack/dashboards.py writes them, linted, every query through promtool's parser too (<1 s)
 .venv/bin/python hack/dashboards.py --check; .venv/bin/python hack/lint_dashboards.py --promtool "$GPT_PROMTOOL"
+# the Helm chart (charts/gpt-operator): helm lint, default and namespaced values (<1 s; helm built once, ~5 min of
+# CPU, then cached); its render against manifests/base is tests/integration/operator/test_helm_chart.py
+GPT_HELM=$(bash hack/tools.sh helm)
+export GPT_HELM
+"$GPT_HELM" lint --strict charts/gpt-operator
+"$GPT_HELM" lint --strict charts/gpt-operator --set "watchNamespaces={ml,ml-staging}" \
+  --set metrics.podMonitor.enabled=true
 # the mail tests send through a real Mailpit (SMTP with STARTTLS and auth, read back over its HTTP API)
 GPT_MAILPIT=$(bash hack/tools.sh mailpit)
 export GPT_MAILPIT
