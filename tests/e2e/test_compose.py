@@ -2,10 +2,9 @@
 that the worker service (not the API process) runs, and the data still there after `down` and `up` again.
 
 Needs the Docker engine (hack/images/dockerd.sh), the images `bash hack/images/build.sh runtime redis prometheus`
-makes (the `monitoring` profile is on), and
-the Compose plugin (`bash hack/tools.sh docker-compose`, built on first use; GPT_DOCKER_COMPOSE names another
-binary). The cluster is not used. The project runs on free ports with a unique name, the fake model and secrets
-made here; `down -v` removes its containers and volumes at the end, whatever happens.
+makes (the `monitoring` profile is on), and the Compose plugin (`bash hack/tools.sh docker-compose`, built on first
+use; GPT_DOCKER_COMPOSE names another binary). The cluster is not used. The project runs on free ports with a unique
+name, the fake model and secrets made here; `down -v` removes its containers and volumes at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -145,11 +144,15 @@ def test_chat_job_on_worker_and_data_kept_across_down_up(stack: Stack) -> None:
         reply = client.post("/generate", json={"prompt": "hello compose", "conversation_id": cid, "max_tokens": 8})
         assert reply.status_code == 200, reply.text
 
-        # an async job: accepted by the API, run by the worker service
+        # an async job: accepted by the API, run by the worker service; with the worker stopped it waits
+        stack.compose("stop", "worker")
         accepted = client.post(
             "/generate", json={"prompt": "later please", "conversation_id": cid, "async": True, "max_tokens": 8}
         )
         assert accepted.status_code == 202, accepted.text
+        time.sleep(5)
+        assert client.get(accepted.json()["location"]).json()["status"] == "queued"
+        stack.compose("start", "worker")
         deadline = time.monotonic() + 60
         while (job := client.get(accepted.json()["location"]).json())["status"] not in ("succeeded", "failed"):
             assert time.monotonic() < deadline, f"job not done in 60 s: {job}"
