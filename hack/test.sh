@@ -64,6 +64,10 @@ if [ "$e2e_local" = 1 ]; then
     wait "$go_build"
     # prometheus-adapter for tests/e2e/test_autoscaling.py (first build ~5 min, then cached)
     bash hack/tools.sh prometheus-adapter >/dev/null
+    # tests/e2e/test_compose.py: the Compose CLI plugin (first build ~7 min of CPU, then cached) and the Redis and
+    # Prometheus images compose.yaml names (not imported into the node)
+    bash hack/tools.sh docker-compose >/dev/null
+    bash hack/images/build.sh redis prometheus >/dev/null
     echo "==> go binaries + images: $(( $(date +%s) - start ))s"
     GPT_K8S_NODE_IMAGES="$images" bash hack/k8s/cluster.sh up --node >/dev/null
     echo "==> cluster up with its node: $(( $(date +%s) - start ))s in all"
