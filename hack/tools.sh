@@ -13,6 +13,8 @@
 #                                the third-party engine the upstream-engine tests and benchmarks run against
 #   hack/tools.sh docker-compose the Compose CLI plugin (github.com/docker/compose/v2), also linked into
 #                                ${DOCKER_CONFIG:-~/.docker}/cli-plugins so `docker compose` works (compose.yaml)
+#   hack/tools.sh argocd         Argo CD (github.com/argoproj/argo-cd/v3, one multi-call binary: the component is
+#                                argv[0]'s basename) and its CRDs in crds/ next to it: tests/e2e/test_argocd.py
 #
 #   GPT_TOOLS_CACHE=DIR   cache root (default ${XDG_CACHE_HOME:-~/.cache}/gpt-operator/tools)
 set -euo pipefail
@@ -68,6 +70,34 @@ if [ "$name" = docker-compose ]; then
   echo "$bin/docker-compose"
   exit 0
 fi
+if [ "$name" = argocd ]; then
+  # Needs Go 1.27 (fetched by the go command from the proxy, for this build only) and the gitops-engine submodule,
+  # which the module zip leaves out (its own module at the same version). The UI is not built: a placeholder
+  # index.html satisfies the embed. About 18 minutes of CPU on 2 cores (300 MB binary).
+  version=v3.6.1
+  bin="$cache/argocd-$version"
+  if [ ! -x "$bin/argocd" ] || [ ! -d "$bin/crds" ]; then
+    echo "==> building argocd $version" >&2
+    export GOTOOLCHAIN=go1.27.3
+    tmp=$(mktemp -d)
+    dl() { (cd "$tmp" && go mod download -json "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'); }
+    src=$(dl "github.com/argoproj/argo-cd/v3@$version")
+    engine=$(dl "github.com/argoproj/argo-cd/gitops-engine/v3@$version")
+    work="$tmp/argo-cd"
+    cp -r "$src" "$work" && chmod -R u+w "$work"
+    cp -r "$engine" "$work/gitops-engine" && chmod -R u+w "$work/gitops-engine"
+    mkdir -p "$work/ui/dist/app/assets/images/resources"
+    echo '<html>argocd</html>' >"$work/ui/dist/app/index.html"
+    touch "$work/ui/dist/app/assets/images/resources/.keep"
+    mkdir -p "$bin"
+    (cd "$work" && GOFLAGS=-mod=mod go mod download && GOFLAGS=-mod=mod go build -o "$bin/argocd.tmp" ./cmd) >&2
+    rm -rf "$bin/crds" && cp -r "$work/manifests/crds" "$bin/crds"
+    mv "$bin/argocd.tmp" "$bin/argocd"
+    rm -rf "$tmp"
+  fi
+  echo "$bin/argocd"
+  exit 0
+fi
 if [ "$name" = prometheus-adapter ]; then
   # The proxy serves this exact version but lists none, and `go install pkg@version` asks for the list (refused):
   # build inside the downloaded module instead, with its own go.mod and go.sum.
@@ -84,7 +114,7 @@ if [ "$name" = prometheus-adapter ]; then
   echo "$bin/prometheus-adapter"
   exit 0
 fi
-[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]} llama-server prometheus-adapter docker-compose)" >&2; exit 2; }
+[ -n "${module[$name]:-}" ] || { echo "tools.sh: unknown tool $name (known: ${!module[*]} llama-server prometheus-adapter docker-compose argocd)" >&2; exit 2; }
 version=${module[$name]##*@}
 bin="$cache/$name-$version"
 if [ ! -x "$bin/$name" ]; then
