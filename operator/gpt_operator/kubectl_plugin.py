@@ -378,7 +378,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, kubectl: Kub
         print(table(items, all_namespaces=args.all_namespaces, now=datetime.now(UTC)))
         return 0
     if args.command == "status":
-        if not args.watch:
+        if not (args.watch or args.until or args.timeout):  # --until and --timeout only make sense watching
             print(watch_view(*kubectl.view(args.name)))
             return 0
         try:

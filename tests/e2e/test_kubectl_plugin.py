@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -149,5 +150,15 @@ def test_status_watch_shows_the_canary_steps_and_ends_at_the_phase(kube: Kube, n
     last = frames[-1].splitlines()
     assert "phase:       Available" in last
     assert "100% of traffic" in next(line for line in last if line.startswith("  stable"))
+    history = kube.wait_gptd(ns, name, lambda o: len(o["status"].get("history") or []) == 2, "2 stable revisions")
+    # at rest the status, history included, is not written again (the operator resyncs every few seconds)
+    for _ in range(4):
+        before = kube.gptd(ns, name)["metadata"]["resourceVersion"]
+        time.sleep(6)
+        if kube.gptd(ns, name)["metadata"]["resourceVersion"] == before:
+            break
+    else:
+        raise AssertionError(f"the GPTDeployment was written in every 6 s window: {kube.gptd(ns, name)['status']}")
+    assert kube.gptd(ns, name)["status"]["history"] == history["status"]["history"]
     timed_out = plugin_attempt(kube, "status", name, "-n", ns, "--watch", "--until", "Sleeping", "--timeout", "3s")
     assert timed_out.returncode == 1 and "timed out after 3s waiting for phase Sleeping" in timed_out.stdout
