@@ -14,7 +14,8 @@
 #   hack/tools.sh docker-compose the Compose CLI plugin (github.com/docker/compose/v2), also linked into
 #                                ${DOCKER_CONFIG:-~/.docker}/cli-plugins so `docker compose` works (compose.yaml)
 #   hack/tools.sh argocd         Argo CD (github.com/argoproj/argo-cd/v3, one multi-call binary: the component is
-#                                argv[0]'s basename) and its CRDs in crds/ next to it: tests/e2e/test_argocd.py
+#                                argv[0]'s basename), its CRDs in crds/ and git-verify-wrapper.sh next to it:
+#                                tests/e2e/test_argocd.py
 #
 #   GPT_TOOLS_CACHE=DIR   cache root (default ${XDG_CACHE_HOME:-~/.cache}/gpt-operator/tools)
 set -euo pipefail
@@ -76,7 +77,7 @@ if [ "$name" = argocd ]; then
   # index.html satisfies the embed. About 18 minutes of CPU on 2 cores (300 MB binary).
   version=v3.6.1
   bin="$cache/argocd-$version"
-  if [ ! -x "$bin/argocd" ] || [ ! -d "$bin/crds" ]; then
+  if [ ! -x "$bin/argocd" ] || [ ! -d "$bin/crds" ] || [ ! -x "$bin/git-verify-wrapper.sh" ]; then
     echo "==> building argocd $version" >&2
     export GOTOOLCHAIN=go1.27.3
     tmp=$(mktemp -d)
@@ -92,6 +93,8 @@ if [ "$name" = argocd ]; then
     mkdir -p "$bin"
     (cd "$work" && GOFLAGS=-mod=mod go mod download && GOFLAGS=-mod=mod go build -o "$bin/argocd.tmp" ./cmd) >&2
     rm -rf "$bin/crds" && cp -r "$work/manifests/crds" "$bin/crds"
+    # the repo-server runs it (on PATH) for every git revision, signature verification on or off
+    install -m 0755 "$work/hack/git-verify-wrapper.sh" "$bin/git-verify-wrapper.sh"
     mv "$bin/argocd.tmp" "$bin/argocd"
     rm -rf "$tmp"
   fi
