@@ -166,3 +166,21 @@ def test_the_generator_notices_an_edited_lua_file(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "manifests" / "argocd", copy)
     (copy / "actions" / "abort" / "action.lua").write_text("return obj\n")
     assert generator.render(copy) != generator.render()
+
+
+def test_the_applicationset_template_has_the_example_applications_drift_settings() -> None:
+    """One Application per environment, each ignoring /spec/replicas as examples/application.yaml (which the e2e
+    syncs) does."""
+    examples = ROOT / "manifests" / "argocd" / "examples"
+    app = yaml.safe_load((examples / "application.yaml").read_text())["spec"]
+    appset = yaml.safe_load((examples / "applicationset.yaml").read_text())["spec"]
+    template = appset["template"]["spec"]
+    assert app["ignoreDifferences"] == template["ignoreDifferences"]
+    assert (app["ignoreDifferences"]) == [
+        {"group": "serving.gpt-operator.dev", "kind": "GPTDeployment", "jsonPointers": ["/spec/replicas"]}
+    ]
+    assert "RespectIgnoreDifferences=true" in template["syncPolicy"]["syncOptions"]
+    assert app["syncPolicy"]["automated"] == template["syncPolicy"]["automated"]
+    envs = [e["env"] for e in appset["generators"][0]["list"]["elements"]]
+    assert envs == ["dev", "staging", "production"]
+    assert template["source"]["path"] == "deployments/{{.env}}"
