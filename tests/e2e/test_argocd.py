@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from .argocd import ArgoCD, GitRepo, running
-from .kube import API_VERSION, WAKE_UNTIL, Kube, gptd_manifest
+from .kube import API_VERSION, ROOT, WAKE_UNTIL, Kube, gptd_manifest
 
 pytestmark = pytest.mark.e2e
 
 STEPS = [{"setWeight": 50}, {"pause": {}}]
 WAITING = "paused at step 1 (50%); waiting for the promote annotation"
+EXAMPLE_APPLICATION = ROOT / "manifests" / "argocd" / "examples" / "application.yaml"
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
@@ -46,24 +48,13 @@ def _canary(revision: int) -> dict[str, Any]:
 
 
 def _application(argocd: ArgoCD, repo: GitRepo, name: str, path: str, destination: str) -> dict[str, Any]:
-    """manifests/argocd/examples/application.yaml's settings, pointed at the local repository."""
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": argocd.namespace},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": repo.url, "targetRevision": "main", "path": path},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": destination},
-            "ignoreDifferences": [
-                {"group": "serving.gpt-operator.dev", "kind": "GPTDeployment", "jsonPointers": ["/spec/replicas"]}
-            ],
-            "syncPolicy": {
-                "automated": {"prune": True, "selfHeal": True},
-                "syncOptions": ["RespectIgnoreDifferences=true"],
-            },
-        },
-    }
+    """manifests/argocd/examples/application.yaml as shipped (ignoreDifferences, sync policy), pointed at the local
+    repository and the test's namespaces."""
+    app = yaml.safe_load(EXAMPLE_APPLICATION.read_text())
+    app["metadata"] = {"name": name, "namespace": argocd.namespace}
+    app["spec"]["source"] = {"repoURL": repo.url, "targetRevision": "main", "path": path}
+    app["spec"]["destination"]["namespace"] = destination
+    return app
 
 
 def _synced_to(sha: str) -> Callable[[dict[str, Any]], bool]:
