@@ -272,3 +272,20 @@ def render_failure(helm: Any, *values: str) -> str:
     result = helm(*args)
     assert result.returncode != 0, f"rendered although it should not: {values}"
     return result.stderr
+
+
+def test_the_argocd_example_renders_as_argo_cd_renders_it(helm: Any, tmp_path: Path) -> None:
+    """manifests/argocd/examples/operator.yaml's Helm source, rendered as Argo CD's repo-server does (`helm template`
+    with its release name, values and --skip-crds): the operator without the CRD. (An invalid value in the example,
+    e.g. logLevel "info", fails here; it failed once.)"""
+    app = yaml.safe_load((ROOT / "manifests" / "argocd" / "examples" / "operator.yaml").read_text())
+    source, destination = app["spec"]["source"], app["spec"]["destination"]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(source["helm"]["valuesObject"]))
+    args = ["template", source["helm"]["releaseName"], str(ROOT / source["path"]), "--namespace",
+            destination["namespace"], "--values", str(values), "--skip-crds"]  # fmt: skip
+    result = helm(*args)
+    assert result.returncode == 0, result.stderr
+    objects = by_key(yaml.safe_load_all(result.stdout))
+    kinds = {kind for kind, _, _ in objects}
+    assert "Deployment" in kinds and "CustomResourceDefinition" not in kinds, sorted(kinds)

@@ -184,3 +184,13 @@ def test_the_applicationset_template_has_the_example_applications_drift_settings
     envs = [e["env"] for e in appset["generators"][0]["list"]["elements"]]
     assert envs == ["dev", "staging", "production"]
     assert template["source"]["path"] == "deployments/{{.env}}"
+
+
+def test_the_example_operator_application_installs_the_chart_without_the_crd() -> None:
+    """examples/operator.yaml (which the e2e syncs): the chart in this repository, its CRD skipped, so deleting the
+    Application can never delete the CRD and with it every GPTDeployment."""
+    app = yaml.safe_load((ROOT / "manifests" / "argocd" / "examples" / "operator.yaml").read_text())
+    source = app["spec"]["source"]
+    assert (ROOT / source["path"] / "Chart.yaml").is_file()
+    assert source["helm"]["skipCrds"] is True
+    assert "CreateNamespace=true" in app["spec"]["syncPolicy"]["syncOptions"]
