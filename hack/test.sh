@@ -51,6 +51,15 @@ fi
 # overlapping them with the CPU-bound tests saves ~9 minutes of CI. Its log goes to the CI log if it fails.
 if [ "$e2e_local" = 1 ]; then
   echo "==> local Kubernetes with a real node for the e2e tests, in the background (first build: about 10 minutes)"
+  # The node's containerd holds the images unpacked (~15 GB) beside Docker's copies. On a nearly full disk the kubelet
+  # reclaims space by deleting unused images, the pause image among them (Debian's containerd 1.6 does not pin it),
+  # and every pod then hangs in ContainerCreating: refuse to start rather than fail that way 20 minutes later.
+  need_gb=${GPT_E2E_MIN_FREE_GB:-25}
+  free_gb=$(( $(df --output=avail -k "${TMPDIR:-/tmp}" | tail -n 1) / 1024 / 1024 ))
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "==> only ${free_gb} GB free under ${TMPDIR:-/tmp}; the e2e cluster needs ${need_gb} GB (GPT_E2E_MIN_FREE_GB)" >&2
+    exit 1
+  fi
   export GPT_K8S_CLUSTER_DIR="${GPT_K8S_CLUSTER_DIR:-$(mktemp -d -t gpt-operator-k8s.XXXXXX)}"
   prepare_log="$GPT_K8S_CLUSTER_DIR.prepare.log"
   trap '[ -z "${prepare:-}" ] || kill "$prepare" 2>/dev/null; bash hack/k8s/cluster.sh down >/dev/null 2>&1 || true; bash hack/images/dockerd.sh stop || true; report' EXIT

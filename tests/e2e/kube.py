@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -198,6 +199,31 @@ class Kube:
         else:
             return ""
         return "\n--- operator log (last lines) ---\n" + text
+
+
+@contextlib.contextmanager
+def session_operator_scaled_to_zero(kube: Kube) -> Iterator[None]:
+    """The session's operator (manifests/base, watching every namespace; if deployed) at 0 replicas while a test
+    runs an operator of its own (helm install, Argo CD), so two operators never reconcile the same GPTDeployment;
+    then back to its replicas. With GPT_E2E_OPERATOR=local the session's operator is a process of the pytest run
+    and cannot be paused: run such tests in the default `cluster` mode."""
+    existing = kube.get("deployment", "gpt-operator", OPERATOR_NAMESPACE)
+    replicas = existing["spec"].get("replicas", 1) if existing else 0
+    if existing:
+        kube.run("-n", OPERATOR_NAMESPACE, "scale", "deployment/gpt-operator", "--replicas=0")
+        kube.eventually(
+            lambda: not kube.list("pods", OPERATOR_NAMESPACE, "app.kubernetes.io/name=gpt-operator"),
+            "the session's operator pods gone",
+            timeout=60,
+        )
+    try:
+        yield
+    finally:
+        if existing:
+            kube.run("-n", OPERATOR_NAMESPACE, "scale", "deployment/gpt-operator", f"--replicas={replicas}")
+            kube.run(
+                "-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/gpt-operator", "--timeout=180s", timeout=200
+            )
 
 
 def gptd_manifest(

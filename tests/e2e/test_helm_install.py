@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .kube import CRD_NAME, NAME_LABEL, OPERATOR_NAMESPACE, ROOT, Kube, gptd_manifest
+from .kube import CRD_NAME, NAME_LABEL, ROOT, Kube, gptd_manifest, session_operator_scaled_to_zero
 from .realpods import ON_REAL_NODE
 
 pytestmark = pytest.mark.e2e
@@ -63,23 +63,8 @@ class Helm:
 @pytest.fixture(scope="module")
 def session_operator_paused(kube: Kube, crd: str) -> Iterator[None]:
     """The base's operator (if deployed) at 0 replicas for this module, then back to what it had."""
-    existing = kube.get("deployment", "gpt-operator", OPERATOR_NAMESPACE)
-    replicas = existing["spec"].get("replicas", 1) if existing else 0
-    if existing:
-        kube.run("-n", OPERATOR_NAMESPACE, "scale", "deployment/gpt-operator", "--replicas=0")
-        kube.eventually(
-            lambda: not kube.list("pods", OPERATOR_NAMESPACE, "app.kubernetes.io/name=gpt-operator"),
-            "the session's operator pods gone",
-            timeout=60,
-        )
-    try:
+    with session_operator_scaled_to_zero(kube):
         yield
-    finally:
-        if existing:
-            kube.run("-n", OPERATOR_NAMESPACE, "scale", "deployment/gpt-operator", f"--replicas={replicas}")
-            kube.run(
-                "-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/gpt-operator", "--timeout=180s", timeout=200
-            )
 
 
 @pytest.fixture(scope="module")
