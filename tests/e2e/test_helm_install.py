@@ -111,8 +111,15 @@ def test_helm_install_reconciles_and_uninstall_cleans_up(
             "--timeout",
             "180s",
         )
-        dep = kube.get("deployment", FULLNAME, release_ns)
-        assert dep is not None and dep["status"].get("readyReplicas") == 2
+        # helm's --wait returns once replicas - maxUnavailable pods are ready (1 of 2 here): wait for both
+        kube.eventually(
+            lambda: (
+                ((kube.get("deployment", FULLNAME, release_ns) or {}).get("status", {}).get("readyReplicas") == 2)
+                or None
+            ),
+            "both operator replicas ready",
+            timeout=180,
+        )
         # namespaced RBAC only: a Role in the watched namespace, no ClusterRole to reconcile with
         assert kube.get("role", FULLNAME, apps_ns) is not None
         assert kube.get("clusterrole", FULLNAME) is None
