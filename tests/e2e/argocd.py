@@ -57,6 +57,11 @@ class GitRepo:
             ["git", *args], cwd=cwd or self.work, env=env, capture_output=True, text=True, check=True, timeout=60
         ).stdout.strip()
 
+    def add_tree(self, source: Path, path: str) -> None:
+        """Copy a directory into the work tree at `path` (symlinks resolved: the chart's crds/ link), for the
+        next commit."""
+        shutil.copytree(source, self.work / path, symlinks=False, dirs_exist_ok=True)
+
     def commit(self, files: dict[str, Any], message: str) -> str:
         """Write each path's object(s) as YAML, commit, push to the bare repo; the new revision (sha)."""
         for path, obj in files.items():
@@ -290,6 +295,8 @@ def running(kube: Kube, namespace: str, work: Path) -> Iterator[ArgoCD]:
         (work / sub).mkdir(parents=True, exist_ok=True)
     for component in COMPONENTS:  # argv[0] picks the component
         os.symlink(binary, work / "bin" / component)
+    # the repo-server renders Helm sources with the helm CLI on its PATH (charts/gpt-operator from git)
+    os.symlink(os.environ.get("GPT_HELM") or tool("helm"), work / "bin" / "helm")
     redis_port, repo_port, server_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
@@ -302,7 +309,7 @@ def running(kube: Kube, namespace: str, work: Path) -> Iterator[ArgoCD]:
         "ARGOCD_GPG_ENABLED": "false",
         "HOME": str(work),
         # git-verify-wrapper.sh (beside the binary), which the repo-server runs for every revision
-        "PATH": f"{Path(binary).parent}:{os.environ['PATH']}",
+        "PATH": f"{Path(binary).parent}:{work / 'bin'}:{os.environ['PATH']}",
     }
     common = ["--namespace", namespace, "--loglevel", "info", "--redis", f"127.0.0.1:{redis_port}"]
     repo = f"127.0.0.1:{repo_port}"

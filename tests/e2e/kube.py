@@ -28,6 +28,7 @@ PROMOTE = f"{GROUP}/promote"
 ABORT = f"{GROUP}/abort"
 NAME_LABEL = f"{GROUP}/name"
 TRACK_LABEL = f"{GROUP}/track"
+REVISION_LABEL = f"{GROUP}/revision"
 TIMEOUT = float(os.environ.get("GPT_E2E_TIMEOUT", "90"))
 OPERATOR_NAMESPACE = "gpt-operator-system"
 # The node that runs containers (kwok's nodes only pretend): cluster.sh --node and kind-e2e.sh label it.

@@ -5,6 +5,7 @@ in manifests/argocd/actions, run by argocd-server with an admin session token)."
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,18 @@ import pytest
 import yaml
 
 from .argocd import ArgoCD, GitRepo, running
-from .kube import API_VERSION, ROOT, WAKE_UNTIL, Kube, gptd_manifest
+from .kube import (
+    API_VERSION,
+    CRD_NAME,
+    NAME_LABEL,
+    REVISION_LABEL,
+    ROOT,
+    WAKE_UNTIL,
+    Kube,
+    gptd_manifest,
+    session_operator_scaled_to_zero,
+)
+from .realpods import ON_REAL_NODE, InClusterClient, on_real_node, service_url
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +194,104 @@ def test_replicas_changed_by_the_cluster_are_no_drift_and_wake_runs_from_argocd(
     kube.run("patch", "application", "nightly", "-n", argocd.namespace, "--type=json",
              "-p", '[{"op": "remove", "path": "/spec/ignoreDifferences"}]')  # fmt: skip
     kube.wait_gptd(ns, name, lambda o: o["spec"]["replicas"] == 1, "spec.replicas reverted to git's 1 by self-heal")
+
+
+EXAMPLE_OPERATOR = ROOT / "manifests" / "argocd" / "examples" / "operator.yaml"
+CHART = ROOT / "charts" / "gpt-operator"
+SMOLLM2_RESOURCES = {"cpu": "100m", "memory": "2Gi"}  # as tests/e2e/test_traffic.py's SmolLM2 pods
+OPERATOR_IMAGE = os.environ.get("GPT_E2E_OPERATOR_IMAGE", "ghcr.io/gpt-operator/gpt-operator:0.1.0")
+
+
+@pytest.fixture
+def session_operator_paused(kube: Kube) -> Iterator[None]:
+    with session_operator_scaled_to_zero(kube):
+        yield
+
+
+def test_argocd_installs_the_operator_from_git_and_a_model_change_rolls_out_as_a_canary(
+    argocd: ArgoCD,
+    repo: GitRepo,
+    kube: Kube,
+    namespaces: Callable[[str], str],
+    session_operator_paused: None,
+) -> None:
+    """GitOps end to end: manifests/argocd/examples/operator.yaml installs the operator from charts/gpt-operator in
+    git (no other operator runs meanwhile); an Application syncs a GPTDeployment it reconciles; a commit that changes
+    model.source (builtin:tiny -> the embedded SmolLM2) starts a canary that Argo CD shows Progressing, then Healthy
+    once promoted; deleting the operator's Application uninstalls it and leaves the CRD."""
+    suffix = uuid.uuid4().hex[:5]
+    apps_ns, operator_ns = namespaces(f"e2e-argocd-apps-{suffix}"), f"e2e-argocd-op-{suffix}"
+    repo.add_tree(CHART, "charts/gpt-operator")
+    sha = repo.commit({}, "the operator's chart")
+
+    operator_app = yaml.safe_load(EXAMPLE_OPERATOR.read_text())
+    operator_app["metadata"]["namespace"] = argocd.namespace
+    source = operator_app["spec"]["source"]
+    source.update(repoURL=repo.url, targetRevision="main")
+    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    source["helm"]["releaseName"] = f"gpt-argo-{suffix}"
+    source["helm"]["valuesObject"] = {
+        "image": {"repository": repository, "tag": tag},
+        "watchNamespaces": [apps_ns],  # Roles there only, as `helm install` in test_helm_install.py
+        "nodeSelector": dict(ON_REAL_NODE),
+        "extraEnv": [{"name": "GPT_OPERATOR_RESYNC_SECONDS", "value": "2"}],
+    }
+    operator_app["spec"]["destination"]["namespace"] = operator_ns
+    try:
+        kube.apply(operator_app)
+        argocd.wait_app("gpt-operator", "Synced", _synced_to(sha))
+        argocd.wait_app("gpt-operator", "Healthy (the operator's Deployment ready)", _app_health("Healthy"))
+        ns_labels = (kube.get("namespace", operator_ns) or {})["metadata"]["labels"]
+        assert ns_labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+        name = "chat"
+        # real pods on the real node (a staging deployment would otherwise land on the kwok spot nodes, whose fake
+        # pods are Ready at once and run no model), sized for SmolLM2 from the start so the commit changes the model
+        # only
+        spec: dict[str, Any] = on_real_node(
+            {
+                "environment": "staging",
+                "model": {"source": "builtin:tiny"},
+                "replicas": 1,
+                "rollout": {"strategy": "Canary", "canary": {"steps": STEPS}},
+            },
+            SMOLLM2_RESOURCES,
+        )
+        sha = repo.commit({"models/gptd.yaml": gptd_manifest(name, apps_ns, spec)}, "chat on the tiny model")
+        kube.apply(_application(argocd, repo, "models", "models", apps_ns))
+        argocd.wait_app("models", "Synced", _synced_to(sha))
+        argocd.wait_health("models", name, "Healthy", "1/1", timeout=240)  # reconciled by the operator from git
+
+        spec["model"] = {"source": "builtin:smollm2-135m"}
+        sha = repo.commit({"models/gptd.yaml": gptd_manifest(name, apps_ns, spec)}, "chat on SmolLM2")
+        argocd.refresh("models")
+        argocd.wait_app("models", "Synced to the SmolLM2 commit", _synced_to(sha))
+        argocd.wait_health("models", name, "Progressing")  # the canary pod loads SmolLM2 (about a minute)
+        argocd.wait_app("models", "app Progressing", _app_health("Progressing"))
+        argocd.wait_health("models", name, "Suspended", WAITING, timeout=420)
+        argocd.run_action("models", _ref(name, apps_ns), "promote")
+        argocd.wait_health("models", name, "Healthy", "1/1", timeout=240)
+        argocd.wait_app("models", "app Healthy", _app_health("Healthy"))
+        status = kube.gptd(apps_ns, name)["status"]
+        assert status["stableRevision"] == status["updateRevision"]
+
+        def one_pod_on(revision: str) -> bool:  # the tiny model's pod gone, the new revision's ready
+            pods = [p for p in kube.pods(apps_ns, f"{NAME_LABEL}={name}") if not p["metadata"].get("deletionTimestamp")]
+            return [p["metadata"]["labels"][REVISION_LABEL] for p in pods] == [revision] and bool(
+                kube.ready_pods(apps_ns, f"{NAME_LABEL}={name}")
+            )
+
+        kube.eventually(lambda: one_pod_on(status["stableRevision"]), "one pod, on the promoted revision", timeout=180)
+        client = InClusterClient(kube, apps_ns).start()
+        email = f"argo-{suffix}@example.com"
+        answer = client.run("converse", service_url(kube, apps_ns, name), email, "correct horse battery", timeout=300)
+        assert (answer["status"], answer["model"]) == (200, "smollm2-135m-instruct"), answer  # what users now get
+    finally:
+        kube.run("delete", "applications.argoproj.io", "models", "-n", argocd.namespace, "--wait=false", check=False)
+        kube.run("delete", "gptd", "--all", "-n", apps_ns, "--wait=false", check=False)
+        kube.run("delete", "applications.argoproj.io", "gpt-operator", "-n", argocd.namespace, "--timeout=120s",
+                 check=False, timeout=150)  # fmt: skip
+    # the resources finalizer uninstalled the operator; skipCrds kept the CRD (and so every GPTDeployment)
+    kube.eventually(lambda: not kube.list("deployments", operator_ns), "the operator's Deployment removed")
+    assert kube.get("crd", CRD_NAME) is not None
+    kube.run("delete", "namespace", operator_ns, "--wait=false", "--ignore-not-found", check=False)

@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from .kube import NAME_LABEL, PROMOTE, TRACK_LABEL, Kube, gptd_manifest
+from .kube import NAME_LABEL, PROMOTE, REVISION_LABEL, TRACK_LABEL, Kube, gptd_manifest
 from .realpods import InClusterClient, on_real_node, real_node_name, service_url
 
 pytestmark = pytest.mark.e2e
 LLAMA_SERVER_IMAGE = "gpt-operator.local/llama-server:e2e"
-REVISION_LABEL = "serving.gpt-operator.dev/revision"
 LLAMACPP = {"type": "llamacpp", "image": LLAMA_SERVER_IMAGE, "parallel": 2}
 ENGINE_RESOURCES = {"cpu": "100m", "memory": "1Gi"}
 

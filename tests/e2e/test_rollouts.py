@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 
-from .kube import ABORT, GROUP, NAME_LABEL, PROMOTE, TRACK_LABEL, Kube, KubectlError, gptd_manifest
+from .kube import ABORT, NAME_LABEL, PROMOTE, REVISION_LABEL, TRACK_LABEL, Kube, KubectlError, gptd_manifest
 
 pytestmark = pytest.mark.e2e
-
-REVISION_LABEL = f"{GROUP}/revision"
 
 
 def _spec(replicas: int, rollout: dict[str, Any], revision: int) -> dict[str, Any]:

@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 
-from .kube import ABORT, NAME_LABEL, PROMOTE, TRACK_LABEL, WAKE_UNTIL, Kube, awake_for, gptd_manifest
+from .kube import ABORT, NAME_LABEL, PROMOTE, REVISION_LABEL, TRACK_LABEL, WAKE_UNTIL, Kube, awake_for, gptd_manifest
 from .realpods import InClusterClient, on_real_node, real_node_name, service_url, start_moto
 
 pytestmark = pytest.mark.e2e
-
-REVISION_LABEL = "serving.gpt-operator.dev/revision"
 
 
 def _spec(replicas: int, revision: int, **extra: Any) -> dict[str, Any]:
