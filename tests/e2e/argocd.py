@@ -23,16 +23,11 @@ from typing import Any
 
 import yaml
 
+from ..tools import tool_binary
 from .kube import ROOT, Kube, free_port
 
 ARGOCD_CM = ROOT / "manifests" / "argocd" / "component" / "argocd-cm.yaml"
 COMPONENTS = ("argocd-repo-server", "argocd-application-controller", "argocd-server")
-
-
-def tool(name: str) -> str:
-    return subprocess.run(
-        ["bash", str(ROOT / "hack/tools.sh"), name], capture_output=True, text=True, check=True, timeout=3600
-    ).stdout.strip()
 
 
 class GitRepo:
@@ -257,7 +252,7 @@ def _wait_port(url: str, procs: dict[str, subprocess.Popen[bytes]], logs: Path, 
 @contextlib.contextmanager
 def running(kube: Kube, namespace: str, work: Path) -> Iterator[ArgoCD]:
     """Start Argo CD for `namespace` (already created); stop every process at the end."""
-    binary = tool("argocd")
+    binary = tool_binary("argocd")
     crds = Path(binary).parent / "crds"
     for crd in ("application-crd.yaml", "appproject-crd.yaml", "applicationset-crd.yaml"):
         kube.run("apply", "--server-side", "--force-conflicts", "-f", str(crds / crd))
@@ -296,7 +291,7 @@ def running(kube: Kube, namespace: str, work: Path) -> Iterator[ArgoCD]:
     for component in COMPONENTS:  # argv[0] picks the component
         os.symlink(binary, work / "bin" / component)
     # the repo-server renders Helm sources with the helm CLI on its PATH (charts/gpt-operator from git)
-    os.symlink(os.environ.get("GPT_HELM") or tool("helm"), work / "bin" / "helm")
+    os.symlink(tool_binary("helm"), work / "bin" / "helm")
     redis_port, repo_port, server_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..tools import tool_binary
 from .kube import NAME_LABEL, Kube, free_port, gptd_manifest
 from .realpods import InClusterClient, on_real_node, real_node_name, service_url, start_moto
 
@@ -34,12 +35,6 @@ NODE_IP = "198.18.0.1"  # hack/k8s/node.sh: the node's address, on this machine'
 APISERVICE = "v1beta2.custom.metrics.k8s.io"
 SIGNAL = "vllm:num_requests_waiting"
 CUSTOM_NAME = "vllm_num_requests_waiting"  # the adapter rules' name for it, which the operator's HPA asks for
-
-
-def _tool(name: str) -> str:
-    return subprocess.run(
-        ["bash", str(ROOT / "hack/tools.sh"), name], capture_output=True, text=True, check=True, timeout=3600
-    ).stdout.strip()
 
 
 def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
@@ -95,7 +90,7 @@ def metrics_stack(kube: Kube, ns: str, tmp_path: Path) -> Iterator[str]:
             procs.append(
                 subprocess.Popen(
                     [
-                        _tool("prometheus"),
+                        tool_binary("prometheus"),
                         f"--config.file={tmp_path / 'prometheus.yml'}",
                         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                         f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -113,7 +108,7 @@ def metrics_stack(kube: Kube, ns: str, tmp_path: Path) -> Iterator[str]:
             procs.append(
                 subprocess.Popen(
                     [
-                        _tool("prometheus-adapter"),
+                        tool_binary("prometheus-adapter"),
                         f"--bind-address={NODE_IP}",
                         f"--secure-port={adapter_port}",
                         f"--cert-dir={certs}",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ..tools import tool_binary
 from .kube import CRD_NAME, NAME_LABEL, ROOT, Kube, gptd_manifest, session_operator_scaled_to_zero
 from .realpods import ON_REAL_NODE
 
@@ -30,16 +31,6 @@ CHART = ROOT / "charts" / "gpt-operator"
 RELEASE = "gpt-helm"
 FULLNAME = f"{RELEASE}-gpt-operator"
 OPERATOR_IMAGE = os.environ.get("GPT_E2E_OPERATOR_IMAGE", "ghcr.io/gpt-operator/gpt-operator:0.1.0")
-
-
-def helm_binary() -> str:
-    """$GPT_HELM (hack/test.sh exports it), else hack/tools.sh's cached build (built on first use)."""
-    configured = os.environ.get("GPT_HELM")
-    if configured:
-        return configured
-    built = subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "helm"], capture_output=True, text=True)
-    assert built.returncode == 0, f"hack/tools.sh helm failed:\n{built.stderr[-3000:]}"
-    return built.stdout.strip().splitlines()[-1]
 
 
 class Helm:
@@ -87,7 +78,7 @@ def test_helm_install_reconciles_and_uninstall_cleans_up(
     kube: Kube, session_operator_paused: None, namespaces_for_helm: tuple[str, str], tmp_path: Path
 ) -> None:
     release_ns, apps_ns = namespaces_for_helm
-    helm = Helm(helm_binary(), tmp_path / "helm-home")
+    helm = Helm(tool_binary("helm"), tmp_path / "helm-home")
     repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag},

@@ -214,4 +214,3 @@ def test_the_kustomization_makes_one_grafana_dashboard_configmap_per_dashboard()
 def test_every_dashboard_has_a_current_schema_and_its_own_uid() -> None:
     assert all(dashboard["schemaVersion"] >= 39 for dashboard in SHIPPED.values())  # Grafana 11 and later
     assert len({dashboard["uid"] for dashboard in SHIPPED.values()}) == len(SHIPPED)
-

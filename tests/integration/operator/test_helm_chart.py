@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ...tools import tool_binary
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,20 +25,10 @@ K8S = kubernetes_validate.latest_version()
 Key = tuple[str, str, str]  # kind, namespace ("" when cluster-scoped), name
 
 
-def helm_binary() -> str:
-    """$GPT_HELM (hack/test.sh exports it), else hack/tools.sh's cached build (built on first use)."""
-    configured = os.environ.get("GPT_HELM")
-    if configured:
-        return configured
-    built = subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "helm"], capture_output=True, text=True)
-    assert built.returncode == 0, f"hack/tools.sh helm failed:\n{built.stderr[-3000:]}"
-    return built.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """helm(*args) -> CompletedProcess, with Helm's config, cache and data in a temporary directory."""
-    binary = helm_binary()
+    binary = tool_binary("helm")
     home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,

@@ -114,16 +114,6 @@ def stop_runtime(server: RuntimeServer) -> None:
     stop_process(server.process)
 
 
-def tool_binary(name: str, env_var: str) -> str:
-    """$`env_var` (hack/test.sh exports it), else `hack/tools.sh name`'s cached build (built on first use)."""
-    given = os.environ.get(env_var)
-    if given:
-        return given
-    built = subprocess.run(["bash", str(REPO_ROOT / "hack" / "tools.sh"), name], capture_output=True, text=True)
-    assert built.returncode == 0, f"hack/tools.sh {name} failed:\n{built.stderr[-3000:]}"
-    return built.stdout.strip().splitlines()[-1]
-
-
 def wait_until_ready(
     process: subprocess.Popen,
     url: str,

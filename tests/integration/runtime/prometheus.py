@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from .conftest import free_port, stop_process, tool_binary, wait_until_ready
+from ...tools import tool_binary
+from .conftest import free_port, stop_process, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 

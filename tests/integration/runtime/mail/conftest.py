@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ....tools import tool_binary
 from ..conftest import (
     RuntimeServer,
     free_port,
     start_runtime,
     stop_process,
     stop_runtime,
-    tool_binary,
     wait_until_ready,
 )
 

@@ -376,15 +376,16 @@ async def test_a_reader_never_sees_a_job_finished_without_its_result(backend: Ba
     job = await store.create_job(ann.id, {"prompt": "hi", "conversation_id": conversation.id})
     messages = [NewMessage("user", "hi"), NewMessage("assistant", "hello", 1, "stop")]
     seen: list[tuple[str, bool]] = []
+    first_read = asyncio.Event()
 
     async def poll():
         while not seen or seen[-1][0] == "queued":
             polled = await store.get_job(ann.id, job.id)
             seen.append((polled.status, polled.result is not None))
+            first_read.set()
 
     poller = asyncio.create_task(poll())
-    while not seen:  # the first read lands before the finish starts; later ones race it
-        await asyncio.sleep(0.001)
+    await first_read.wait()  # the first read lands before the finish starts; later ones race it
     await store.finish_job(
         ann.id,
         job.id,
