@@ -9,6 +9,7 @@ name, the fake model and secrets made here; `down -v` removes its containers and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -84,9 +85,19 @@ def compose_plugin() -> None:
     assert version.returncode == 0, f"`docker compose` does not work: {version.stderr}"
 
 
+def remove_stale_projects() -> list[str]:
+    """Take down what a killed earlier run left (its containers restart with dockerd); the names removed."""
+    listed = subprocess.run(["docker", "compose", "ls", "-a", "--format", "json"], capture_output=True, text=True)
+    stale = [p["Name"] for p in json.loads(listed.stdout or "[]") if p["Name"].startswith("gpt-compose-")]
+    for name in stale:
+        subprocess.run(["docker", "compose", "-p", name, "down", "-v", "--timeout", "1"], capture_output=True)
+    return stale
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     compose_plugin()
+    remove_stale_projects()
     missing = [i for i in IMAGES if subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode]
     assert not missing, f"images {missing} are not built: bash hack/images/build.sh runtime redis prometheus"
     env_file = tmp_path_factory.mktemp("compose") / "empty.env"  # not the checkout's .env, if a user wrote one
