@@ -24,11 +24,11 @@ import kopf
 from aiohttp import web
 from yarl import URL
 
-from gpt_operator import apply, events, kube, kube_apply, prometheus
+from gpt_operator import activity, apply, events, kube, kube_apply, prometheus
 from gpt_operator.informer import ChildCache
 from gpt_operator.leader import LeaderElector, LeaseConfig
 from gpt_operator.metrics import CONTENT_TYPE, OperatorMetrics, analysis_failed, error_reason
-from gpt_operator.reconcile import analysis_request, desire
+from gpt_operator.reconcile import activity_url, analysis_request, desire
 from gpt_operator.settings import OperatorSettings
 from gpt_operator.spec import GROUP, PLURAL, VERSION
 from gpt_operator.status import apply_failed_status, status_changes
@@ -148,7 +148,9 @@ async def reconcile_once(
         now = state.now()
         request = analysis_request(dict(body), now)
         measurements = await prometheus.measure(*request) if request else None
-        desired = desire(dict(body), deployments, now, measurements)
+        activity_at = activity_url(dict(body), [obj for (kind, _), obj in live.items() if kind == "Service"])
+        read, observed_request = await activity.last_request(activity_at) if activity_at else (True, None)
+        desired = desire(dict(body), deployments, now, measurements, observed_request, activity_read=read)
         previous = dict(body.get("status") or {})
         if desired.objects is not None:
             try:

@@ -32,9 +32,20 @@ from gpt_operator.rollout import Actions, Event, TrackPlan, TrackState, plan
 from gpt_operator.rollout.analysis import Measurement, assess, due_metrics, queries
 from gpt_operator.schedule import SleepState, evaluate, parse_wake_until
 from gpt_operator.spec import AnalysisSpec, GPTDeploymentSpec, parse_spec, problems_from_error, validate
-from gpt_operator.status import build_status, invalid_status, rollout_state_from_status, with_state_condition
+from gpt_operator.status import (
+    build_status,
+    invalid_status,
+    parse_time,
+    rfc3339,
+    rollout_state_from_status,
+    with_state_condition,
+)
 
 TRUE_VALUES = ("true", "yes", "1", "on")
+IDLE_UNREAD = (
+    "idle sleep is on hold: the pods' last request cannot be read from their /metrics through the client Service"
+    " (a NetworkPolicy that keeps the operator out?)"
+)
 # The one-shot annotations, and the action each asks for.
 ACTION_ANNOTATIONS = ((PROMOTE_ANNOTATION, "promote"), (ABORT_ANNOTATION, "abort"), (RETRY_ANNOTATION, "retry"))
 
@@ -129,9 +140,13 @@ def desire(
     deployments: list[dict[str, Any]],
     now: datetime,
     measurements: list[Measurement] | None = None,
+    observed_request: datetime | None = None,
+    *,
+    activity_read: bool = True,
 ) -> Desired:
-    """Everything one reconcile should do, from the CR body, its track Deployments, the time, and the
-    canary analysis measurements taken for it (see analysis_request)."""
+    """Everything one reconcile should do, from the CR body, its track Deployments, the time, the canary
+    analysis measurements taken for it (see analysis_request), and the last request its pods or its activator
+    reported (see activity_url; schedule.idle only; `activity_read` False: it could not be read)."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     generation = meta.get("generation")
@@ -166,16 +181,30 @@ def desire(
         previous = retried
     analysis = assess(spec, previous, measurements, actions, now)
     actions = analysis.actions
-    sleep = evaluate(
-        spec.schedule, now, suspend=spec.suspend, wake_until=parse_wake_until(annotations.get(WAKE_UNTIL_ANNOTATION))
-    )
-    replicas = 0 if sleep.asleep else spec.desired_replicas
+    idle_sleep = spec.schedule.idle if spec.schedule is not None else None
+    last_request = latest_request(previous, observed_request, now) if idle_sleep is not None else None
     observed = observed_tracks(deployments)
+    ready = sum(track.ready_replicas for track in observed.values())
+    # Pods serve but their last request cannot be read: they may be busy, so the idle clock does not run.
+    unread = idle_sleep is not None and not activity_read and ready > 0
+    sleep = evaluate(
+        spec.schedule,
+        now,
+        suspend=spec.suspend,
+        wake_until=parse_wake_until(annotations.get(WAKE_UNTIL_ANNOTATION)),
+        last_request=None if unread else last_request,
+    )
+    if unread and not sleep.asleep:
+        sleep = replace(sleep, message=f"{sleep.message}; {IDLE_UNREAD}")
+    replicas = 0 if sleep.asleep else spec.desired_replicas
     rollout = plan(spec, rollout_state_from_status(previous), observed, now, replicas=replicas, actions=actions)
     if analysis.pause_message and rollout.paused:
         rollout = replace(rollout, message=analysis.pause_message)
     rollout = replace(rollout, consumed=rollout.consumed | analysis.consumed | ({"retry"} if retried else set()))
-    objects = render_children(name, namespace, spec, rollout, asleep=sleep.asleep)
+    # Idle sleep: the activator answers while no runtime pod is Ready (asleep, or waking and loading the model);
+    # in an off window the Service keeps no endpoint, as without schedule.idle (a request does not wake it).
+    to_activator = idle_sleep is not None and (sleep.reason == "Idle" or (not sleep.asleep and ready == 0))
+    objects = render_children(name, namespace, spec, rollout, asleep=sleep.asleep, to_activator=to_activator)
     status = build_status(
         name=name,
         plan=rollout,
@@ -218,6 +247,7 @@ def desire(
             remove.append(key)
             events.append(Event("Warning", "AnnotationIgnored", f"{key}: no rollout in progress"))
     status["lastActions"] = one_shot_bookkeeping(recorded, annotations, acted)
+    status["lastRequestTime"] = rfc3339(last_request)
     secrets = needed_secrets(spec, rollout.tracks)
     status["engineSecret"] = ENGINE_KEY_SECRET.name(name) if ENGINE_KEY_SECRET in secrets else None
     requeue = [t for t in (rollout.requeue_at, sleep.next_transition) if t is not None]
@@ -230,6 +260,33 @@ def desire(
         consumed_annotations=remove,
         sleep=sleep,
     )
+
+
+def latest_request(previous: dict[str, Any], observed: datetime | None, now: datetime) -> datetime:
+    """The last request for the idle clock: the later of status.lastRequestTime and what the pods (or the
+    activator) report now, never in the future (a pod's clock may run ahead). Without a recorded time the clock
+    starts now: a new deployment, or schedule.idle just turned on, gets its whole idle time."""
+    recorded = parse_time(previous.get("lastRequestTime")) or now
+    return min(max(recorded, observed or recorded), now)
+
+
+def activity_url(body: dict[str, Any], services: list[dict[str, Any]]) -> str | None:
+    """Where to read the last request (the `gpt_last_request_timestamp_seconds` of /metrics): the client
+    Service's ClusterIP, whichever pods it selects (runtime or activator). None without schedule.idle, or
+    before the Service has an address."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except ValidationError:
+        return None
+    if spec.schedule is None or spec.schedule.idle is None:
+        return None
+    name = body["metadata"]["name"]
+    client = next((s for s in services if s["metadata"]["name"] == name), None)
+    address = ((client or {}).get("spec") or {}).get("clusterIP")
+    if not address or address == "None":
+        return None
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{spec.service.port}/metrics"
 
 
 def retried_status(previous: dict[str, Any], revision: str) -> dict[str, Any] | None:

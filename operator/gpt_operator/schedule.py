@@ -1,4 +1,4 @@
-"""Awake or asleep, from the schedule, the annotations and the clock alone (pure; `now` is passed in).
+"""Awake or asleep, from the schedule, the annotations, the last request and the clock (pure; `now` is passed in).
 
 Windows are laid out on local calendar days in the schedule's time zone and compared as aware datetimes,
 so a 20:00 -> 08:00 window stays 20:00 -> 08:00 on the wall clock across daylight-saving changes (the
@@ -8,7 +8,7 @@ with the offset before the change, as `zoneinfo` does (02:30 becomes 03:30).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ _LOOKAHEAD_DAYS = 15
 @dataclass(frozen=True)
 class SleepState:
     asleep: bool
-    reason: str  # Awake | OffWindow | Holiday | Suspended | WokenByAnnotation | NoSchedule
+    reason: str  # Awake | OffWindow | Holiday | Suspended | WokenByAnnotation | NoSchedule | Idle
     message: str
     next_transition: datetime | None  # when the state changes next by the clock (UTC), if ever
 
@@ -89,12 +89,33 @@ def evaluate(
     *,
     suspend: bool = False,
     wake_until: datetime | None = None,
+    last_request: datetime | None = None,
 ) -> SleepState:
-    """Whether the deployment sleeps at `now` (aware), and when that changes next."""
+    """Whether the deployment sleeps at `now` (aware), and when that changes next by the clock.
+
+    Order: suspend, then the off windows and holidays (the wake-until annotation wakes them early), then
+    `schedule.idle`: asleep once `sleepAfterSeconds` have passed since `last_request` (the wake-until annotation
+    wakes that too); a request wakes it, which the caller sees as a newer `last_request`."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if suspend:
         return SleepState(True, "Suspended", "spec.suspend is true", None)
+    state = _by_windows(schedule, now, wake_until)
+    idle = schedule.idle if schedule is not None else None
+    if state.asleep or idle is None or last_request is None:
+        return state
+    idle_at = _utc(last_request + timedelta(seconds=idle.sleep_after_seconds))
+    woken = wake_until is not None and now < wake_until
+    if now >= idle_at and not woken:
+        message = f"asleep: no request since {_utc(last_request).isoformat()}; the next request wakes it"
+        return SleepState(True, "Idle", message, state.next_transition)
+    # the next look: when the idle time is up, or (woken past it) when the annotation ends
+    idle_check = idle_at if now < idle_at or wake_until is None else _utc(wake_until)
+    later = [t for t in (state.next_transition, idle_check) if t is not None]
+    return replace(state, next_transition=min(later))
+
+
+def _by_windows(schedule: ScheduleSpec | None, now: datetime, wake_until: datetime | None) -> SleepState:
     if schedule is None or (not schedule.off_windows and not schedule.holidays):
         return SleepState(False, "NoSchedule", "no sleep schedule", None)
     intervals = off_intervals(schedule, now)

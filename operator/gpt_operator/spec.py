@@ -325,9 +325,22 @@ def default_off_windows() -> list[OffWindow]:
     ]
 
 
+class IdleSpec(_Model):
+    """Scale to zero when idle: asleep after `sleepAfterSeconds` without an API request. While it sleeps an
+    activator pod answers the client Service and holds each request; the operator sees it and wakes the
+    deployment, and the request is served once a runtime pod is Ready, or answered 503 with Retry-After after
+    `wakeTimeoutSeconds`."""
+
+    sleep_after_seconds: int = Field(ge=60, le=7 * 86_400)
+    wake_timeout_seconds: int = Field(default=300, ge=10, le=3600)
+    # Where the activator pod runs (it needs no GPU): keep it off GPU nodes so that they can scale down.
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+
 class ScheduleSpec(_Model):
     time_zone: str = "UTC"
     off_windows: list[OffWindow] = Field(default_factory=list)
+    idle: IdleSpec | None = None
     holidays: list[date] = Field(default_factory=list)
 
     @field_validator("time_zone")
@@ -805,6 +818,11 @@ def validate(spec: GPTDeploymentSpec) -> list[str]:
                 problems.append(f"spec.schedule.offWindows[{i}]: start and end must differ")
             if len(set(w.days)) != len(w.days):
                 problems.append(f"spec.schedule.offWindows[{i}]: days must not repeat")
+        if spec.schedule.idle is not None and spec.is_prod:
+            problems.append(
+                "spec.schedule.idle: scale to zero is for dev, test and staging (a prod request would wait for a"
+                " model to load)"
+            )
     if spec.rollout.strategy == "Canary":
         weights = [s.set_weight for s in spec.rollout.canary.steps if s.set_weight is not None]
         if not weights:

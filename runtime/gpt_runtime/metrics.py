@@ -51,6 +51,39 @@ class StreamTimer:
         return self.clock() - self.arrived
 
 
+LAST_REQUEST = "gpt_last_request_timestamp_seconds"
+
+
+class LastRequest(Collector):
+    """`gpt_last_request_timestamp_seconds`: the Unix time of the last activity, read as now while any request is
+    in flight (`begin` .. `end`), so a long stream counts until it ends. `touch` marks one moment of activity (a
+    WebSocket message: an open but idle socket is no activity). The operator reads it to put idle deployments to
+    sleep; the activator (gpt_runtime.activator) exports the same series."""
+
+    def __init__(self, documentation: str, initial: float, clock: Callable[[], float] = time.time):
+        self.documentation = documentation
+        self.last = initial
+        self.in_flight = 0
+        self.clock = clock
+
+    def touch(self) -> None:
+        self.last = self.clock()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.touch()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        self.touch()
+
+    def value(self) -> float:
+        return self.clock() if self.in_flight > 0 else self.last
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(LAST_REQUEST, self.documentation, value=self.value())
+
+
 class _JobQueueDepth(Collector):
     """`job_queue_depth`, only while the queue could say how many jobs wait (no series otherwise)."""
 
@@ -129,6 +162,12 @@ class Metrics:
         )
         self._job_queue_depth = _JobQueueDepth()
         self.registry.register(self._job_queue_depth)
+        self.last_request = LastRequest(
+            "Unix time of the last API request this process received (health/readiness probes and /metrics"
+            " excluded; now while one is in flight); the process start until the first one.",
+            initial=time.time(),
+        )
+        self.registry.register(self.last_request)
         ProcessCollector(registry=self.registry)
 
     def _vllm(self) -> None:

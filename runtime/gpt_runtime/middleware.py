@@ -1,5 +1,9 @@
 """ASGI middleware: request id, revision header, body size limit, metrics and one access log line per request.
 
+Every request but the probes and scrapes (QUIET_PATHS) is activity for `gpt_last_request_timestamp_seconds`: an
+HTTP request while it is in flight (a stream until it ends), a WebSocket at each message either way (an open
+page's idle socket keeps no deployment awake).
+
 Written as plain ASGI (not BaseHTTPMiddleware) so streaming responses and WebSockets pass through untouched.
 """
 
@@ -20,6 +24,8 @@ from gpt_runtime.metrics import Metrics
 
 log = logging.getLogger("gpt_runtime.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# the kubelet's probes (api/health.py) and Prometheus: never activity
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 class BodyTooLarge(HTTPException):
@@ -70,9 +76,27 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500 if scope["type"] == "http" else 101
+        activity = self.metrics.last_request
+        in_flight = scope["type"] == "http" and scope["path"] not in QUIET_PATHS
+        if in_flight:
+            activity.begin()
         try:
             if scope["type"] == "websocket":
-                await self.app(scope, receive, send)
+                if scope["path"] in QUIET_PATHS:
+                    await self.app(scope, receive, send)
+                    return
+
+                async def touching_receive() -> Message:
+                    message = await receive()
+                    activity.touch()
+                    return message
+
+                async def touching_send(message: Message) -> None:
+                    activity.touch()
+                    await send(message)
+
+                activity.touch()
+                await self.app(scope, touching_receive, touching_send)
                 return
             length = _header(scope, b"content-length")
             limit = self.path_limits.get(scope["path"], self.max_body_bytes)
@@ -111,6 +135,8 @@ class RequestContextMiddleware:
                 status = 413
                 await self._reject(send, request_id, limit)
         finally:
+            if in_flight:
+                activity.end()
             self._record(scope, status, time.perf_counter() - started, request_id)
             request_id_var.reset(token)
 

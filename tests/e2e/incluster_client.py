@@ -12,6 +12,8 @@ with a command; it prints one JSON document.
                                   first content, then reads on slowly and reports how the stream ended
     complete URL TOKEN            a non-streaming /v1/chat/completions
     converse URL EMAIL PASSWORD   sign up, log in, the served model's id (/v1/models), one /generate answer
+    cold URL EMAIL PASSWORD SECS  the first request to a sleeping deployment (a sign-up held up to SECS while it
+                                  wakes): its status and seconds, then `converse`
     post URL                      an unauthenticated POST of {} to URL: its status (who may call an engine port)
     features URL EMAIL PASSWORD   what the image brings beyond the API: the web page and one hashed asset (status,
                                   type, cache headers), a /synthesize -> /transcribe round trip, a search
@@ -187,6 +189,15 @@ def converse(url: str, email: str, password: str) -> dict[str, Any]:
     }
 
 
+def cold(url: str, email: str, password: str, timeout: float) -> dict[str, Any]:
+    started = time.monotonic()
+    first = request("POST", f"{url}/auth/signup", {"email": email, "password": password}, timeout=timeout)
+    waited = time.monotonic() - started
+    return {"first_status": first["status"], "first_body": first["body"], "waited_s": round(waited, 1)} | converse(
+        url, email, password
+    )
+
+
 def _raw(method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float) -> dict[str, Any]:
     req = urllib.request.Request(url, data=data, method=method, headers={"Connection": "close", **headers})
     try:
@@ -285,6 +296,8 @@ def main(argv: list[str]) -> None:
         out = complete(args[0], args[1])
     elif cmd == "converse":
         out = converse(*args)
+    elif cmd == "cold":
+        out = cold(args[0], args[1], args[2], float(args[3]))
     elif cmd == "post":
         out = post(args[0])
     elif cmd == "features":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpt_operator.render.activator import activator_deployment, activator_selector, runtime_service
 from gpt_operator.render.autoscaling import autoscaler
 from gpt_operator.render.disruption import pdb
 from gpt_operator.render.network import network_policy
@@ -20,13 +21,14 @@ __all__ = ["render_children"]
 
 
 def render_children(
-    name: str, namespace: str, spec: GPTDeploymentSpec, plan: Plan, *, asleep: bool
+    name: str, namespace: str, spec: GPTDeploymentSpec, plan: Plan, *, asleep: bool, to_activator: bool = False
 ) -> list[dict[str, Any]]:
-    """Every child object, in apply order: ConfigMaps, Deployments, Services, then HTTPRoute/HPA/PDB/monitoring,
-    NetworkPolicy.
+    """Every child object, in apply order: ConfigMaps, Deployments, Services, the activator (schedule.idle), then
+    HTTPRoute/HPA/PDB/monitoring, NetworkPolicy.
 
     While asleep the autoscaler (HPA or KEDA ScaledObject) is left out (an HPA's minReplicas cannot be 0); the
-    tracks are at 0 by the plan.
+    tracks are at 0 by the plan. `to_activator`: the client Service selects the activator's pod instead of the
+    runtime's (no runtime pod is Ready).
     """
     objects: list[dict[str, Any]] = []
     seen_revisions: set[str] = set()
@@ -50,7 +52,12 @@ def render_children(
             )
         )
     for suffix, track_label in plan.services.items():
-        objects.append(service(name, namespace, suffix, track_label, spec.service))
+        selector = activator_selector(name) if to_activator and suffix == "" else None
+        objects.append(service(name, namespace, suffix, track_label, spec.service, selector))
+    idle = spec.schedule.idle if spec.schedule is not None else None
+    if idle is not None:  # the Service first: the activator's pod reads its address from the Service variables
+        objects.append(runtime_service(name, namespace, spec.service))
+        objects.append(activator_deployment(name, namespace, spec, idle))
     routing = spec.rollout.canary.traffic_routing
     if spec.rollout.strategy == "Canary" and routing is not None and routing.gateway_api is not None:
         weight = plan.state.canary_weight or 0

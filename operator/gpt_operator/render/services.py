@@ -10,9 +10,18 @@ from gpt_operator.spec import GROUP, ServiceSpec
 SERVICE_ROLE_LABEL = f"{GROUP}/service"  # "client" for `<name>`, "track" for the others
 
 
-def service(name: str, namespace: str, suffix: str, track: str | None, svc: ServiceSpec) -> dict[str, Any]:
-    """A Service selecting one track, or every track of the deployment when `track` is None."""
-    selector = instance_selector(name) if track is None else {**instance_selector(name), TRACK_LABEL: track}
+def service(
+    name: str,
+    namespace: str,
+    suffix: str,
+    track: str | None,
+    svc: ServiceSpec,
+    selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Service selecting one track, or every track of the deployment when `track` is None, or `selector` (the
+    activator's, while the deployment sleeps idle)."""
+    if selector is None:
+        selector = instance_selector(name) if track is None else {**instance_selector(name), TRACK_LABEL: track}
     role = "client" if suffix == "" else "track"
     labels = {**common_labels(name), SERVICE_ROLE_LABEL: role}
     meta: dict[str, Any] = {"name": f"{name}{suffix}", "namespace": namespace, "labels": labels}

@@ -87,10 +87,11 @@ def mailed_token(mail: dict) -> str:
     return urllib.parse.unquote(match.group(1))
 
 
-def start_runtime(tmp: Path, ready_path: str = "/ready", **env: str) -> RuntimeServer:
-    """Start the runtime with GPT_* settings from `env`; wait until `ready_path` answers 200."""
+def start_runtime(tmp: Path, ready_path: str = "/ready", *, port: int | None = None, **env: str) -> RuntimeServer:
+    """Start the runtime with GPT_* settings from `env` (on `port`, default a free one); wait until `ready_path`
+    answers 200."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     secret = secrets.token_urlsafe(48)
     log_path = tmp / "runtime.log"
     full_env = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import RuntimeServer, start_runtime, stop_runtime
+from .wsclient import ws_connect, ws_frames_until_done
 
 pytestmark = pytest.mark.integration
 MODEL = "fake-echo"
@@ -119,3 +121,43 @@ def test_queue_gauges_count_a_running_generation(runtime: RuntimeServer):
                 pass
     assert value(during, "vllm:num_requests_running", model_name=MODEL) == 1
     assert value(scrape(runtime), "vllm:num_requests_running", model_name=MODEL) == 0
+
+
+def test_last_request_time_moves_with_api_requests_not_probes_or_scrapes(runtime: RuntimeServer):
+    """gpt_last_request_timestamp_seconds, the operator's idle signal: probes and scrapes leave it alone, an API
+    request moves it, and a stream reads as now until it ends."""
+    last = "gpt_last_request_timestamp_seconds"
+    token = runtime.signup_and_login()
+    before = value(scrape(runtime), last)
+    assert before is not None and 0 < before <= time.time()
+    with runtime.client() as anon:
+        for path in ("/health", "/ready", "/metrics"):
+            assert anon.get(path).status_code == 200
+    assert value(scrape(runtime), last) == before
+
+    sent = time.time()
+    with runtime.client(token) as api:
+        assert api.get("/auth/me").status_code == 200
+        after = value(scrape(runtime), last)
+        assert after is not None and after >= sent > before
+        words = " ".join(f"w{i}" for i in range(60))  # ~0.3 s at 5 ms a token
+        with api.stream("POST", "/generate", json={"prompt": words, "stream": True}) as sse:
+            lines = sse.iter_lines()
+            next(line for line in lines if line.startswith("data: {") and _text(json.loads(line[6:])))
+            during = value(scrape(runtime), last)
+            time.sleep(0.05)
+            assert (value(scrape(runtime), last) or 0) > (during or 0) > after  # now, while it streams
+            for _ in lines:
+                pass
+    ended = value(scrape(runtime), last)
+    time.sleep(0.05)
+    assert value(scrape(runtime), last) == ended  # at rest again
+
+    with ws_connect(runtime.ws_url, token) as ws:
+        idle = value(scrape(runtime), last)
+        assert (idle or 0) > (ended or 0)  # the connection counts
+        time.sleep(0.1)
+        assert value(scrape(runtime), last) == idle  # an open, idle socket is no activity
+        ws.send(json.dumps({"type": "generate", "request_id": "r", "content": "hi"}))
+        ws_frames_until_done(ws, "r")
+        assert (value(scrape(runtime), last) or 0) > (idle or 0)

@@ -12,7 +12,7 @@ from gpt_runtime.backends.memory import MemoryJobQueue
 from gpt_runtime.backends.redis import CircuitBreaker
 from gpt_runtime.backends.sqlite_queue import SQLiteJobQueue
 from gpt_runtime.domain_errors import Unauthenticated
-from gpt_runtime.metrics import AUTH_EVENTS, Metrics, StreamTimer
+from gpt_runtime.metrics import AUTH_EVENTS, LastRequest, Metrics, StreamTimer
 from gpt_runtime.metrics_server import serve_metrics
 from gpt_runtime.scrape import RequestCounts, queue_depth, request_counts
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -192,3 +192,21 @@ def test_metrics_listener_serves_only_get_metrics():
     assert metrics.startswith(b"HTTP/1.1 200 OK") and metrics.endswith(b"\r\n\r\nup 1\n")
     assert b"text/plain; version=" in metrics
     assert other.startswith(b"HTTP/1.1 404")
+
+
+def test_last_request_reads_now_while_a_request_is_in_flight():
+    clock = Clock(100.0)
+    last = LastRequest("help", initial=50.0, clock=clock)
+    assert last.value() == 50.0  # the start, until the first request
+    last.begin()
+    clock.now = 130.0
+    assert last.value() == 130.0  # a long stream is activity until it ends
+    last.end()
+    clock.now = 200.0
+    assert last.value() == 130.0
+    last.touch()  # one WebSocket message
+    clock.now = 250.0
+    assert last.value() == 200.0
+    metrics = Metrics()
+    metrics.last_request.last = 200.0
+    assert b"gpt_last_request_timestamp_seconds 200.0" in metrics.render().splitlines()
