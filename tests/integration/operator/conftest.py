@@ -3,8 +3,8 @@ that run the real kopf operator against it over HTTP.
 
 kmock 0.8's emulator stores objects as given. This adapter adds what a real API server does and the tests
 need: uid / resourceVersion / generation / creationTimestamp; server-side apply (create or replace the
-applied fields, keep server fields and status); status-subresource patches that touch only status; 422 for
-a failed JSON-patch `test` (kmock answers 500); list/watch honouring `labelSelector` and `resourceVersion`
+applied fields, keep server fields and status, a Service's clusterIP among them); status-subresource patches
+that touch only status; 422 for a failed JSON-patch `test` (kmock answers 500); list/watch honouring `labelSelector` and `resourceVersion`
 (kmock replays every stored object on each watch, which kopf would take for fresh events).
 """
 
@@ -97,6 +97,9 @@ class Emulator(kmock.KubernetesEmulator):
             old_meta = old.get("metadata", {})
             for key in ("uid", "creationTimestamp"):
                 meta[key] = old_meta.get(key)
+            address = (old.get("spec") or {}).get("clusterIP")
+            if old.get("kind") == "Service" and address:  # allocated once, kept by every update
+                new.setdefault("spec", {}).setdefault("clusterIP", address)
             bare_old = {k: v for k, v in old.items() if k not in ("metadata", "status")}
             bare_new = {k: v for k, v in new.items() if k not in ("metadata", "status")}
             meta["generation"] = old_meta.get("generation", 1) + (1 if bare_old != bare_new else 0)
