@@ -4,8 +4,9 @@ that run the real kopf operator against it over HTTP.
 kmock 0.8's emulator stores objects as given. This adapter adds what a real API server does and the tests
 need: uid / resourceVersion / generation / creationTimestamp; server-side apply (create or replace the
 applied fields, keep server fields and status, a Service's clusterIP among them); status-subresource patches
-that touch only status; 422 for a failed JSON-patch `test` (kmock answers 500); list/watch honouring `labelSelector` and `resourceVersion`
-(kmock replays every stored object on each watch, which kopf would take for fresh events).
+that touch only status; 422 for a failed JSON-patch `test` (kmock answers 500); list/watch honouring
+`labelSelector` and `resourceVersion` (kmock replays every stored object on each watch, which kopf would take
+for fresh events).
 """
 
 from __future__ import annotations

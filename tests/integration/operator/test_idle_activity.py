@@ -79,6 +79,7 @@ async def test_idle_sleep_and_wake_by_a_held_request(cluster, operator, gptd, ev
     assert next(c for c in asleep["status"]["conditions"] if c["type"] == "Sleeping")["reason"] == "Idle"
     assert cluster.get(DEPLOYMENTS, "chat")["spec"]["replicas"] == 0
     await eventually(lambda: cluster.get(SERVICES, "chat")["spec"]["selector"] == ACTIVATOR)
+    await cluster.settle_deployments()  # the Deployment controller's part: no pod left, none ready
 
     # the activator holds a request at 13:00 and says so: the operator wakes the deployment
     clock.now = start + timedelta(hours=1)
