@@ -108,7 +108,8 @@ def evaluate(
     woken = wake_until is not None and now < wake_until
     if now >= idle_at and not woken:
         message = f"asleep: no request since {_utc(last_request).isoformat()}; the next request wakes it"
-        return SleepState(True, "Idle", message, state.next_transition)
+        # no wake by the clock: a request wakes it (the next off window only renames the sleep)
+        return SleepState(True, "Idle", message, None)
     # the next look: when the idle time is up, or (woken past it) when the annotation ends
     idle_check = idle_at if now < idle_at or wake_until is None else _utc(wake_until)
     later = [t for t in (state.next_transition, idle_check) if t is not None]

@@ -9,7 +9,7 @@ import pytest
 from gpt_operator.activity import parse_last_request
 from gpt_operator.reconcile import activity_url, desire
 from gpt_operator.schedule import evaluate
-from gpt_operator.spec import IdleSpec, ScheduleSpec, parse_spec, validate
+from gpt_operator.spec import IdleSpec, ScheduleSpec, default_off_windows, parse_spec, validate
 
 from .test_reconcile import body, cluster_from, conditions
 
@@ -37,6 +37,10 @@ def test_idle_clock_sleeps_after_the_last_request_and_a_request_wakes() -> None:
     assert not awake.asleep and awake.next_transition == last + timedelta(seconds=600)
     asleep = evaluate(schedule, NOON + timedelta(seconds=1), last_request=last)
     assert asleep.asleep and asleep.reason == "Idle" and "the next request wakes it" in asleep.message
+    # no scheduled wake: the operator's gpt_operator_wake_timestamp_seconds (and its "asleep past its wake time"
+    # alert) must not take the next off window's start for one
+    with_windows = ScheduleSpec(off_windows=default_off_windows(), idle=IdleSpec(sleep_after_seconds=600))
+    assert evaluate(with_windows, NOON + timedelta(seconds=1), last_request=last).next_transition is None
     assert not evaluate(schedule, NOON + timedelta(seconds=1), last_request=NOON).asleep  # a request came
     woken = evaluate(schedule, NOON + timedelta(seconds=1), last_request=last, wake_until=NOON + timedelta(hours=1))
     assert not woken.asleep and woken.next_transition == NOON + timedelta(hours=1)  # idle again after the annotation
