@@ -102,11 +102,12 @@ def test_sync_health_through_a_canary_and_the_rollout_actions(
     actions = argocd.actions("canary", _ref(name, ns))
     assert {n for n, on in actions.items() if on} == {"pause"}, actions
 
-    # 2. a commit changes the revision: Argo CD syncs it, the canary is Progressing, then waits at its pause
+    # 2. a commit changes the revision: Argo CD syncs it, and the canary waits at its pause. (Progressing on the way
+    # lasts as long as the canary pod takes to be Ready: at once on these kwok nodes, so it can fall between two
+    # polls; the operator-from-git test below sees it on a real pod loading its model.)
     sha = repo.commit({"canary/gptd.yaml": gptd_manifest(name, ns, _canary(2))}, "chat: revision 2")
     argocd.refresh("canary")
     argocd.wait_app("canary", "Synced to revision 2", _synced_to(sha))
-    argocd.wait_health("canary", name, "Progressing")
     argocd.wait_health("canary", name, "Suspended", WAITING)
     actions = argocd.actions("canary", _ref(name, ns))
     assert {n for n, on in actions.items() if on} == {"promote", "promote-full", "abort", "pause"}, actions

@@ -241,7 +241,10 @@ def test_the_operator_makes_no_writes_and_no_lists_at_rest(kube: Kube, ready: di
             break
     assert not changes, f"no quiet 20 s window: {changes}"
     found = audit.events(start, end)
-    assert audit.writes(found) == {}, audit.writes(found)
+    # writes in the samples' namespaces only: another module's GPTDeployment may still be finishing a rollout
+    # (CI saw a blue-green scale-down delay of the kubectl plugin test end in this window)
+    ours = [e for e in found if (e.get("objectRef") or {}).get("namespace") in namespaces]
+    assert audit.writes(ours) == {}, audit.writes(ours)
     # A kind whose CRD the cluster lacks (HTTPRoute here) is looked for again once a minute: a 404, however
     # many GPTDeployments there are. Every other LIST happens once, at start.
     answered = [e for e in found if e["responseStatus"]["code"] < 400]
