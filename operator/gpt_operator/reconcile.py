@@ -181,7 +181,7 @@ def desire(
         previous = retried
     analysis = assess(spec, previous, measurements, actions, now)
     actions = analysis.actions
-    idle_sleep = spec.schedule.idle if spec.schedule is not None else None
+    idle_sleep = spec.idle_sleep
     last_request = latest_request(previous, observed_request, now) if idle_sleep is not None else None
     observed = observed_tracks(deployments)
     ready = sum(track.ready_replicas for track in observed.values())
@@ -278,7 +278,7 @@ def activity_url(body: dict[str, Any], services: list[dict[str, Any]]) -> str | 
         spec = parse_spec(body.get("spec") or {})
     except ValidationError:
         return None
-    if spec.schedule is None or spec.schedule.idle is None:
+    if spec.idle_sleep is None:
         return None
     name = body["metadata"]["name"]
     client = next((s for s in services if s["metadata"]["name"] == name), None)

@@ -710,6 +710,11 @@ class GPTDeploymentSpec(_Model):
     # --- derived values, the single source for the renderers ---
 
     @property
+    def idle_sleep(self) -> IdleSpec | None:
+        """schedule.idle: scale to zero when idle (None: off)."""
+        return self.schedule.idle if self.schedule is not None else None
+
+    @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt_operator.render.activator import activator_deployment, activator_selector, runtime_service
+from gpt_operator.render.activator import RUNTIME_SERVICE_SUFFIX, activator_deployment, activator_selector
 from gpt_operator.render.autoscaling import autoscaler
 from gpt_operator.render.disruption import pdb
 from gpt_operator.render.network import network_policy
@@ -54,9 +54,9 @@ def render_children(
     for suffix, track_label in plan.services.items():
         selector = activator_selector(name) if to_activator and suffix == "" else None
         objects.append(service(name, namespace, suffix, track_label, spec.service, selector))
-    idle = spec.schedule.idle if spec.schedule is not None else None
+    idle = spec.idle_sleep
     if idle is not None:  # the Service first: the activator's pod reads its address from the Service variables
-        objects.append(runtime_service(name, namespace, spec.service))
+        objects.append(service(name, namespace, RUNTIME_SERVICE_SUFFIX, None, spec.service))
         objects.append(activator_deployment(name, namespace, spec, idle))
     routing = spec.rollout.canary.traffic_routing
     if spec.rollout.strategy == "Canary" and routing is not None and routing.gateway_api is not None:

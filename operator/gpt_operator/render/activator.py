@@ -1,5 +1,6 @@
 """Scale to zero (spec.schedule.idle), rendered (pure): the activator Deployment that answers the client Service
-while no runtime pod is Ready, and the `<name>-runtime` Service through which it reaches them once they are.
+while no runtime pod is Ready. It reaches them, once they are, through the Service `<name>-runtime` (every track's
+pods; rendered by services.service like the track Services).
 
 The activator (`python -m gpt_runtime.activator`, in the runtime's own image) holds each request and exports
 `gpt_last_request_timestamp_seconds` as the runtime pods do; the operator reads that gauge through the client
@@ -12,32 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, common_labels, instance_selector
-from gpt_operator.spec import GROUP, RUNTIME_PORT, GPTDeploymentSpec, IdleSpec, ServiceSpec
+from gpt_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, common_labels
+from gpt_operator.render.workload import RUNTIME_UID, container_security
+from gpt_operator.spec import GROUP, RUNTIME_PORT, GPTDeploymentSpec, IdleSpec
 
 ACTIVATOR_LABEL = f"{GROUP}/activator"
 RUNTIME_SERVICE_SUFFIX = "-runtime"
 ACTIVATOR_SUFFIX = "-activator"
-ACTIVATOR_UID = 10001  # the runtime image's user
 
 
 def activator_selector(name: str) -> dict[str, str]:
     """The activator's pods: not the runtime's (no NAME_LABEL), so no runtime Service, PDB or policy selects them."""
     return {ACTIVATOR_LABEL: name}
-
-
-def runtime_service(name: str, namespace: str, svc: ServiceSpec) -> dict[str, Any]:
-    """`<name>-runtime`: every runtime pod of the deployment, whatever the client Service points at."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": f"{name}{RUNTIME_SERVICE_SUFFIX}", "namespace": namespace, "labels": common_labels(name)},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance_selector(name),
-            "ports": [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
 
 
 def _service_variable(service: str, what: str) -> str:
@@ -65,11 +52,7 @@ def activator_deployment(name: str, namespace: str, spec: GPTDeploymentSpec, idl
         "readinessProbe": {**probe, "failureThreshold": 3},
         "livenessProbe": {**probe, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -79,8 +62,8 @@ def activator_deployment(name: str, namespace: str, spec: GPTDeploymentSpec, idl
         "terminationGracePeriodSeconds": min(idle.wake_timeout_seconds + 30, 3600),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": ACTIVATOR_UID,
-            "runAsGroup": ACTIVATOR_UID,
+            "runAsUser": RUNTIME_UID,  # the runtime image's user
+            "runAsGroup": RUNTIME_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }

@@ -204,7 +204,9 @@ def _pod_options(spec: GPTDeploymentSpec) -> dict[str, Any]:
     return out
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
+    """What every container the operator renders runs with: no privilege escalation, read-only root, no
+    capabilities."""
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
@@ -228,7 +230,7 @@ def _fetch_model(name: str, revision: str, spec: GPTDeploymentSpec, cache_mount:
         "envFrom": _env_from(name, revision, spec),
         "env": [e.wire() for e in spec.env or []],
         "resources": resources,
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": [cache_mount, {"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -254,11 +256,11 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         if engine_render.fetches(spec):
             init_containers.append(
                 engine_render.fetch_container(
-                    spec, _env_from(name, revision, spec), _resources_without_gpu(spec), _container_security()
+                    spec, _env_from(name, revision, spec), _resources_without_gpu(spec), container_security()
                 )
             )
         containers.append(
-            engine_render.engine_container(name, spec, RUNTIME_PORT, _resources(resources), _container_security())
+            engine_render.engine_container(name, spec, RUNTIME_PORT, _resources(resources), container_security())
         )
     elif cache_claim is not None:
         cache_mount = {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR}
@@ -282,7 +284,7 @@ def pod_template(name: str, track: str, template: dict[str, Any], revision: str)
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "livenessProbe": _probe("/health", 10, 3),
         "readinessProbe": _probe("/ready", 5, 3),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": mounts,
     }
     containers.insert(0, container)
