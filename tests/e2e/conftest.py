@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from .kube import CRD, CRD_NAME, OPERATOR_NAMESPACE, PREREQS, ROOT, Kube, free_port, kubectl_binary
+from .realpods import InClusterClient, real_node_name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -164,6 +165,21 @@ def ns(namespaces: Callable[[str], str], request: pytest.FixtureRequest) -> str:
     """A fresh namespace for one test module."""
     stem = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     return namespaces(f"e2e-{stem}-{uuid.uuid4().hex[:5]}")
+
+
+@pytest.fixture(scope="module")
+def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
+    """A client pod in the module's namespace, on the real node (a module without one fails, never skips)."""
+    real_node_name(kube)
+    return InClusterClient(kube, ns).start()
+
+
+@pytest.fixture
+def free_the_node(kube: Kube, ns: str) -> Iterator[None]:
+    """Each test's GPTDeployments go when it ends: the node has room for one test's pods at a time (modules opt in
+    with `pytest.mark.usefixtures("free_the_node")`)."""
+    yield
+    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..tools import tool_binary
 from .kube import ROOT, free_port
 
 IMAGES = (
@@ -70,17 +71,12 @@ class Stack:
 
 def compose_plugin() -> None:
     """Make `docker compose` work: GPT_DOCKER_COMPOSE or hack/tools.sh's build, linked as the CLI plugin."""
-    given = os.environ.get("GPT_DOCKER_COMPOSE")
-    if given:
-        plugins = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
-        plugins.mkdir(parents=True, exist_ok=True)
-        link = plugins / "docker-compose"
-        if not link.exists():
-            link.symlink_to(given)
-    else:
-        tools = str(ROOT / "hack" / "tools.sh")
-        built = subprocess.run(["bash", tools, "docker-compose"], capture_output=True, text=True)
-        assert built.returncode == 0, f"hack/tools.sh docker-compose failed:\n{built.stderr[-3000:]}"
+    plugins = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    link = plugins / "docker-compose"
+    binary = tool_binary("docker-compose")
+    if not link.exists():
+        link.symlink_to(binary)
     version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     assert version.returncode == 0, f"`docker compose` does not work: {version.stderr}"
 

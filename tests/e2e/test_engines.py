@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .kube import NAME_LABEL, PROMOTE, REVISION_LABEL, TRACK_LABEL, Kube, gptd_manifest
-from .realpods import InClusterClient, on_real_node, real_node_name, service_url
+from .realpods import InClusterClient, on_real_node, service_url
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("free_the_node")]
 LLAMA_SERVER_IMAGE = "gpt-operator.local/llama-server:e2e"
 LLAMACPP = {"type": "llamacpp", "image": LLAMA_SERVER_IMAGE, "parallel": 2}
 ENGINE_RESOURCES = {"cpu": "100m", "memory": "1Gi"}
@@ -35,18 +34,6 @@ def _llamacpp_spec(replicas: int, **extra: Any) -> dict[str, Any]:
         **extra,
     }
     return on_real_node(spec, ENGINE_RESOURCES)
-
-
-@pytest.fixture(scope="module")
-def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
-    real_node_name(kube)
-    return InClusterClient(kube, ns).start()
-
-
-@pytest.fixture(autouse=True)
-def _free_the_node(kube: Kube, ns: str) -> Iterator[None]:
-    yield
-    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)
 
 
 def _pod(kube: Kube, ns: str, selector: str) -> dict[str, Any]:

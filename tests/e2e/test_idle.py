@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from .kube import NAME_LABEL, Kube, gptd_manifest
-from .realpods import ON_REAL_NODE, InClusterClient, on_real_node, real_node_name, service_url
+from .realpods import ON_REAL_NODE, InClusterClient, on_real_node, service_url
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("free_the_node")]
 
 SLEEP_AFTER_S = 60  # the smallest the CRD accepts
 ACTIVATOR = {"serving.gpt-operator.dev/activator": "idle"}
-
-
-@pytest.fixture(scope="module")
-def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
-    real_node_name(kube)
-    return InClusterClient(kube, ns).start()
-
-
-@pytest.fixture(autouse=True)
-def _free_the_node(kube: Kube, ns: str) -> Iterator[None]:
-    yield
-    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)
 
 
 def _sleeping_reason(obj: dict) -> str | None:

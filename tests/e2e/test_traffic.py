@@ -10,15 +10,14 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .kube import ABORT, NAME_LABEL, PROMOTE, REVISION_LABEL, TRACK_LABEL, WAKE_UNTIL, Kube, awake_for, gptd_manifest
-from .realpods import InClusterClient, on_real_node, real_node_name, service_url, start_moto
+from .realpods import InClusterClient, on_real_node, service_url, start_moto
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("free_the_node")]
 
 
 def _spec(replicas: int, revision: int, **extra: Any) -> dict[str, Any]:
@@ -30,19 +29,6 @@ def _spec(replicas: int, revision: int, **extra: Any) -> dict[str, Any]:
         **extra,
     }
     return on_real_node(spec)
-
-
-@pytest.fixture(scope="module")
-def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
-    real_node_name(kube)
-    return InClusterClient(kube, ns).start()
-
-
-@pytest.fixture(autouse=True)
-def _free_the_node(kube: Kube, ns: str) -> Iterator[None]:
-    """Each test's GPTDeployments go when it ends: the node has room for one test's pods at a time."""
-    yield
-    kube.run("delete", "gptd", "--all", "-n", ns, "--wait=false", check=False)
 
 
 def _revisions(kube: Kube, ns: str, name: str, track: str | None = None) -> set[str]:

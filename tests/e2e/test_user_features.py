@@ -17,16 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from .kube import Kube, awake_for, gptd_manifest
-from .realpods import InClusterClient, on_real_node, real_node_name, service_url
+from .realpods import InClusterClient, on_real_node, service_url
 
 pytestmark = pytest.mark.e2e
 NAME = "features"
-
-
-@pytest.fixture(scope="module")
-def client(kube: Kube, ns: str, operator: None) -> InClusterClient:
-    real_node_name(kube)
-    return InClusterClient(kube, ns).start()
 
 
 @pytest.fixture
