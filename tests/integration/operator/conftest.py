@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -276,6 +277,13 @@ async def cluster() -> AsyncIterator[Emulator]:
             kind="ServiceMonitor", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}
         )
         yield emulator
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class Clock:

@@ -4,12 +4,13 @@ activator), sleeps the deployment once the idle time is up, and wakes it when th
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
+
+from .conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -33,12 +34,6 @@ class FakeMetrics:
         return web.Response(
             text=f"# TYPE gpt_last_request_timestamp_seconds gauge\ngpt_last_request_timestamp_seconds {value}\n"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest_asyncio.fixture()

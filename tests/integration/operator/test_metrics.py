@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -12,18 +11,12 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import NAMESPACE, Clock, Emulator, running_operator
+from .conftest import NAMESPACE, Clock, Emulator, free_port, running_operator
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 GPTD = "serving.gpt-operator.dev/v1alpha1/gptdeployments"
 GPTD_PATH = f"/apis/serving.gpt-operator.dev/v1alpha1/namespaces/{NAMESPACE}/gptdeployments"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest_asyncio.fixture()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -138,6 +139,22 @@ def wait_until_ready(
         time.sleep(interval)
     process.kill()
     raise RuntimeError(f"{what} did not become ready:\n{log_path.read_text()}")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition (a GET /metrics): (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric_value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:

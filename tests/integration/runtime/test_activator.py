@@ -16,11 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 from gpt_runtime.errors import error_body
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from .conftest import RuntimeServer, free_port, start_runtime, stop_process, stop_runtime, wait_until_ready
+from .conftest import (
+    RuntimeServer,
+    Samples,
+    free_port,
+    metric_samples,
+    metric_value,
+    start_runtime,
+    stop_process,
+    stop_runtime,
+    wait_until_ready,
+)
 from .wsclient import ws_connect, ws_frames_until_done
 
 pytestmark = pytest.mark.integration
@@ -61,23 +70,14 @@ def start_activator(tmp: Path, upstream_port: int, **env: str) -> ActivatorServe
     return ActivatorServer(base_url, f"ws://127.0.0.1:{port}", process, log_path)
 
 
-def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of GET /metrics: (name, sorted labels) -> value."""
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+def scrape(base_url: str) -> Samples:
+    """Every sample of the activator's GET /metrics."""
+    return metric_samples(httpx.get(f"{base_url}/metrics", timeout=5).text)
 
 
 def outcomes(base_url: str) -> dict[str, float]:
     samples = scrape(base_url)
-    return {o: value(samples, "gpt_activator_requests_total", outcome=o) or 0 for o in ("proxied", "timeout")}
+    return {o: metric_value(samples, "gpt_activator_requests_total", outcome=o) or 0 for o in ("proxied", "timeout")}
 
 
 def login(base_url: str) -> str:
@@ -122,13 +122,13 @@ def test_a_request_is_held_until_the_runtime_starts_then_answered(tmp_path: Path
         )
         held.start()
         deadline = time.monotonic() + 10
-        while value(samples := scrape(activator.base_url), "gpt_activator_waiting_requests") != 1:
+        while metric_value(samples := scrape(activator.base_url), "gpt_activator_waiting_requests") != 1:
             assert time.monotonic() < deadline, "the request was never held"
             time.sleep(0.05)
-        first = value(samples, "gpt_last_request_timestamp_seconds")
+        first = metric_value(samples, "gpt_last_request_timestamp_seconds")
         assert first is not None and first >= sent  # activity, read as now while the request is held
         time.sleep(0.3)
-        assert (value(scrape(activator.base_url), "gpt_last_request_timestamp_seconds") or 0) > first
+        assert (metric_value(scrape(activator.base_url), "gpt_last_request_timestamp_seconds") or 0) > first
         assert held.is_alive() and not answers
 
         runtime = start_runtime(tmp_path / "runtime", port=upstream_port, GPT_MODEL_SOURCE=FAKE_MODEL)
@@ -146,12 +146,12 @@ def test_a_request_is_held_until_the_runtime_starts_then_answered(tmp_path: Path
         assert completion.json()["choices"][0]["message"]["content"] == "You said: hello there"
 
         samples = scrape(activator.base_url)
-        assert value(samples, "gpt_activator_waiting_requests") == 0
-        assert value(samples, "gpt_activator_requests_total", outcome="proxied") == 3
-        assert value(samples, "gpt_activator_requests_total", outcome="timeout") == 0
-        assert value(samples, "gpt_activator_wait_seconds_count") == 3
-        assert (value(samples, "gpt_activator_wait_seconds_sum") or 0) > 0.3  # the first one waited
-        last = value(samples, "gpt_last_request_timestamp_seconds") or 0
+        assert metric_value(samples, "gpt_activator_waiting_requests") == 0
+        assert metric_value(samples, "gpt_activator_requests_total", outcome="proxied") == 3
+        assert metric_value(samples, "gpt_activator_requests_total", outcome="timeout") == 0
+        assert metric_value(samples, "gpt_activator_wait_seconds_count") == 3
+        assert (metric_value(samples, "gpt_activator_wait_seconds_sum") or 0) > 0.3  # the first one waited
+        last = metric_value(samples, "gpt_last_request_timestamp_seconds") or 0
         assert first < last <= time.time()
         logs = activator.logs()
         assert '"outcome": "proxied"' in logs and '"path": "/auth/signup"' in logs
@@ -163,8 +163,8 @@ def test_a_request_is_held_until_the_runtime_starts_then_answered(tmp_path: Path
         with pytest.raises(httpx.ReadTimeout):
             httpx.get(f"{activator.base_url}/v1/models", timeout=httpx.Timeout(10, read=1.5))
         samples = scrape(activator.base_url)
-        assert value(samples, "gpt_activator_waiting_requests") == 1
-        assert value(samples, "gpt_activator_requests_total", outcome="upstream_error") == 0
+        assert metric_value(samples, "gpt_activator_waiting_requests") == 1
+        assert metric_value(samples, "gpt_activator_requests_total", outcome="upstream_error") == 0
         assert httpx.get(f"{activator.base_url}/ready").json()["error"]["code"] == "asleep"
     finally:
         stop_process(activator.process)
@@ -236,8 +236,8 @@ def test_no_runtime_in_time_answers_503_with_retry_after(tmp_path: Path):
         assert refused.value.response.status_code == 503
         assert json.loads(refused.value.response.body or b"")["error"]["code"] == "model_waking_up"
         samples = scrape(activator.base_url)
-        assert value(samples, "gpt_activator_requests_total", outcome="timeout") == 2
-        assert value(samples, "gpt_activator_waiting_requests") == 0
+        assert metric_value(samples, "gpt_activator_requests_total", outcome="timeout") == 2
+        assert metric_value(samples, "gpt_activator_waiting_requests") == 0
         assert '"outcome": "timeout"' in activator.logs()
     finally:
         stop_process(activator.process)
@@ -254,8 +254,8 @@ def test_probes_and_metrics_are_answered_locally_and_are_no_activity(
         assert ready.status_code == 503 and ready.json()["error"]["code"] == "asleep"
         for _ in range(2):
             samples = scrape(activator.base_url)
-            assert value(samples, "gpt_last_request_timestamp_seconds") == 0
-            assert value(samples, "gpt_activator_waiting_requests") == 0
+            assert metric_value(samples, "gpt_last_request_timestamp_seconds") == 0
+            assert metric_value(samples, "gpt_activator_waiting_requests") == 0
             assert sum(outcomes(activator.base_url).values()) == 0
     finally:
         stop_process(activator.process)
@@ -265,8 +265,8 @@ def test_probes_and_metrics_are_answered_locally_and_are_no_activity(
     _, awake_activator = awake
     with httpx.Client(base_url=awake_activator.base_url, timeout=10) as client:
         assert client.get("/v1/models").status_code == 401  # known ready from here on
-        before = value(scrape(awake_activator.base_url), "gpt_last_request_timestamp_seconds")
+        before = metric_value(scrape(awake_activator.base_url), "gpt_last_request_timestamp_seconds")
         ready = client.get("/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         assert client.get("/health").status_code == 200
-        assert value(scrape(awake_activator.base_url), "gpt_last_request_timestamp_seconds") == before
+        assert metric_value(scrape(awake_activator.base_url), "gpt_last_request_timestamp_seconds") == before

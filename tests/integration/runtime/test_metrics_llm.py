@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import RuntimeServer, start_runtime, stop_runtime
+from .conftest import RuntimeServer, Samples, metric_samples, start_runtime, stop_runtime
+from .conftest import metric_value as value
 from .wsclient import ws_connect, ws_frames_until_done
 
 pytestmark = pytest.mark.integration
@@ -25,19 +25,10 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]
     stop_runtime(server)
 
 
-def scrape(server: RuntimeServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of GET /metrics: (name, sorted labels) -> value."""
+def scrape(server: RuntimeServer) -> Samples:
+    """Every sample of the runtime's GET /metrics."""
     with server.client() as client:
-        text = client.get("/metrics").text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+        return metric_samples(client.get("/metrics").text)
 
 
 def sse_usage(lines: list[str]) -> dict:
