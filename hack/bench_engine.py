@@ -1,6 +1,6 @@
 """Benchmark the engine against its peers and the machine's limits, on the same model in one run.
 
-Modes (--modes, default all seven):
+Modes (--modes, default all eight):
 
 - baseline: one request at a time through transformers' `generate` (greedy, with a streamer for
   timings);
@@ -17,6 +17,8 @@ Modes (--modes, default all seven):
 - engine_fast: the same engine with its CPU weight copies (GPT_MODEL_SMALL_BATCH_DTYPE=float16: decode
   steps of up to 4 streams read a float16 copy, half the bytes, so "% stream" counts 2 bytes per weight;
   GPT_MODEL_PACKED_WEIGHTS=true: larger decode steps use oneDNN-packed float32 weights);
+- engine_int8: the same engine with int8 weights (GPT_MODEL_QUANTIZE=int8, gpt_model.quantize: SmoothQuant
+  calibrated at load, fbgemm's dynamic int8 matmuls; "% stream" counts 1 byte per weight);
 - llamacpp (smollm2-135m only): llama.cpp's `llama-server` (hack/tools.sh builds it), a fresh server
   per streams setting with `--parallel <streams>` and `--threads` = this machine's cores (or
   --threads), clients streaming /v1/chat/completions over HTTP (SSE) with `"ignore_eos": true`;
@@ -92,8 +94,15 @@ TOPICS = [
 ]
 
 
-MODES = ("baseline", "static", "generate_batch", "engine", "engine_fast", "llamacpp", "front")
-PHASES = ("baseline", "static", "generate_batch", "engine", "engine_fast")  # each in a subprocess of its own
+MODES = ("baseline", "static", "generate_batch", "engine", "engine_fast", "engine_int8", "llamacpp", "front")
+PHASES = (
+    "baseline",
+    "static",
+    "generate_batch",
+    "engine",
+    "engine_fast",
+    "engine_int8",
+)  # each in a subprocess of its own
 PEERS = ("static", "generate_batch")  # a failure shows in their rows instead of ending the run
 SERVED_MODES = ("llamacpp", "front")  # llama-server behind HTTP: only for the model its GGUF holds
 SERVED_MODEL = "smollm2-135m"
@@ -487,9 +496,10 @@ def _gpu_mb() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
 
-def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
-    """Our engine; with small_batch (engine_fast) its CPU weight copies: float16 for steps of up to 4 streams,
-    oneDNN-packed float32 for larger ones."""
+def run_engine(path: Path, args, mode: str = "engine") -> list[dict]:
+    """Our engine; engine_fast with its CPU weight copies (float16 for steps of up to 4 streams, oneDNN-packed
+    float32 for larger ones), engine_int8 with int8 weights."""
+    small_batch = mode == "engine_fast"
     from gpt_model.engine import ModelEngine
     from gpt_model.engine_config import EngineConfig
     from gpt_model.protocol import ChatMessage, GenerationRequest, SamplingParams, TextDelta
@@ -507,6 +517,7 @@ def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
                 prefix_cache_mb=0 if args.no_prefix_cache else None,
                 small_batch_dtype="float16" if small_batch else None,
                 packed_weights=small_batch,
+                quantize="int8" if mode == "engine_int8" else None,
             ),
         )
         engine.tokenizer.eos_token_ids = frozenset()  # exactly max_tokens each, as the baseline
@@ -538,7 +549,7 @@ def run_engine(path: Path, args, small_batch: bool = False) -> list[dict]:
             for batch in request_batches(requests, streams):
                 await asyncio.gather(*[one(f"s{streams}-{i}", prompt(i), out) for i in batch])
             wall = time.perf_counter() - wall0
-            results.append(measured("engine_fast" if small_batch else "engine", streams, requests, out, wall))
+            results.append(measured(mode, streams, requests, out, wall))
         await engine.close()
 
     asyncio.run(main())
@@ -958,7 +969,11 @@ def model_info(path: Path, args, modes: list[str], name: str) -> dict:
     """Matmul parameters, FLOPs and bytes of weights read per token (llama.cpp's: its GGUF's size)."""
     config = json.loads((path / "config.json").read_text())
     params = matmul_params(config)
-    read = {"default": params * {"float32": 4, "bfloat16": 2}[args.dtype], "engine_fast": params * 2}
+    read = {
+        "default": params * {"float32": 4, "bfloat16": 2}[args.dtype],
+        "engine_fast": params * 2,
+        "engine_int8": params,
+    }
     if name == SERVED_MODEL and any(m in SERVED_MODES for m in modes):
         from gpt_model.paths import smollm2_gguf
 
@@ -1012,7 +1027,8 @@ def main() -> int:
             "static": run_static,
             "generate_batch": run_generate_batch,
             "engine": run_engine,
-            "engine_fast": lambda path, args: run_engine(path, args, small_batch=True),
+            "engine_fast": lambda path, args: run_engine(path, args, "engine_fast"),
+            "engine_int8": lambda path, args: run_engine(path, args, "engine_int8"),
             "limits": lambda path, args: run_limits(args),
         }
         print("RESULT " + json.dumps(phases[args.phase](path, args)))

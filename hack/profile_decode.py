@@ -10,6 +10,7 @@ that no kernel accounts for.
 
     .venv/bin/python hack/profile_decode.py                        # this checkout
     .venv/bin/python hack/profile_decode.py --small-batch-dtype float16 --small-batch-rows 4 --packed-weights
+    .venv/bin/python hack/profile_decode.py --quantize int8
     .venv/bin/python hack/profile_decode.py --model-dir /tmp/old/model   # another checkout's model/ (before)
 """
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CATEGORIES = (
     ("matmul", ("mm", "linear", "matmul", "addmm", "bmm")),
+    ("int8 input", ("quantize", "choose_qparams", "dequantize")),
     ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
     ("kv cache", ("index_copy", "index_select", "index_put")),
 )
@@ -119,6 +121,7 @@ def main() -> int:
     ap.add_argument("--small-batch-dtype", default="", help="float16 or bfloat16: a half copy for small batches")
     ap.add_argument("--small-batch-rows", type=int, default=4)
     ap.add_argument("--packed-weights", action="store_true", help="oneDNN-packed weights for larger steps")
+    ap.add_argument("--quantize", default="", help="int8: int8 weights (gpt_model.quantize)")
     ap.add_argument("--model-dir", default=str(ROOT / "model"), help="the model/ directory to import gpt_model from")
     ap.add_argument("--label", default="", help="a name for this run in the table")
     ap.add_argument("--json", help="write the numbers here")
@@ -136,10 +139,15 @@ def main() -> int:
         loaded.model.use_small_batch_weights(getattr(torch, args.small_batch_dtype), args.small_batch_rows)
     if args.packed_weights:
         loaded.model.use_packed_weights(32)
+    if args.quantize == "int8":
+        from gpt_model.quantize import calibration_prompts, quantize_int8
+
+        quantize_int8(loaded.model, calibration_prompts(loaded.tokenizer))
     rows = [profile(loaded.model, loaded.tokenizer, int(s), args.steps) for s in args.streams.split(",")]
     label = (
         args.label
         or f"{Path(args.model_dir).resolve()}{' ' + args.small_batch_dtype if args.small_batch_dtype else ''}"
+        f"{' ' + args.quantize if args.quantize else ''}"
     )
     names = list(rows[0]["ms"])
     print(f"decode step, SmolLM2-135M float32, {torch.get_num_threads()} threads: {label}")

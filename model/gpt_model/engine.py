@@ -59,10 +59,7 @@ class ModelEngine:
         window = min(self._loaded.context_window, config.max_context_tokens or self._loaded.context_window)
         kv_bytes = int(config.kv_cache_budget_mb(str(self.device)) * 2**20)
         self._kv_budget_bytes = kv_bytes
-        small = (config.small_batch_dtype, config.small_batch_rows) if config.small_batch_dtype else None
-        self._runner: ModelRunner = open_runner(
-            self._loaded, config.max_batch_size, window, kv_bytes, config.cuda_graphs, small, config.packed_weights
-        )
+        self._runner: ModelRunner = open_runner(self._loaded, config, window, kv_bytes)
         self.context_window = self._runner.max_len  # capped so that one request alone fits the KV cache budget
         self._output = OutputProcessor(
             self.tokenizer, self.context_window, lambda token: constrained.forced_logprob(token, self._table())

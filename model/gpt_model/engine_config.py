@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 SMALL_BATCH_DTYPES = ("float16", "bfloat16")
+QUANTIZE = ("int8",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class EngineConfig:
     # every call, which at 8-32 streams costs as much as the product (about 1.3x the tokens/s there), for the
     # weights' memory again
     packed_weights: bool = False
+    # int8 matmul weights on a CPU (gpt_model.quantize: SmoothQuant calibrated at load, fbgemm's dynamic int8
+    # linear): a quarter of float32's weight memory and bytes per token, for some accuracy (hack/eval_quality.py)
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -46,6 +50,15 @@ class EngineConfig:
                 f"engine option small_batch_dtype must be one of {', '.join(SMALL_BATCH_DTYPES)}, "
                 f"not {self.small_batch_dtype!r}"
             )
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise ValueError(f"engine option quantize must be one of {', '.join(QUANTIZE)}, not {self.quantize!r}")
+        if self.quantize is not None and (self.small_batch_dtype is not None or self.packed_weights is True):
+            raise ValueError(
+                "engine option quantize replaces the float32 weights: it excludes small_batch_dtype "
+                "and packed_weights, which copy them"
+            )
+        if self.quantize is not None and self.dtype != "float32":
+            raise ValueError(f"engine option quantize needs dtype float32, not {self.dtype!r}")
         _check_int(self, "small_batch_rows", 1)
         _check_int(self, "max_batch_size", 1)
         _check_int(self, "max_queue", 0)

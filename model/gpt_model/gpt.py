@@ -8,6 +8,7 @@ One module tree serves both families (see config.py). Attention goes through
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Protocol
 
 import torch
@@ -54,7 +55,11 @@ class Linear(nn.Linear):
     - `packed`: a oneDNN-layout float32 copy (CPU) for forwards of at most `packed_rows` rows. MKL's sgemm packs
       the weight again on every call, which at 8-32 rows costs about as much as the product; a weight packed once
       does not.
-    See `GPT.use_small_batch_weights` and `GPT.use_packed_weights`.
+    - `int8`: fbgemm's prepacked int8 weight (CPU) for every forward, which then quantizes its input to 7 bits
+      per call: a quarter of the bytes to read, and integer math at every batch size. fbgemm picks one input range
+      for the whole forward, so a row's result depends a little on the other rows of a batch. `int8_in` scales the
+      input first (SmoothQuant's smoothing, where it could not be folded into the layer before).
+    See `GPT.use_small_batch_weights`, `GPT.use_packed_weights` and `gpt_model.quantize`.
     """
 
     small: torch.Tensor | None = None
@@ -63,6 +68,8 @@ class Linear(nn.Linear):
     packed: torch.Tensor | None = None
     packed_bias: torch.Tensor | None = None
     packed_rows: int = 0
+    int8: torch.Tensor | None = None  # torch.ops.quantized.linear_prepack's packed params (a script object)
+    int8_in: torch.Tensor | None = None
 
     def keep_small(self, dtype: torch.dtype | None, rows: int) -> int:
         """Keep a `dtype` copy of the weight (and bias) for forwards of at most `rows` rows (None: drop it);
@@ -82,7 +89,30 @@ class Linear(nn.Linear):
         self.packed_rows = rows if usable else 0
         return weight.numel() * weight.element_size() if usable else 0
 
+    def keep_int8(self, in_scale: torch.Tensor | None = None, runtime_scale: bool = False) -> int:
+        """Keep an int8 copy of a CPU float32 weight, one scale per output row, for every forward (the caller drops
+        the float32 weight). The copy is of weight * in_scale (per input channel); forwards divide their input by
+        in_scale first when `runtime_scale` (else the layer before has been scaled). The bytes the copy takes."""
+        weight = self.weight.detach()
+        if weight.device.type != "cpu" or weight.dtype != torch.float32:
+            raise ValueError("int8 weights need float32 weights on a CPU")
+        if in_scale is not None:
+            weight = weight * in_scale[None, :]
+        self.int8_in = (1 / in_scale).contiguous() if in_scale is not None and runtime_scale else None
+        scale = (weight.abs().amax(1) / 127).clamp(min=1e-12).double()
+        zero = torch.zeros(weight.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():  # deprecated for torchao's: still there in the torch we pin (pyproject.toml)
+            warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel")
+            qweight = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+        self.int8 = torch.ops.quantized.linear_prepack(qweight, None if self.bias is None else self.bias.detach())
+        return weight.numel() + 8 * scale.numel()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8 is not None:
+            if self.int8_in is not None:
+                x = x * self.int8_in
+            # reduce_range: 7-bit inputs; with 8 bits fbgemm's int16 sums of u8 x s8 pairs overflow on AVX2
+            return torch.ops.quantized.linear_dynamic(x.contiguous(), self.int8, True)
         rows = x.numel() // x.shape[-1]
         small = self.small
         if small is not None and rows <= self.small_rows:

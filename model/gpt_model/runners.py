@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import torch
 
 from gpt_model.checkpoint import Loaded
+from gpt_model.engine_config import EngineConfig
 from gpt_model.kv_cache import SlotKVCache
 
 log = logging.getLogger("gpt_model.engine")
@@ -270,28 +271,33 @@ class TransformersRunner:
         return 0
 
 
-def open_runner(
-    loaded: Loaded,
-    max_slots: int,
-    max_len: int,
-    budget_bytes: int,
-    cuda_graphs: bool | None = None,
-    small_batch: tuple[str, int] | None = None,
-    packed_weights: bool = False,
-) -> ModelRunner:
-    """Our GPT's runner when the checkpoint is ours, else the transformers fallback.
+def open_runner(loaded: Loaded, config: EngineConfig, max_len: int, budget_bytes: int) -> ModelRunner:
+    """Our GPT's runner when the checkpoint is ours, else the transformers fallback, with `config`'s slots and
+    weight options, for sequences of up to `max_len` tokens in a KV cache of `budget_bytes`.
 
-    small_batch (dtype name, rows): our GPT keeps a copy of its matmul weights in that dtype for forwards of at
-    most that many rows (`GPT.use_small_batch_weights`); packed_weights: a oneDNN-packed copy for decode steps on
-    a CPU (`GPT.use_packed_weights`). Both for float32 weights only, and ignored for the fallback."""
+    - small_batch_dtype: our GPT keeps a copy of its matmul weights in that dtype for forwards of at most
+      small_batch_rows rows (`GPT.use_small_batch_weights`);
+    - packed_weights: a oneDNN-packed copy for decode steps on a CPU (`GPT.use_packed_weights`);
+    - quantize="int8": int8 matmul weights instead of float32 (`gpt_model.quantize`).
+    All three are for float32 weights on a CPU (the copies are skipped elsewhere; int8 is refused); the fallback
+    takes none of them."""
     if loaded.config is None:
-        return TransformersRunner(loaded.model, max_slots, max_len)
+        if config.quantize:
+            raise ValueError("quantize works for our GPT checkpoints only, not a transformers fallback model")
+        return TransformersRunner(loaded.model, config.max_batch_size, max_len)
     model = loaded.model
-    float32 = next(model.parameters()).dtype == torch.float32
-    if small_batch is not None and float32:
-        copies = model.use_small_batch_weights(getattr(torch, small_batch[0]), small_batch[1])
-        log.info("small-batch weights: %s for up to %d rows, %.0f MB", *small_batch, copies / 2**20)
-    if packed_weights and float32:
-        copies = model.use_packed_weights(max_slots)
+    param = next(model.parameters())
+    float32 = param.dtype == torch.float32
+    if config.quantize == "int8":
+        from gpt_model.quantize import calibration_prompts, quantize_int8
+
+        int8 = quantize_int8(model, calibration_prompts(loaded.tokenizer))
+        log.info("int8 weights: %.0f MB", int8 / 2**20)
+    if config.small_batch_dtype is not None and float32:
+        small = (config.small_batch_dtype, config.small_batch_rows)
+        copies = model.use_small_batch_weights(getattr(torch, small[0]), small[1])
+        log.info("small-batch weights: %s for up to %d rows, %.0f MB", *small, copies / 2**20)
+    if config.packed_weights and float32:
+        copies = model.use_packed_weights(config.max_batch_size)
         log.info("packed weights for decode steps: %.0f MB", copies / 2**20)
-    return GPTRunner(model, max_slots, max_len, budget_bytes, cuda_graphs)
+    return GPTRunner(model, config.max_batch_size, max_len, budget_bytes, config.cuda_graphs)

@@ -537,3 +537,29 @@ def test_weight_copies_serve_decode_steps_with_the_same_greedy_text():
     assert {m.packed_rows for m in model.modules() if hasattr(m, "packed")} == {32}
     assert run(texts(fast, 1)) == run(texts(plain, 1))  # the float16 copy
     assert run(texts(fast, 4)) == run(texts(plain, 4))  # the packed copy
+
+
+def test_int8_engine_serves_a_batch_with_int8_matmuls_only():
+    """GPT_MODEL_QUANTIZE=int8: every matmul in int8 (gpt_model.quantize), the float32 matmul weights dropped; a
+    batch of requests each gets its max_tokens tokens, greedy text as reproducible as the batch (fbgemm quantizes a
+    step's input with one range for the whole batch)."""
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    prompts = ["tell me a story", "what is a prime number", "describe the sea"]
+
+    async def finished(e):
+        await e.start()
+        rids = [await e.submit(GenerationRequest(f"r{i}", msgs(p), greedy)) for i, p in enumerate(prompts)]
+        out = [await events(e, rid) for rid in rids]
+        await e.close()
+        return [("".join(ev.text for ev in evs[:-1]), evs[-1].usage.completion_tokens) for evs in out]
+
+    int8 = engine(quantize="int8")
+    model = int8._loaded.model
+    linears = [m for m in model.modules() if hasattr(m, "int8")]
+    assert linears and all(m.int8 is not None for m in linears)
+    assert all(m.weight.numel() == 0 for m in linears if m.weight is not model.wte.weight)
+    with torch.profiler.profile() as prof:
+        first = run(finished(int8))
+    assert not [e.key for e in prof.key_averages() if e.key in ("aten::linear", "aten::addmm", "aten::mm")]
+    assert all(text and tokens == 12 for text, tokens in first)
+    assert run(finished(int8)) == first

@@ -57,3 +57,16 @@ def test_small_batch_weights_are_float16_or_bfloat16_for_at_least_one_row():
     assert EngineConfig().packed_weights is False
     with pytest.raises(ValueError, match="engine option packed_weights must be true or false"):
         EngineConfig(packed_weights="yes")  # type: ignore[arg-type]
+
+
+def test_quantize_is_int8_on_float32_weights_and_excludes_the_float32_copies():
+    assert EngineConfig().quantize is None
+    assert EngineConfig(quantize="int8").quantize == "int8"
+    with pytest.raises(ValueError, match="engine option quantize must be one of int8, not 'int4'"):
+        EngineConfig(quantize="int4")
+    with pytest.raises(ValueError, match="excludes small_batch_dtype and packed_weights"):
+        EngineConfig(quantize="int8", small_batch_dtype="float16")
+    with pytest.raises(ValueError, match="excludes small_batch_dtype and packed_weights"):
+        EngineConfig(quantize="int8", packed_weights=True)
+    with pytest.raises(ValueError, match="needs dtype float32, not 'bfloat16'"):
+        EngineConfig(quantize="int8", dtype="bfloat16")

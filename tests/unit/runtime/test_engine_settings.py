@@ -40,3 +40,11 @@ def test_a_bad_engine_setting_is_refused_at_start(monkeypatch):
     monkeypatch.setenv("GPT_MODEL_MAX_BATCH_SIZE", "0")
     with pytest.raises(ValidationError, match="model_max_batch_size"):
         RuntimeSettings()
+
+
+def test_gpt_model_quantize_int8_becomes_the_engine_option_and_other_values_are_refused(monkeypatch):
+    monkeypatch.setenv("GPT_MODEL_QUANTIZE", "int8")
+    assert EngineConfig.from_options(**RuntimeSettings().model_engine_options()).quantize == "int8"
+    monkeypatch.setenv("GPT_MODEL_QUANTIZE", "int4")
+    with pytest.raises(ValidationError, match="model_quantize"):
+        RuntimeSettings()
