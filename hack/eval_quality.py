@@ -1,4 +1,4 @@
-"""What small-batch half-precision weights cost in quality: a small eval on SmolLM2-135M.
+"""What half-precision weight copies and int8 weights cost in quality: a small eval on SmolLM2-135M.
 
 The engine can keep a float16 or bfloat16 copy of every matmul weight for decode steps over few
 sequences (`GPT.use_small_batch_weights`, the engine option `small_batch_dtype`): those steps read
@@ -10,6 +10,8 @@ script measures what that changes, on the decode path itself (one row per forwar
   half copy; how many continuations are identical, and where the others first differ;
 - top-1 agreement of the teacher-forced next-token predictions.
 
+    .venv/bin/python hack/eval_quality.py --dtypes float16,int8   # the float16 copy and int8 weights (last:
+                                                                  # it replaces the float32 weights)
     .venv/bin/python hack/eval_quality.py                  # float16 and bfloat16 against float32
     .venv/bin/python hack/eval_quality.py --dtypes float16 --tokens 64
 
@@ -134,7 +136,7 @@ def compare(base: dict, other: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dtypes", default="float16,bfloat16", help="comma list of half dtypes to compare")
+    ap.add_argument("--dtypes", default="float16,bfloat16", help="comma list: float16, bfloat16, int8")
     ap.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write the numbers here")

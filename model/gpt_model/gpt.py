@@ -36,7 +36,7 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
+def make_norm(config: GPTConfig) -> RMSNorm | nn.LayerNorm:
     if config.family == "gpt2":
         return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=True)
     return RMSNorm(config.n_embd, config.norm_eps)

@@ -14,10 +14,12 @@ greedy agreement against float32).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from gpt_model.gpt import GPT, Linear, RMSNorm
+from gpt_model.gpt import GPT, Block, Linear, RMSNorm
 from gpt_model.protocol import ChatMessage
 from gpt_model.tokenizer import ChatTokenizer
 
@@ -45,12 +47,15 @@ def input_ranges(model: GPT, prompts: list[list[int]]) -> dict[Linear, torch.Ten
     """The largest |input| per input channel of every Linear over forwards of `prompts`."""
     ranges: dict[Linear, torch.Tensor] = {}
 
-    def record(module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
-        seen = ranges.get(module)  # type: ignore[call-overload]
-        ranges[module] = x if seen is None else torch.maximum(seen, x)  # type: ignore[index]
+    def recorder(linear: Linear):
+        def record(module: nn.Module, args: tuple) -> None:
+            x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
+            seen = ranges.get(linear)
+            ranges[linear] = x if seen is None else torch.maximum(seen, x)
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Linear)]
+        return record
+
+    hooks = [m.register_forward_pre_hook(recorder(m)) for m in model.modules() if isinstance(m, Linear)]
     try:
         for ids in prompts:
             model(torch.tensor([ids]))
@@ -66,10 +71,10 @@ def smoothing(input_max: torch.Tensor, weight: torch.Tensor, alpha: float = ALPH
     return (input_max.clamp(min=1e-5) ** alpha / weight_max ** (1 - alpha)).clamp(min=1e-5)
 
 
-def _fold_into_norm(norm: nn.Module, scale: torch.Tensor) -> None:
+def _fold_into_norm(norm: RMSNorm | nn.LayerNorm, scale: torch.Tensor) -> None:
     with torch.no_grad():
         norm.weight.div_(scale)
-        if getattr(norm, "bias", None) is not None:
+        if isinstance(norm, nn.LayerNorm) and norm.bias is not None:
             norm.bias.div_(scale)
 
 
@@ -82,7 +87,8 @@ def quantize_int8(model: GPT, prompts: list[list[int]], alpha: float = ALPHA) ->
         raise ValueError("int8 weights are for float32 models on a CPU")
     ranges = input_ranges(model, prompts)
     total = 0
-    for block in model.h:
+    for layer in model.h:
+        block = cast(Block, layer)
         attn, mlp = block.attn, block.mlp
         total += attn.qkv.keep_int8(_folded(block.ln_1, attn.qkv, ranges, alpha))
         total += attn.o_proj.keep_int8(smoothing(ranges[attn.o_proj], attn.o_proj.weight, alpha), runtime_scale=True)
@@ -103,10 +109,10 @@ def quantize_int8(model: GPT, prompts: list[list[int]], alpha: float = ALPHA) ->
     return total
 
 
-def _folded(norm: nn.Module, linear: Linear, ranges: dict[Linear, torch.Tensor], alpha: float) -> torch.Tensor:
+def _folded(
+    norm: RMSNorm | nn.LayerNorm, linear: Linear, ranges: dict[Linear, torch.Tensor], alpha: float
+) -> torch.Tensor:
     """The smoothing of `linear`, divided out of the norm that feeds it."""
-    if not isinstance(norm, (RMSNorm, nn.LayerNorm)):
-        raise TypeError(f"cannot fold a scale into {type(norm).__name__}")
     scale = smoothing(ranges[linear], linear.weight, alpha)
     _fold_into_norm(norm, scale)
     return scale
