@@ -95,6 +95,7 @@ class ModelSpec(_Model):
     source: str = Field(min_length=1)
     revision: str | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
+    quantize: Literal["int8"] | None = None  # int8 matmul weights on the CPU (the builtin engine)
     max_context_tokens: int | None = Field(default=None, ge=16, le=1_048_576)
     cache: ModelCacheSpec | None = None
 
@@ -102,6 +103,8 @@ class ModelSpec(_Model):
     def _cache_needs_a_download(self) -> ModelSpec:
         if self.cache is not None and not self.source.startswith(("s3://", "hf:")):
             raise ValueError("model.cache is for s3:// and hf: sources (the others need no copy)")
+        if self.quantize is not None and self.dtype != "float32":
+            raise ValueError(QUANTIZE_DTYPE_MESSAGE)
         return self
 
     @field_validator("source")
@@ -136,6 +139,11 @@ VLLM_SOURCE_MESSAGE = (
     "other builtin: models run only on the builtin engine"
 )
 VLLM_GPU_MESSAGE = "engine vllm needs resources.gpu > 0 (its default image is CUDA-only), or an engine.image of its own"
+QUANTIZE_DTYPE_MESSAGE = "model.quantize int8 replaces float32 weights: it needs model.dtype float32"
+QUANTIZE_ENGINE_MESSAGE = (
+    "model.quantize int8 is for the builtin engine on CPUs: not with engine vllm or llamacpp (they load quantized "
+    "formats of their own), nor with resources.gpu > 0"
+)
 
 
 def engine_source_problem(engine: str, source: str) -> str | None:
@@ -683,6 +691,8 @@ class GPTDeploymentSpec(_Model):
         gpu = (self.resources or ResourcesSpec()).gpu
         if self.engine.type == "vllm" and not self.engine.image and gpu == 0:
             raise ValueError(VLLM_GPU_MESSAGE)
+        if self.model.quantize is not None and (self.engine.type != "builtin" or gpu > 0):
+            raise ValueError(QUANTIZE_ENGINE_MESSAGE)
         return self
 
     @model_validator(mode="before")

@@ -117,6 +117,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "engine.port must not be 8000",
     ),
     (
+        "quantize-bfloat16",
+        {"model": {"source": "builtin:smollm2-135m", "dtype": "bfloat16", "quantize": "int8"}},
+        "model.quantize int8 replaces float32 weights",
+    ),
+    (
+        "quantize-on-gpu",
+        {"model": {"source": "builtin:smollm2-135m", "quantize": "int8"}, "resources": {"gpu": 1}},
+        "model.quantize int8 is for the builtin engine on CPUs",
+    ),
+    (
+        "quantize-llamacpp",
+        {"model": {"source": "builtin:smollm2-135m", "quantize": "int8"}, "engine": {"type": "llamacpp"}},
+        "model.quantize int8 is for the builtin engine on CPUs",
+    ),
+    (
+        "quantize-int4",
+        {"model": {"source": "builtin:smollm2-135m", "quantize": "int4"}},
+        "Unsupported value",
+    ),
+    (
         "unknown-engine",
         {"model": SOURCE, "engine": {"type": "sglang"}},
         "Unsupported value",

@@ -100,6 +100,8 @@ def runtime_config(spec: GPTDeploymentSpec) -> dict[str, str]:
         data["GPT_MODEL_REVISION"] = spec.model.revision
     if spec.model.max_context_tokens:
         data["GPT_MAX_CONTEXT_TOKENS"] = str(spec.model.max_context_tokens)
+    if spec.model.quantize:
+        data["GPT_MODEL_QUANTIZE"] = spec.model.quantize
     return data
 
 

@@ -99,6 +99,7 @@ def test_api_server_defaults_agree_with_the_operator_model() -> None:
         ({"model": {"source": "builtin:tiny"}, "schedule": {"holidays": ["2026-13-01"]}}, "is not a date"),
         ({"model": {"source": "builtin:tiny"}, "rollout": {"strategy": "Recreate"}}, ".spec.rollout.strategy"),
         ({"model": {"source": "builtin:tiny"}, "typo": True}, ".spec.typo: unknown field"),
+        ({"model": {"source": "builtin:tiny", "quantize": "int4"}}, ".spec.model.quantize"),
     ],
 )
 def test_schema_rejects_bad_specs(spec: dict, fragment: str) -> None:

@@ -69,9 +69,16 @@ def test_config_map_holds_gpt_runtime_settings_and_is_immutable() -> None:
     assert data["GPT_MODEL_SOURCE"] == "hf:org/m"
     assert data["GPT_MODEL_DTYPE"] == "bfloat16"
     assert data["GPT_MAX_CONTEXT_TOKENS"] == "2048"
+    assert "GPT_MODEL_QUANTIZE" not in data  # float32 unless asked
     assert data["GPT_PORT"] == "8000"
     assert data["GPT_HOST"] == "0.0.0.0"
     assert "GPT_DEV_MODE" not in data
+
+
+def test_model_quantize_becomes_gpt_model_quantize_in_the_config_map() -> None:
+    spec = spec_of(model={"source": "builtin:smollm2-135m", "quantize": "int8"})
+    data = config_map("demo", "ml", spec.pod_template_spec(), spec.revision)["data"]
+    assert data["GPT_MODEL_QUANTIZE"] == "int8"
 
 
 @pytest.mark.parametrize("environment", ["dev", "test", "staging", "prod"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from gpt_operator.spec import parse_spec, problems_from_error, validate
 from pydantic import ValidationError
@@ -123,3 +125,24 @@ def test_revision_changes_with_pod_template_but_not_with_replicas() -> None:
     assert a.revision == b.revision
     assert a.revision != c.revision
     assert len(a.revision) == 10
+
+
+def test_model_quantize_int8_is_for_the_builtin_engine_on_cpus_with_float32_weights() -> None:
+    assert parse_spec({"model": {"source": "builtin:smollm2-135m", "quantize": "int8"}}).model.quantize == "int8"
+    assert parse_spec({"model": {"source": "builtin:smollm2-135m"}}).model.quantize is None
+    refused = {
+        "model.quantize int8 replaces float32 weights": {
+            "model": {"source": "builtin:smollm2-135m", "dtype": "bfloat16", "quantize": "int8"}
+        },
+        "model.quantize int8 is for the builtin engine on CPUs": {
+            "model": {"source": "builtin:smollm2-135m", "quantize": "int8"},
+            "engine": {"type": "llamacpp"},
+        },
+    }
+    for message, spec in refused.items():
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            parse_spec(spec)
+    with pytest.raises(ValidationError, match=r"model\.quantize int8 is for the builtin engine on CPUs"):
+        parse_spec({"model": {"source": "builtin:smollm2-135m", "quantize": "int8"}, "resources": {"gpu": 1}})
+    with pytest.raises(ValidationError, match="quantize"):
+        parse_spec({"model": {"source": "builtin:smollm2-135m", "quantize": "int4"}})
