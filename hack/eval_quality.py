@@ -148,11 +148,12 @@ def main() -> int:
     loaded = load_source(str(smollm2_dir()), dtype="float32", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
     results = {"float32": evaluate(model, tokenizer, args.tokens)}
-    for name in [d for d in args.dtypes.split(",") if d and d != "int8"]:
+    names = [d for d in args.dtypes.split(",") if d]
+    for name in [d for d in names if d != "int8"]:
         model.use_small_batch_weights(getattr(torch, name), rows=1)
         results[name] = evaluate(model, tokenizer, args.tokens)
         model.use_small_batch_weights(None, rows=0)
-    if "int8" in args.dtypes.split(","):  # last: it replaces the float32 weights
+    if "int8" in names:  # last: it replaces the float32 weights
         from gpt_model.quantize import calibration_prompts, quantize_int8
 
         quantize_int8(model, calibration_prompts(tokenizer))

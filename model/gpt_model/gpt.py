@@ -68,7 +68,7 @@ class Linear(nn.Linear):
     packed: torch.Tensor | None = None
     packed_bias: torch.Tensor | None = None
     packed_rows: int = 0
-    int8: torch.Tensor | None = None  # torch.ops.quantized.linear_prepack's packed params (a script object)
+    int8: torch.ScriptObject | None = None  # torch.ops.quantized.linear_prepack's packed params
     int8_in: torch.Tensor | None = None
 
     def keep_small(self, dtype: torch.dtype | None, rows: int) -> int:

@@ -71,19 +71,13 @@ def smoothing(input_max: torch.Tensor, weight: torch.Tensor, alpha: float = ALPH
     return (input_max.clamp(min=1e-5) ** alpha / weight_max ** (1 - alpha)).clamp(min=1e-5)
 
 
-def _fold_into_norm(norm: RMSNorm | nn.LayerNorm, scale: torch.Tensor) -> None:
-    with torch.no_grad():
-        norm.weight.div_(scale)
-        if isinstance(norm, nn.LayerNorm) and norm.bias is not None:
-            norm.bias.div_(scale)
-
-
 @torch.inference_mode()
 def quantize_int8(model: GPT, prompts: list[list[int]], alpha: float = ALPHA) -> int:
     """Calibrate on `prompts` (token ids; see `calibration_prompts`), smooth and replace every matmul weight of
     `model` (CPU, float32) by int8; the float32 copies are dropped, except a weight the embedding shares. Returns
     the bytes the int8 weights take."""
-    if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
+    param = next(model.parameters())
+    if param.device.type != "cpu" or param.dtype != torch.float32:  # before any norm is scaled
         raise ValueError("int8 weights are for float32 models on a CPU")
     ranges = input_ranges(model, prompts)
     total = 0
@@ -114,5 +108,8 @@ def _folded(
 ) -> torch.Tensor:
     """The smoothing of `linear`, divided out of the norm that feeds it."""
     scale = smoothing(ranges[linear], linear.weight, alpha)
-    _fold_into_norm(norm, scale)
+    with torch.no_grad():
+        norm.weight.div_(scale)
+        if isinstance(norm, nn.LayerNorm) and norm.bias is not None:
+            norm.bias.div_(scale)
     return scale

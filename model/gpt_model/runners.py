@@ -286,8 +286,7 @@ def open_runner(loaded: Loaded, config: EngineConfig, max_len: int, budget_bytes
             raise ValueError("quantize works for our GPT checkpoints only, not a transformers fallback model")
         return TransformersRunner(loaded.model, config.max_batch_size, max_len)
     model = loaded.model
-    param = next(model.parameters())
-    float32 = param.dtype == torch.float32
+    float32 = next(model.parameters()).dtype == torch.float32
     if config.quantize == "int8":
         from gpt_model.quantize import calibration_prompts, quantize_int8
 
