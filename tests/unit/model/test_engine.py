@@ -558,8 +558,11 @@ def test_int8_engine_serves_a_batch_with_int8_matmuls_only():
     linears = [m for m in model.modules() if hasattr(m, "int8")]
     assert linears and all(m.int8 is not None for m in linears)
     assert all(m.weight.numel() == 0 for m in linears if m.weight is not model.wte.weight)
-    with torch.profiler.profile() as prof:
-        first = run(finished(int8))
-    assert not [e.key for e in prof.key_averages() if e.key in ("aten::linear", "aten::addmm", "aten::mm")]
+    # the profiler does not see the engine's worker thread: count the int8 matmuls of one forward here
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        model(torch.tensor([[1, 2, 3]]))
+    assert sum(e.count for e in prof.key_averages() if e.key == "quantized::linear_dynamic") == len(linears)
+    # and the engine generates with them (the float32 weights it could have used are empty)
+    first = run(finished(int8))
     assert all(text and tokens == 12 for text, tokens in first)
     assert run(finished(int8)) == first
