@@ -103,6 +103,10 @@ class ModelSpec(_Model):
     def _cache_needs_a_download(self) -> ModelSpec:
         if self.cache is not None and not self.source.startswith(("s3://", "hf:")):
             raise ValueError("model.cache is for s3:// and hf: sources (the others need no copy)")
+        return self
+
+    @model_validator(mode="after")
+    def _quantize_needs_float32(self) -> ModelSpec:
         if self.quantize is not None and self.dtype != "float32":
             raise ValueError(QUANTIZE_DTYPE_MESSAGE)
         return self
